@@ -1,0 +1,31 @@
+//! Deliberate protocol bugs, compiled only with the `mutants` feature, so that tests can prove
+//! the simulator's checkers and the model checker catch each of them.
+
+/// A mutation of the protocol or its driver.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Mutant {
+    /// The responder gives up (aborts) after it reflected, instead of asking.
+    ResponderAbortsAfterReflect,
+    /// The responder keeps sending data while it reflects.
+    ResponderDoesNotPause,
+    /// The initiator sends new-epoch data on a connection before COMMIT.
+    DataBeforeCommit,
+    /// The initiator commits on a REFLECT / QUERY carrying another nonce.
+    CommitOnOtherNonce,
+    /// The responder commits on evidence that arrived another way (gossip), not COMMIT.
+    CommitOnOtherPath,
+    /// The driver sends messages before the state they depend on is durable.
+    SendBeforePersist,
+}
+
+impl Mutant {
+    /// Every mutant.
+    pub const ALL: [Mutant; 6] = [
+        Mutant::ResponderAbortsAfterReflect,
+        Mutant::ResponderDoesNotPause,
+        Mutant::DataBeforeCommit,
+        Mutant::CommitOnOtherNonce,
+        Mutant::CommitOnOtherPath,
+        Mutant::SendBeforePersist,
+    ];
+}

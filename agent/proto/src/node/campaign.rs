@@ -1,0 +1,360 @@
+//! Campaign phases: announce, stage, activate, converge, finalize; abort, resume, rollback.
+
+use super::{Event, Gate, Node, Output, Record, TimerKey};
+use crate::link::table::Stimulus;
+use crate::msg::{Campaign, Control, ControlAction, Message, Pending};
+use crate::phase::{Phase, PhaseEntry};
+use crate::types::{Epoch, Nanos, NodeId};
+
+impl Node {
+    /// The operator starts a campaign on this node (the origin); it floods to every neighbour.
+    pub fn start_campaign(&mut self, now: Nanos, campaign: Campaign) {
+        self.on_campaign(now, None, campaign);
+    }
+
+    /// An operator control issued on this node; it floods to every neighbour.
+    pub fn control(&mut self, now: Nanos, control: Control) {
+        self.on_control(now, None, control);
+    }
+
+    pub(super) fn on_campaign(&mut self, now: Nanos, from: Option<NodeId>, c: Campaign) {
+        let current = self.record.campaign;
+        if let Some(cur) = current {
+            if cur.epoch > c.epoch || cur == c {
+                return;
+            }
+            if cur.epoch == c.epoch {
+                return self.refuse(c.epoch, "another campaign with the same epoch was accepted");
+            }
+        }
+        if !(c.window.contains(c.epoch) && c.window.contains(c.epoch.prev())) {
+            return self.refuse(
+                c.epoch,
+                "the image must speak both the previous and the new epoch",
+            );
+        }
+        let phase = self.record.phase.phase;
+        let settled = matches!(
+            phase,
+            Phase::Idle
+                | Phase::Converged
+                | Phase::Finalized
+                | Phase::Halted
+                | Phase::Aborted
+                | Phase::RolledBack
+        );
+        if !settled {
+            return self.refuse(
+                c.epoch,
+                "the previous campaign has not settled on this node",
+            );
+        }
+        if self
+            .links
+            .iter()
+            .any(|l| !l.retired && !l.state.fresh && !c.window.contains(l.state.committed))
+        {
+            return self.refuse(c.epoch, "the new image does not speak a current link epoch");
+        }
+        self.record.campaign = Some(c);
+        self.record.staged = false;
+        self.record.paused = false;
+        self.set_phase(now, Phase::Announced, c.epoch);
+        for l in &self.links {
+            if Some(l.peer) != from && l.conn.is_some() {
+                self.out.push(Output::Send {
+                    to: l.peer,
+                    msg: Message::Campaign(c),
+                });
+            }
+        }
+        self.emit(Output::Stage(c));
+    }
+
+    fn refuse(&mut self, epoch: Epoch, reason: &'static str) {
+        self.emit(Output::Event(Event::CampaignRefused { epoch, reason }));
+    }
+
+    /// The driver finished staging `epoch` (`ok`: every chunk verified and durable).
+    pub fn staged(&mut self, now: Nanos, epoch: Epoch, ok: bool) {
+        let Some(c) = self.record.campaign else {
+            return;
+        };
+        if c.epoch != epoch || self.record.phase.phase != Phase::Announced {
+            return;
+        }
+        if !ok {
+            self.emit(Output::Event(Event::StagingFailed { epoch }));
+            let at = now + self.cfg.retry;
+            return self.emit(Output::Timer {
+                at,
+                key: TimerKey::Retry,
+            });
+        }
+        self.record.staged = true;
+        self.set_phase(now, Phase::Staged, epoch);
+        self.begin_activation(now);
+    }
+
+    /// Starts activation when allowed: staged, not paused, not already activating.
+    pub(super) fn begin_activation(&mut self, now: Nanos) {
+        let Some(c) = self.record.campaign else {
+            return;
+        };
+        if self.record.phase.phase != Phase::Staged || self.record.paused || self.gate != Gate::Idle
+        {
+            return;
+        }
+        if c.disruptive {
+            self.gate = Gate::Leasing;
+            self.holder.start(&self.links);
+            self.lease_step(now);
+        } else {
+            self.gate = Gate::Activating { since: now };
+            self.emit(Output::Activate {
+                epoch: c.epoch,
+                disruptive: false,
+            });
+        }
+    }
+
+    /// The driver finished the activation (`ok`: firmware running and health check passed).
+    pub fn activation_done(&mut self, now: Nanos, epoch: Epoch, ok: bool) {
+        let Some(c) = self.record.campaign else {
+            return;
+        };
+        let Gate::Activating { since } = self.gate else {
+            return;
+        };
+        if c.epoch != epoch {
+            return;
+        }
+        self.gate = Gate::Idle;
+        self.release_leases();
+        self.serve_queue(now);
+        let took = now.saturating_sub(since);
+        if took > u64::from(c.max_activation_ms) * crate::types::MS {
+            self.emit(Output::Event(Event::ActivationOverran { epoch, took }));
+        }
+        if !ok {
+            self.emit(Output::Event(Event::ActivationFailed { epoch }));
+            let at = now + self.cfg.retry;
+            return self.emit(Output::Timer {
+                at,
+                key: TimerKey::Retry,
+            });
+        }
+        self.running = c.window;
+        if self.record.phase.phase == Phase::Halted {
+            return;
+        }
+        self.set_phase(now, Phase::Activated, epoch);
+        self.announce_activated(now);
+    }
+
+    fn announce_activated(&mut self, now: Nanos) {
+        let Some(c) = self.record.campaign else {
+            return;
+        };
+        for i in 0..self.links.len() {
+            if self.links[i].conn.is_some() {
+                let to = self.links[i].peer;
+                self.send(to, Message::Activated { epoch: c.epoch });
+            }
+            self.try_propose(now, i);
+        }
+        self.check_converged(now);
+    }
+
+    pub(super) fn on_retry_timer(&mut self, now: Nanos) {
+        match (self.record.phase.phase, self.record.campaign) {
+            (Phase::Announced, Some(c)) if !self.record.paused => self.emit(Output::Stage(c)),
+            (Phase::Staged, _) => self.begin_activation(now),
+            _ => {}
+        }
+    }
+
+    /// Moves to Converged when every live link committed the campaign epoch.
+    pub(super) fn check_converged(&mut self, now: Nanos) {
+        let Some(c) = self.record.campaign else {
+            return;
+        };
+        if self.record.phase.phase != Phase::Activated {
+            return;
+        }
+        let all = self
+            .links
+            .iter()
+            .all(|l| l.retired || (!l.state.fresh && l.state.committed >= c.epoch));
+        if all {
+            self.set_phase(now, Phase::Converged, c.epoch);
+        }
+    }
+
+    /// Operator: the cluster converged; retire the old semantics (old bank may be overwritten).
+    pub fn finalize(&mut self, now: Nanos) -> bool {
+        let e = self.record.phase.epoch;
+        if self.record.phase.phase != Phase::Converged {
+            return false;
+        }
+        self.set_phase(now, Phase::Finalized, e);
+        true
+    }
+
+    /// Operator: go back to the previous bank. Allowed only while no link reflected or
+    /// committed the epoch; open proposals are aborted first.
+    pub fn rollback(&mut self, now: Nanos) -> bool {
+        let e = self.record.phase.epoch;
+        if self.record.phase.phase != Phase::Activated {
+            return false;
+        }
+        let moved = self
+            .links
+            .iter()
+            .any(|l| l.state.committed >= e || matches!(l.state.pending, Pending::Reflecting(_)));
+        if moved {
+            self.emit(Output::Event(Event::RollbackRefused { epoch: e }));
+            return false;
+        }
+        self.abort_open(now);
+        self.set_phase(now, Phase::RolledBack, e);
+        true
+    }
+
+    /// Operator: retire the link to `peer` (dead hardware); convergence then ignores it.
+    pub fn retire_link(&mut self, now: Nanos, peer: NodeId) -> bool {
+        let Some(i) = self.index(peer) else {
+            return false;
+        };
+        if self.links[i].retired {
+            return true;
+        }
+        self.links[i].retired = true;
+        self.record.retired.push(peer);
+        self.persist_node();
+        self.summary.retire(self.cfg.id, peer);
+        self.gossip_dirty(now);
+        if self.gate == Gate::Leasing {
+            self.lease_step(now);
+        }
+        self.check_converged(now);
+        true
+    }
+
+    pub(super) fn on_control(&mut self, now: Nanos, from: Option<NodeId>, c: Control) {
+        if c.counter <= self.record.control_counter {
+            return;
+        }
+        self.record.control_counter = c.counter;
+        for l in &self.links {
+            if Some(l.peer) != from && l.conn.is_some() {
+                self.out.push(Output::Send {
+                    to: l.peer,
+                    msg: Message::Control(c),
+                });
+            }
+        }
+        let epoch_matches = self.record.campaign.is_some_and(|k| k.epoch == c.epoch);
+        if !epoch_matches {
+            return self.persist_node();
+        }
+        match c.action {
+            ControlAction::Pause => {
+                self.record.paused = true;
+                self.persist_node();
+            }
+            ControlAction::Abort => {
+                let p = self.record.phase.phase;
+                if matches!(p, Phase::Converged | Phase::Finalized | Phase::Halted) {
+                    return self.persist_node();
+                }
+                self.abort_open(now);
+                if self.gate == Gate::Leasing {
+                    self.gate = Gate::Idle;
+                    self.release_leases();
+                }
+                self.set_phase(now, Phase::Halted, c.epoch);
+            }
+            ControlAction::Resume => {
+                self.record.paused = false;
+                if self.record.phase.phase == Phase::Halted {
+                    self.resume_phase(now);
+                } else {
+                    self.persist_node();
+                    self.continue_campaign(now);
+                }
+            }
+        }
+    }
+
+    /// Aborts every open proposal of this node (initiator side).
+    fn abort_open(&mut self, now: Nanos) {
+        for i in 0..self.links.len() {
+            if matches!(self.links[i].state.pending, Pending::Tentative(_)) {
+                let ctx = self.ctx();
+                let fx = self.links[i].on_event(Stimulus::LocalFailure, &ctx);
+                self.apply_link(now, i, fx);
+            }
+        }
+    }
+
+    /// Halted → the phase the device state supports, then continue.
+    fn resume_phase(&mut self, now: Nanos) {
+        let Some(c) = self.record.campaign else {
+            return;
+        };
+        let phase = if self.running.contains(c.epoch) {
+            Phase::Activated
+        } else if self.record.staged {
+            Phase::Staged
+        } else {
+            Phase::Announced
+        };
+        self.set_phase(now, phase, c.epoch);
+        self.continue_campaign(now);
+    }
+
+    /// Re-issues whatever the current phase waits for (after restart, resume, unpause).
+    fn continue_campaign(&mut self, now: Nanos) {
+        let Some(c) = self.record.campaign else {
+            return;
+        };
+        match self.record.phase.phase {
+            Phase::Announced if !self.record.paused => self.emit(Output::Stage(c)),
+            Phase::Staged => {
+                if self.running.contains(c.epoch) {
+                    // Activation finished while the agent was down.
+                    self.set_phase(now, Phase::Activated, c.epoch);
+                    self.announce_activated(now);
+                } else {
+                    self.begin_activation(now);
+                }
+            }
+            Phase::Activated => self.announce_activated(now),
+            _ => {}
+        }
+    }
+
+    pub(super) fn resume_after_restart(&mut self, now: Nanos) {
+        self.continue_campaign(now);
+    }
+
+    pub(super) fn set_phase(&mut self, now: Nanos, to: Phase, epoch: Epoch) {
+        let from = self.record.phase.phase;
+        let mut version = self.record.phase.version;
+        version.counter += 1;
+        self.record.phase = PhaseEntry {
+            epoch,
+            phase: to,
+            version,
+        };
+        self.persist_node();
+        self.summary.set_phase(self.cfg.id, self.record.phase);
+        self.gossip_dirty(now);
+        self.emit(Output::Event(Event::Phase { from, to, epoch }));
+    }
+
+    pub(super) fn persist_node(&mut self) {
+        self.emit(Output::Persist(Record::Node(self.record.clone())));
+    }
+}

@@ -1,0 +1,455 @@
+//! A whole node: its links, campaign phase, neighbour leases and status gossip.
+//!
+//! Entry points (`handle_*`, `staged`, `activation_done`, operator commands) take the current
+//! time and append [`Output`]s; the driver collects them with [`Node::take_outputs`] and carries
+//! them out in order.
+
+mod campaign;
+mod gossip;
+mod lease;
+pub mod output;
+
+use crate::link::table::{Note, Stimulus};
+use crate::link::{Effect, LinkCtx, LinkEnd, LinkState, LinkTimers};
+use crate::msg::{Digest, Hello, Message, Txn, TxnKind};
+use crate::phase::{Phase, PhaseEntry, Version};
+use crate::summary::Summary;
+use crate::types::{Epoch, Nanos, NodeId, SeededRng, Window, MS, SEC};
+#[cfg(feature = "mutants")]
+use crate::Mutant;
+pub use output::{Durable, Event, NodeRecord, Output, Record, Stats, TimerKey};
+
+use lease::{Grantor, Holder};
+
+/// Static configuration of a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node.
+    pub id: NodeId,
+    /// Every configured neighbour (one link each).
+    pub neighbours: Vec<NodeId>,
+    /// Neighbours this node sends its summary deltas to (all of them, or a tree parent).
+    pub gossip_peers: Vec<NodeId>,
+    /// Round-trip time the link timers derive from.
+    pub rtt: Nanos,
+    /// Interval between gossip rounds (100 ms).
+    pub gossip_interval: Nanos,
+    /// Lease length a grantor gives (120 s).
+    pub lease: Nanos,
+    /// Wait before asking a neighbour that denied a lease again (1 s, jittered).
+    pub lease_retry: Nanos,
+    /// Upper bound of clock-rate difference between two nodes, in parts per million.
+    pub max_drift_ppm: u64,
+    /// Safety margin added to the maximum activation time when checking a lease (1 s).
+    pub drift_margin: Nanos,
+    /// Most neighbours this node lets hold its lease at once.
+    pub max_unavailable_neighbors: usize,
+    /// Firmware the device runs now.
+    pub firmware_window: Window,
+    /// Digest of the running firmware.
+    pub firmware_digest: Digest,
+    /// Back-off before retrying a failed staging or activation.
+    pub retry: Nanos,
+    /// Incarnation used when there is no durable state (a wiped disk): must grow across wipes.
+    pub incarnation_hint: u32,
+    /// Seed of the node's jitter.
+    pub seed: u64,
+    /// Links move by transactions (always, in the product). Simulator baselines that switch
+    /// links another way turn it off.
+    pub transactions: bool,
+    /// Mutation under test.
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<Mutant>,
+}
+
+impl NodeConfig {
+    /// A configuration with the protocol's default timers.
+    pub fn new(id: NodeId, neighbours: Vec<NodeId>, rtt: Nanos) -> NodeConfig {
+        NodeConfig {
+            id,
+            gossip_peers: neighbours.clone(),
+            neighbours,
+            rtt,
+            gossip_interval: 100 * MS,
+            lease: 120 * SEC,
+            lease_retry: SEC,
+            max_drift_ppm: 200,
+            drift_margin: SEC,
+            max_unavailable_neighbors: 1,
+            firmware_window: Window::new(0, 0),
+            firmware_digest: [0; 32],
+            retry: 5 * SEC,
+            incarnation_hint: 0,
+            seed: id.0,
+            transactions: true,
+            #[cfg(feature = "mutants")]
+            mutant: None,
+        }
+    }
+}
+
+/// Activation progress of this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Gate {
+    /// Not activating.
+    Idle,
+    /// Acquiring neighbour leases.
+    Leasing,
+    /// Activation running since this time.
+    Activating { since: Nanos },
+}
+
+/// The protocol state of one node.
+#[derive(Debug)]
+pub struct Node {
+    cfg: NodeConfig,
+    timers: LinkTimers,
+    rng: SeededRng,
+    links: Vec<LinkEnd>,
+    record: NodeRecord,
+    running: Window,
+    gate: Gate,
+    holder: Holder,
+    grantor: Grantor,
+    summary: Summary,
+    gossip: gossip::GossipState,
+    stats: Stats,
+    out: Vec<Output>,
+    /// The window sent in LINK_HELLO on each link's current connection: a fresh link's epoch is
+    /// agreed from the two windows exchanged, which both ends see alike, even if this node
+    /// activated (and its running window changed) before the peer's HELLO arrived.
+    hello_sent: Vec<(NodeId, Window)>,
+}
+
+impl Node {
+    /// A node starting from `durable` (empty on first start or after a wiped disk) at `now`.
+    /// Links with no persisted state wait for LINK_HELLO; restart rules are applied at once.
+    pub fn new(cfg: NodeConfig, durable: &Durable, now: Nanos) -> Node {
+        let mut neighbours = cfg.neighbours.clone();
+        neighbours.sort_unstable();
+        neighbours.dedup();
+        let links: Vec<LinkEnd> = neighbours
+            .iter()
+            .map(|&p| {
+                let state = durable
+                    .links
+                    .iter()
+                    .find(|(q, _)| *q == p)
+                    .map_or_else(LinkState::fresh, |(_, s)| *s);
+                LinkEnd::new(cfg.id, p, state)
+            })
+            .collect();
+        let record = durable.node.clone().unwrap_or_else(|| NodeRecord {
+            phase: PhaseEntry {
+                version: Version {
+                    incarnation: cfg.incarnation_hint,
+                    counter: 0,
+                },
+                ..PhaseEntry::default()
+            },
+            ..NodeRecord::default()
+        });
+        let mut node = Node {
+            timers: LinkTimers::for_rtt(cfg.rtt),
+            rng: SeededRng::new(cfg.seed ^ now),
+            running: cfg.firmware_window,
+            gate: Gate::Idle,
+            holder: Holder::default(),
+            // a wiped disk (incarnation hint above 0) forgot the grants it gave: quiet too
+            grantor: Grantor::new(
+                now,
+                cfg.lease,
+                durable.node.is_some() || cfg.incarnation_hint > 0,
+            ),
+            summary: Summary::new(),
+            gossip: gossip::GossipState::new(&cfg.gossip_peers),
+            stats: Stats::default(),
+            out: Vec::new(),
+            hello_sent: Vec::new(),
+            links,
+            record,
+            cfg,
+        };
+        for i in 0..node.links.len() {
+            node.links[i].retired = node.record.retired.contains(&node.links[i].peer);
+            let ctx = node.ctx();
+            let fx = node.links[i].on_event(Stimulus::Restart, &ctx);
+            node.apply_link(now, i, fx);
+            let (me, peer, s) = (node.cfg.id, node.links[i].peer, node.links[i].state);
+            if !s.fresh {
+                // The device follows the durable state: re-assert every link epoch on start.
+                node.out.push(Output::SetLinkEpoch { peer, epoch: s.committed });
+                node.summary.set_link(me, peer, s.committed);
+            }
+        }
+        node.summary.set_phase(node.cfg.id, node.record.phase);
+        node.resume_after_restart(now);
+        node
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+    /// Current phase report.
+    pub fn phase(&self) -> PhaseEntry {
+        self.record.phase
+    }
+    /// Node-level durable state as last emitted.
+    pub fn record(&self) -> &NodeRecord {
+        &self.record
+    }
+    /// Window of the running firmware.
+    pub fn running_window(&self) -> Window {
+        self.running
+    }
+    /// Every link end, ordered by peer id.
+    pub fn links(&self) -> &[LinkEnd] {
+        &self.links
+    }
+    /// The link to `peer`, if configured.
+    pub fn link(&self, peer: NodeId) -> Option<&LinkEnd> {
+        self.index(peer).map(|i| &self.links[i])
+    }
+    /// This node's view of the cluster.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+    /// Tracks Conv(P, `epoch`) over `links` in this node's summary (see
+    /// [`Summary::converged`]); the campaign's origin does this to detect convergence.
+    pub fn watch_convergence(&mut self, epoch: Epoch, links: &[(NodeId, NodeId)]) {
+        self.summary.watch(epoch, links);
+    }
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    /// Whether a disruptive activation is running.
+    pub fn is_activating(&self) -> bool {
+        matches!(self.gate, Gate::Activating { .. })
+    }
+    /// Neighbours currently holding this node's lease.
+    pub fn lease_holders(&self, now: Nanos) -> usize {
+        self.grantor.active(now)
+    }
+
+    /// Epoch to tag data sent to `peer` with; `None` while data must pause.
+    pub fn send_epoch(&self, peer: NodeId) -> Option<Epoch> {
+        let ctx = self.ctx();
+        self.link(peer).and_then(|l| l.send_epoch(&ctx))
+    }
+    /// Epoch under which data from `peer` is interpreted.
+    pub fn recv_epoch(&self, peer: NodeId) -> Option<Epoch> {
+        self.link(peer).map(LinkEnd::recv_epoch)
+    }
+
+    /// Moves the outputs produced so far into `buf` (appending).
+    pub fn take_outputs(&mut self, buf: &mut Vec<Output>) {
+        buf.append(&mut self.out);
+    }
+
+    fn index(&self, peer: NodeId) -> Option<usize> {
+        self.links.binary_search_by_key(&peer, |l| l.peer).ok()
+    }
+
+    fn ctx(&self) -> LinkCtx {
+        let phase = self.record.phase;
+        let ready = self.cfg.transactions && matches!(
+            phase.phase,
+            Phase::Activated | Phase::Converged | Phase::Finalized
+        );
+        LinkCtx {
+            ready_for: ready.then_some(phase.epoch),
+            firmware_digest: self.cfg.firmware_digest,
+            timers: self.timers,
+            #[cfg(feature = "mutants")]
+            mutant: self.cfg.mutant,
+        }
+    }
+
+    fn emit(&mut self, o: Output) {
+        self.out.push(o);
+    }
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        self.out.push(Output::Send { to, msg });
+    }
+
+    /// A connection to `peer` came up with this generation: HELLO, then what must be resent.
+    pub fn handle_up(&mut self, now: Nanos, peer: NodeId, generation: u64) {
+        let Some(i) = self.index(peer) else {
+            self.stats.unknown_peers += 1;
+            return self.emit(Output::Event(Event::UnknownPeer(peer)));
+        };
+        let activated = self.ctx().ready_for;
+        let link = &mut self.links[i];
+        link.conn = Some(generation);
+        link.commit_sent_on_conn = false;
+        let hello = Hello {
+            window: self.running,
+            activated,
+            link: link.state.snapshot(),
+        };
+        self.hello_sent.retain(|(p, _)| *p != peer);
+        self.hello_sent.push((peer, hello.window));
+        self.send(peer, Message::Hello(hello));
+        if let Some(c) = self.record.campaign {
+            if self.record.phase.phase != Phase::Idle {
+                self.send(peer, Message::Campaign(c));
+            }
+        }
+        let ctx = self.ctx();
+        let fx = self.links[i].on_event(Stimulus::Reconnect, &ctx);
+        self.apply_link(now, i, fx);
+        self.gossip_reconnected(now, peer);
+        self.lease_reconnected(now, peer);
+    }
+
+    /// The connection to `peer` with this generation broke; what was in flight is lost.
+    pub fn handle_down(&mut self, _now: Nanos, peer: NodeId, generation: u64) {
+        if let Some(i) = self.index(peer) {
+            if self.links[i].conn == Some(generation) {
+                self.links[i].conn = None;
+                self.links[i].commit_sent_on_conn = false;
+            }
+        }
+    }
+
+    /// A message arrived from `peer` on its link's current connection.
+    pub fn handle_message(&mut self, now: Nanos, peer: NodeId, msg: Message) {
+        let Some(i) = self.index(peer) else {
+            self.stats.unknown_peers += 1;
+            return self.emit(Output::Event(Event::UnknownPeer(peer)));
+        };
+        match msg {
+            Message::Txn(t) => self.on_txn(now, i, t),
+            Message::Hello(h) => self.on_hello(now, i, &h),
+            Message::Activated { epoch } => {
+                let l = &mut self.links[i];
+                l.peer_activated = Some(l.peer_activated.map_or(epoch, |p| p.max(epoch)));
+                self.try_propose(now, i);
+            }
+            Message::Lease(l) => self.on_lease(now, i, l),
+            Message::Campaign(c) => self.on_campaign(now, Some(peer), c),
+            Message::Control(c) => self.on_control(now, Some(peer), c),
+            Message::Gossip(d) => self.on_gossip(now, peer, &d),
+            Message::GossipAck { upto } => self.on_gossip_ack(peer, upto),
+            Message::Probe { epoch, .. } => {
+                let interpreted = self.links[i].recv_epoch();
+                if interpreted != epoch {
+                    self.stats.probe_mismatches += 1;
+                    self.emit(Output::Event(Event::ProbeMismatch {
+                        peer,
+                        sent: epoch,
+                        interpreted,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// A timer armed through [`Output::Timer`] fired.
+    pub fn handle_timer(&mut self, now: Nanos, key: TimerKey) {
+        match key {
+            TimerKey::Link(peer) => {
+                if let Some(i) = self.index(peer) {
+                    let ctx = self.ctx();
+                    let fx = self.links[i].on_timer(now, &ctx);
+                    self.apply_link(now, i, fx);
+                }
+            }
+            TimerKey::Gossip => self.on_gossip_timer(now),
+            TimerKey::Lease => self.on_lease_timer(now),
+            TimerKey::Grant => self.on_grant_timer(now),
+            TimerKey::Retry => self.on_retry_timer(now),
+        }
+    }
+
+    fn on_txn(&mut self, now: Nanos, i: usize, t: Txn) {
+        let ctx = self.ctx();
+        let fx = self.links[i].on_txn(&t, &ctx);
+        if fx.note == Some(Note::ProtocolError) {
+            let what = match t.kind {
+                TxnKind::Propose => "unexpected PROPOSE",
+                TxnKind::Reflect => "unexpected REFLECT",
+                TxnKind::Commit => "unexpected COMMIT",
+                TxnKind::CommitAck => "unexpected COMMIT_ACK",
+                TxnKind::Abort => "unexpected ABORT",
+                TxnKind::Query => "unexpected QUERY",
+            };
+            let peer = self.links[i].peer;
+            self.emit(Output::Event(Event::ProtocolError { peer, what }));
+        }
+        self.apply_link(now, i, fx);
+    }
+
+    fn on_hello(&mut self, now: Nanos, i: usize, h: &Hello) {
+        let peer = self.links[i].peer;
+        let sent = self.hello_sent.iter().find(|(p, _)| *p == peer);
+        let mine = sent.map_or(self.running, |&(_, w)| w);
+        match self.links[i].on_hello(h, &mine) {
+            Ok(changed) => {
+                if changed {
+                    let (peer, s) = (self.links[i].peer, self.links[i].state);
+                    self.emit(Output::Persist(Record::Link(peer, s)));
+                    self.emit(Output::SetLinkEpoch {
+                        peer,
+                        epoch: s.committed,
+                    });
+                    self.summary.set_link(self.cfg.id, peer, s.committed);
+                    self.gossip_dirty(now);
+                    // the link may have been the last one this node waited for
+                    self.check_converged(now);
+                }
+                self.try_propose(now, i);
+            }
+            Err(crate::link::HelloError::NoCommonEpoch { mine, theirs }) => {
+                let peer = self.links[i].peer;
+                self.emit(Output::Event(Event::HelloFailed { peer, mine, theirs }));
+            }
+        }
+    }
+
+    fn try_propose(&mut self, now: Nanos, i: usize) {
+        let ctx = self.ctx();
+        let fx = self.links[i].try_propose(&ctx);
+        self.apply_link(now, i, fx);
+    }
+
+    /// Turns a link effect into outputs: persist, device switch, send, timer.
+    fn apply_link(&mut self, now: Nanos, i: usize, fx: Effect) {
+        match fx.note {
+            Some(Note::Stale) => self.stats.stale += 1,
+            Some(Note::ProtocolError) => self.stats.protocol_errors += 1,
+            _ => {}
+        }
+        let peer = self.links[i].peer;
+        if fx.persist {
+            self.emit(Output::Persist(Record::Link(peer, self.links[i].state)));
+        }
+        if let Some(epoch) = fx.committed {
+            self.emit(Output::SetLinkEpoch { peer, epoch });
+            self.emit(Output::Event(Event::LinkCommitted { peer, epoch }));
+            self.summary.set_link(self.cfg.id, peer, epoch);
+            self.gossip_dirty(now);
+        }
+        if let Some(txn) = fx.send {
+            if self.links[i].conn.is_some() {
+                if txn.kind == TxnKind::Commit {
+                    self.links[i].commit_sent_on_conn = true;
+                }
+                self.send(peer, Message::Txn(txn));
+            }
+        }
+        let ctx = self.ctx();
+        if let Some(at) = self.links[i].rearm(now, &ctx, fx.persist) {
+            self.emit(Output::Timer {
+                at,
+                key: TimerKey::Link(peer),
+            });
+        }
+        if fx.committed.is_some() {
+            self.check_converged(now);
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! What a node asks its driver to do, and what it reports.
+
+use crate::link::LinkState;
+use crate::msg::{Campaign, Message};
+use crate::phase::{Phase, PhaseEntry};
+use crate::types::{Epoch, Nanos, NodeId, Window};
+
+/// One instruction to the driver. Outputs must be carried out in order; a [`Output::Persist`]
+/// must be durable before any later [`Output::Send`] is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Make this record durable (replacing the previous record with the same key).
+    Persist(Record),
+    /// Send on the current connection to `to` (dropped by the driver if it is down).
+    Send {
+        /// Destination neighbour.
+        to: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// Call [`super::Node::handle_timer`] with `key` at or after `at` (earlier deadlines for the
+    /// same key may be dropped: a stale timer does nothing).
+    Timer {
+        /// Deadline on the node's clock.
+        at: Nanos,
+        /// Which timer.
+        key: TimerKey,
+    },
+    /// Fetch, verify chunk by chunk and durably stage the campaign's image, then call
+    /// [`super::Node::staged`].
+    Stage(Campaign),
+    /// Run the drain hook (when disruptive), activate the staged image, run the health check,
+    /// then call [`super::Node::activation_done`].
+    Activate {
+        /// Campaign epoch.
+        epoch: Epoch,
+        /// Whether traffic is disrupted (leases are held for the duration).
+        disruptive: bool,
+    },
+    /// The device's link to `peer` now speaks `epoch` (`Device::set_link_epoch`).
+    SetLinkEpoch {
+        /// Neighbour.
+        peer: NodeId,
+        /// New link epoch.
+        epoch: Epoch,
+    },
+    /// Something an operator should see (logged, kept in history).
+    Event(Event),
+}
+
+/// The durable records of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// Node-level state.
+    Node(NodeRecord),
+    /// One end of one link.
+    Link(NodeId, LinkState),
+}
+
+/// Node-level durable state.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct NodeRecord {
+    /// Current phase, its epoch and version.
+    pub phase: PhaseEntry,
+    /// The campaign in progress or last completed.
+    pub campaign: Option<Campaign>,
+    /// The image of `campaign` is durably staged.
+    pub staged: bool,
+    /// Highest operator control counter applied.
+    pub control_counter: u64,
+    /// Operator paused the campaign.
+    pub paused: bool,
+    /// Links retired by an operator.
+    pub retired: Vec<NodeId>,
+}
+
+/// Everything a node persisted, as the driver hands it back on restart.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Durable {
+    /// Last node record, if any was ever written.
+    pub node: Option<NodeRecord>,
+    /// Last record of each link.
+    pub links: Vec<(NodeId, LinkState)>,
+}
+
+impl Durable {
+    /// Applies a persisted record (what a driver's storage does).
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Node(n) => self.node = Some(n.clone()),
+            Record::Link(peer, s) => match self.links.iter_mut().find(|(p, _)| p == peer) {
+                Some(slot) => slot.1 = *s,
+                None => self.links.push((*peer, *s)),
+            },
+        }
+    }
+}
+
+/// Timers a node arms.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TimerKey {
+    /// A link's retransmit / query / guard timer.
+    Link(NodeId),
+    /// Next gossip round.
+    Gossip,
+    /// Lease retry or renewal (holder side).
+    Lease,
+    /// Next lease expiry or end of quarantine (grantor side).
+    Grant,
+    /// Retry of a failed activation or staging.
+    Retry,
+}
+
+/// Operator-visible events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The node's phase changed.
+    Phase {
+        /// Previous phase.
+        from: Phase,
+        /// New phase.
+        to: Phase,
+        /// Campaign epoch.
+        epoch: Epoch,
+    },
+    /// A link committed an epoch.
+    LinkCommitted {
+        /// Neighbour.
+        peer: NodeId,
+        /// Epoch.
+        epoch: Epoch,
+    },
+    /// A peer sent something a correct peer never sends here.
+    ProtocolError {
+        /// Neighbour.
+        peer: NodeId,
+        /// What.
+        what: &'static str,
+    },
+    /// A message from a node that is not a configured neighbour.
+    UnknownPeer(NodeId),
+    /// A probe was received under another epoch than the one it was sent in.
+    ProbeMismatch {
+        /// Neighbour.
+        peer: NodeId,
+        /// Epoch the sender used.
+        sent: Epoch,
+        /// Epoch this end interpreted it under.
+        interpreted: Epoch,
+    },
+    /// A campaign was refused.
+    CampaignRefused {
+        /// Its epoch.
+        epoch: Epoch,
+        /// Why.
+        reason: &'static str,
+    },
+    /// LINK_HELLO could not agree an epoch.
+    HelloFailed {
+        /// Neighbour.
+        peer: NodeId,
+        /// Windows.
+        mine: Window,
+        /// Peer window.
+        theirs: Window,
+    },
+    /// Staging failed (corrupt chunk, disk); it is retried.
+    StagingFailed {
+        /// Campaign epoch.
+        epoch: Epoch,
+    },
+    /// Activation or its health check failed; it is retried.
+    ActivationFailed {
+        /// Campaign epoch.
+        epoch: Epoch,
+    },
+    /// An activation took longer than the profile's maximum.
+    ActivationOverran {
+        /// Campaign epoch.
+        epoch: Epoch,
+        /// How long it took.
+        took: Nanos,
+    },
+    /// A lease was denied; the node waits and retries.
+    LeaseDenied {
+        /// Grantor.
+        peer: NodeId,
+    },
+    /// Rollback refused because a link already reflected or committed the epoch.
+    RollbackRefused {
+        /// Campaign epoch.
+        epoch: Epoch,
+    },
+}
+
+/// Counters a node keeps (never reset while it runs).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Stale messages ignored.
+    pub stale: u64,
+    /// Protocol errors (messages a correct peer never sends).
+    pub protocol_errors: u64,
+    /// Probes interpreted under another epoch than the sender's.
+    pub probe_mismatches: u64,
+    /// Messages from unknown peers.
+    pub unknown_peers: u64,
+    /// Leases denied to this node.
+    pub leases_denied: u64,
+}

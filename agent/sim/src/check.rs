@@ -1,0 +1,88 @@
+//! The six safety invariants, checked incrementally as the run touches state.
+
+use entente_proto::types::Nanos;
+use serde::Serialize;
+
+/// A safety invariant of the protocol.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Invariant {
+    /// Every data message is interpreted under the epoch its sender used.
+    Agreement,
+    /// Every live link's epoch is inside the window of the firmware at both ends.
+    Compatibility,
+    /// Committed link epochs never decrease; no rollback after a link committed.
+    Monotonicity,
+    /// After a restart, a node never contradicts what it persisted and sent a message about.
+    Durability,
+    /// Only an image whose digest matches the signed manifest is activated.
+    Integrity,
+    /// No node has more than `max_unavailable` neighbours in a disruptive activation.
+    Budget,
+}
+
+impl Invariant {
+    /// Every invariant, in report order.
+    pub const ALL: [Invariant; 6] = [
+        Invariant::Agreement,
+        Invariant::Compatibility,
+        Invariant::Monotonicity,
+        Invariant::Durability,
+        Invariant::Integrity,
+        Invariant::Budget,
+    ];
+    /// Report key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Invariant::Agreement => "agreement",
+            Invariant::Compatibility => "compatibility",
+            Invariant::Monotonicity => "monotonicity",
+            Invariant::Durability => "durability",
+            Invariant::Integrity => "integrity",
+            Invariant::Budget => "budget",
+        }
+    }
+}
+
+/// The first violation of a run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Violation {
+    /// Which invariant.
+    pub invariant: &'static str,
+    /// Event number at which it happened.
+    pub step: u64,
+    /// Simulated time, milliseconds.
+    pub time_ms: f64,
+    /// What exactly.
+    pub detail: String,
+}
+
+/// Counts violations per invariant and keeps the first one.
+#[derive(Clone, Debug, Default)]
+pub struct Checker {
+    counts: [u64; 6],
+    /// The first violation seen.
+    pub first: Option<Violation>,
+}
+
+impl Checker {
+    /// Records a violation.
+    pub fn violate(&mut self, inv: Invariant, step: u64, now: Nanos, detail: impl FnOnce() -> String) {
+        self.counts[inv as usize] += 1;
+        if self.first.is_none() {
+            self.first = Some(Violation {
+                invariant: inv.name(),
+                step,
+                time_ms: now as f64 / 1e6,
+                detail: detail(),
+            });
+        }
+    }
+    /// Violations of one invariant.
+    pub fn count(&self, inv: Invariant) -> u64 {
+        self.counts[inv as usize]
+    }
+    /// All violations.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}

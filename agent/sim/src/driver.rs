@@ -1,0 +1,372 @@
+//! The driver of each simulated node: carries out its outputs (persist, send, timers, staging,
+//! activation, device link epochs), crashes and restarts it.
+
+use crate::check::Invariant;
+use crate::config::{DriverBug, Protocol};
+use crate::world::{Ev, SimMsg, World, NEW_FW, TARGET};
+use entente_proto::node::{Event, Record};
+use entente_proto::phase::Phase;
+use entente_proto::types::{Nanos, MS, SEC};
+use entente_proto::{Node, Output, Rng};
+
+/// Deferred persistence of the send-before-persist driver.
+const PERSIST_DELAY: Nanos = MS;
+
+impl World {
+    /// Runs `f` on a live node with its local time, then carries out its outputs.
+    pub(crate) fn with_node(&mut self, n: u32, f: impl FnOnce(&mut Node, Nanos)) {
+        let sn = &mut self.nodes[n as usize];
+        let Some(node) = sn.node.as_mut() else { return };
+        let local = sn.clock.local(self.now);
+        f(node, local);
+        node.take_outputs(&mut self.buf);
+        self.carry_out(n);
+    }
+
+    fn send_before_persist(&self) -> bool {
+        #[cfg(feature = "mutants")]
+        {
+            self.cfg.mutant == Some(entente_proto::Mutant::SendBeforePersist)
+        }
+        #[cfg(not(feature = "mutants"))]
+        {
+            false
+        }
+    }
+
+    fn carry_out(&mut self, n: u32) {
+        let mut outs = std::mem::take(&mut self.buf);
+        let mut touched: Vec<u32> = Vec::new();
+        for o in outs.drain(..) {
+            match o {
+                Output::Persist(r) => {
+                    if let Record::Link(peer, _) = &r {
+                        if let Some((link, _)) = self.link_of(n, *peer) {
+                            touched.push(link);
+                        }
+                    }
+                    let deferred = self.send_before_persist();
+                    let sn = &mut self.nodes[n as usize];
+                    sn.persist_seq += 1;
+                    if deferred {
+                        let seq = sn.persist_seq;
+                        sn.pending.push((seq, r));
+                        let inc = sn.inc;
+                        self.schedule(self.now + PERSIST_DELAY, Ev::PersistDone { node: n, inc });
+                    } else {
+                        sn.durable.apply(&r);
+                        sn.durable_seq = sn.persist_seq;
+                    }
+                }
+                Output::Send { to, msg } => {
+                    let sn = &mut self.nodes[n as usize];
+                    sn.required_seq = sn.persist_seq;
+                    if let Some((link, side)) = self.link_of(n, to) {
+                        self.enqueue(link, side, SimMsg::Proto(msg));
+                    }
+                }
+                Output::Timer { at, key } => {
+                    let sn = &self.nodes[n as usize];
+                    let at = sn.clock.global(at, self.now);
+                    let inc = sn.inc;
+                    self.schedule(at, Ev::Timer { node: n, inc, key });
+                }
+                Output::Stage(c) => self.stage(n, c.epoch),
+                Output::Activate { epoch, disruptive } => self.activate(n, epoch, disruptive),
+                Output::SetLinkEpoch { peer, epoch } => {
+                    if let Some((link, side)) = self.link_of(n, peer) {
+                        if self.cfg.protocol == Protocol::Bilateral {
+                            self.set_link_epoch(link, side, epoch);
+                        }
+                        touched.push(link);
+                    }
+                }
+                Output::Event(e) => self.on_event(n, e),
+            }
+        }
+        self.buf = outs;
+        touched.sort_unstable();
+        touched.dedup();
+        for link in touched {
+            self.heat(link);
+            for side in 0..2 {
+                self.update_pause(link, side);
+            }
+        }
+        if n == 0 && self.m.detected_at.is_none() {
+            if let Some(node) = self.nodes[0].node.as_ref() {
+                if node.summary().converged() {
+                    self.m.detected_at = Some(self.now);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, n: u32, e: Event) {
+        match e {
+            Event::Phase { to: Phase::RolledBack, .. } => {
+                let committed = self.topo.adj[n as usize].iter().any(|&(_, link)| {
+                    let l = &self.links[link as usize];
+                    l.epoch[usize::from(l.ends[1] == n)] >= TARGET
+                });
+                if committed {
+                    let (step, now) = (self.step, self.now);
+                    self.check.violate(Invariant::Monotonicity, step, now, || {
+                        format!("n{n} rolled back after a link committed")
+                    });
+                }
+            }
+            Event::LinkCommitted { .. } if self.cfg.driver_bug == DriverBug::RollbackAfterCommit => {
+                // A buggy driver that swaps the bank back after a link moved.
+                self.firmware_changed(n, crate::world::OLD_FW);
+            }
+            _ => {}
+        }
+    }
+
+    /// The node's running firmware changed: every one of its links must still be compatible.
+    pub(crate) fn firmware_changed(&mut self, n: u32, w: entente_proto::Window) {
+        let old = self.nodes[n as usize].dev.running;
+        self.nodes[n as usize].dev.running = w;
+        if w.max < old.max {
+            let moved = self.topo.adj[n as usize].iter().any(|&(_, link)| {
+                let l = &self.links[link as usize];
+                l.epoch[0] > w.max || l.epoch[1] > w.max
+            });
+            if moved {
+                let (step, now) = (self.step, self.now);
+                self.check.violate(Invariant::Monotonicity, step, now, || {
+                    format!("n{n} went back to firmware {w:?} after a link committed")
+                });
+            }
+        }
+        let links: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(_, l)| l).collect();
+        for link in links {
+            self.check_compat(link);
+        }
+    }
+
+    pub(crate) fn persist_done(&mut self, n: u32, inc: u32) {
+        let sn = &mut self.nodes[n as usize];
+        if sn.inc != inc {
+            return;
+        }
+        let now_seq = sn.persist_seq;
+        for (seq, r) in std::mem::take(&mut sn.pending) {
+            sn.durable.apply(&r);
+            sn.durable_seq = seq;
+        }
+        debug_assert!(sn.durable_seq <= now_seq);
+    }
+
+    fn stage(&mut self, n: u32, epoch: entente_proto::Epoch) {
+        let _ = epoch;
+        let inc = self.nodes[n as usize].inc;
+        self.schedule(self.now + self.cfg.chunk_time, Ev::Chunk { node: n, inc });
+    }
+
+    pub(crate) fn chunk(&mut self, n: u32, inc: u32) {
+        let chunks = self.cfg.chunks;
+        let sn = &self.nodes[n as usize];
+        if sn.inc != inc || sn.node.is_none() {
+            return;
+        }
+        if sn.dev.verified_chunks < chunks {
+            let corrupt = self.fault_active() && self.rng.chance(self.cfg.corrupt);
+            let sn = &mut self.nodes[n as usize];
+            if corrupt && self.cfg.driver_bug != DriverBug::SkipChunkVerify {
+                // Digest mismatch: the chunk is fetched again, nothing is written.
+                return self.schedule(self.now + self.cfg.chunk_time, Ev::Chunk { node: n, inc });
+            }
+            sn.dev.verified_chunks += 1;
+            sn.dev.corrupt_image |= corrupt;
+            if sn.dev.verified_chunks < chunks {
+                return self.schedule(self.now + self.cfg.chunk_time, Ev::Chunk { node: n, inc });
+            }
+        }
+        self.nodes[n as usize].dev.staged = true;
+        self.with_node(n, |node, now| node.staged(now, TARGET, true));
+    }
+
+    fn activate(&mut self, n: u32, epoch: entente_proto::Epoch, disruptive: bool) {
+        let dev = &self.nodes[n as usize].dev;
+        if dev.running.contains(epoch) {
+            // Already running it (activated while the agent was down): report at once.
+            let ev = Ev::ActivationEnd { node: n, ok: true, disruptive: false, real: false };
+            return self.schedule(self.now + MS, ev);
+        }
+        if dev.activating {
+            return;
+        }
+        if dev.corrupt_image {
+            let (step, now) = (self.step, self.now);
+            self.check.violate(Invariant::Integrity, step, now, || {
+                format!("n{n} activated an image whose chunks do not match the manifest")
+            });
+        }
+        self.nodes[n as usize].dev.activating = true;
+        if disruptive {
+            let nbrs: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(p, _)| p).collect();
+            for m in nbrs {
+                let c = &mut self.nodes[m as usize].activating_neighbours;
+                *c += 1;
+                let count = *c;
+                if count > self.cfg.max_unavailable {
+                    let (step, now, max) = (self.step, self.now, self.cfg.max_unavailable);
+                    self.check.violate(Invariant::Budget, step, now, || {
+                        format!("n{m} has {count} neighbours in a disruptive activation (max {max})")
+                    });
+                }
+            }
+        }
+        let (lo, hi) = self.cfg.activation;
+        let took = lo + self.rng.below(hi - lo + 1);
+        let ok = !(self.fault_active() && self.rng.chance(self.cfg.activation_failure));
+        let ev = Ev::ActivationEnd { node: n, ok, disruptive, real: true };
+        self.schedule(self.now + took, ev);
+    }
+
+    pub(crate) fn activation_end(&mut self, n: u32, ok: bool, disruptive: bool, real: bool) {
+        if real {
+            self.nodes[n as usize].dev.activating = false;
+        }
+        if disruptive {
+            let nbrs: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(p, _)| p).collect();
+            for m in nbrs {
+                self.nodes[m as usize].activating_neighbours -= 1;
+            }
+        }
+        if ok && !self.nodes[n as usize].dev.running.contains(TARGET) {
+            self.firmware_changed(n, NEW_FW);
+            self.m.activated += 1;
+            self.m.last_activation = self.now;
+            self.fito_activated(n);
+            self.arm_liveness();
+        }
+        if disruptive {
+            // The reset drops every connection of the node.
+            let links: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(_, l)| l).collect();
+            for link in links {
+                self.break_link(link);
+            }
+        }
+        self.with_node(n, |node, now| node.activation_done(now, TARGET, ok));
+    }
+
+    /// Schedules crashes and partitions of the fault phase (Poisson, whole-cluster rate).
+    pub(crate) fn schedule_faults(&mut self) {
+        let n = self.nodes.len() as f64;
+        let end = self.cfg.fault_phase;
+        let mut t = 0.0;
+        let crash_rate = self.cfg.crash_rate * n;
+        while crash_rate > 0.0 {
+            t += -(self.rng.unit().max(1e-12)).ln() / crash_rate * 1e9;
+            if t >= end as f64 {
+                break;
+            }
+            let node = self.rng.below(n as u64) as u32;
+            self.schedule(t as Nanos, Ev::Crash { node });
+        }
+        let mut t = 0.0;
+        let part_rate = self.cfg.partition_rate * n;
+        while part_rate > 0.0 {
+            t += -(self.rng.unit().max(1e-12)).ln() / part_rate * 1e9;
+            if t >= end as f64 {
+                break;
+            }
+            self.schedule(t as Nanos, Ev::Partition);
+        }
+    }
+
+    pub(crate) fn crash(&mut self, n: u32) {
+        let sn = &mut self.nodes[n as usize];
+        if sn.node.is_none() {
+            return;
+        }
+        sn.node = None;
+        sn.inc += 1;
+        sn.pending.clear();
+        let links: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(_, l)| l).collect();
+        for link in links {
+            self.break_link(link);
+            for side in 0..2 {
+                self.update_pause(link, side);
+            }
+        }
+        let down = SEC / 2 + self.rng.below(9 * SEC / 2);
+        self.schedule(self.now + down, Ev::Restart { node: n });
+    }
+
+    pub(crate) fn restart(&mut self, n: u32) {
+        let sn = &mut self.nodes[n as usize];
+        if sn.durable_seq < sn.required_seq {
+            let (lost, step, now) = (sn.required_seq - sn.durable_seq, self.step, self.now);
+            self.check.violate(Invariant::Durability, step, now, || {
+                format!("n{n} restarted {lost} persisted record(s) behind the messages it had sent")
+            });
+        }
+        sn.persist_seq = sn.durable_seq;
+        sn.required_seq = sn.durable_seq;
+        self.m.last_restart = self.now;
+        self.start_node(n);
+        let links: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(_, l)| l).collect();
+        for link in links {
+            self.try_connect(link);
+        }
+        self.fito_restarted(n);
+        self.arm_liveness();
+    }
+
+    /// Builds the node from its durable state and the device's running firmware.
+    pub(crate) fn start_node(&mut self, n: u32) {
+        let sn = &mut self.nodes[n as usize];
+        sn.cfg.firmware_window = sn.dev.running;
+        let local = sn.clock.local(self.now);
+        sn.node = Some(Node::new(sn.cfg.clone(), &sn.durable, local));
+        self.with_node(n, |_, _| {});
+    }
+
+    /// A partition: one link both ways, one direction, one node isolated, or a split.
+    pub(crate) fn partition(&mut self) {
+        let dur = SEC + self.rng.below(9 * SEC);
+        let until = (self.now + dur).min(self.cfg.fault_phase);
+        let kind = self.rng.below(4);
+        let nlinks = self.links.len() as u64;
+        let cut = |w: &mut World, link: u32, dirs: &[usize]| {
+            for &d in dirs {
+                let c = &mut w.links[link as usize].cut[d];
+                *c = (*c).max(until);
+            }
+            if dirs.len() == 2 {
+                w.break_link(link);
+            }
+        };
+        match kind {
+            0 => {
+                let link = self.rng.below(nlinks) as u32;
+                cut(self, link, &[0, 1]);
+            }
+            1 => {
+                let link = self.rng.below(nlinks) as u32;
+                let d = self.rng.below(2) as usize;
+                cut(self, link, &[d]);
+            }
+            2 => {
+                let node = self.rng.below(self.nodes.len() as u64) as usize;
+                let links: Vec<u32> = self.topo.adj[node].iter().map(|&(_, l)| l).collect();
+                for l in links {
+                    cut(self, l, &[0, 1]);
+                }
+            }
+            _ => {
+                let split = 1 + self.rng.below(self.nodes.len().max(2) as u64 - 1) as u32;
+                for l in 0..self.links.len() {
+                    let [a, b] = self.links[l].ends;
+                    if (a < split) != (b < split) {
+                        cut(self, l as u32, &[0, 1]);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Swarm testing: one seed picks every option of a run.
+
+use crate::config::{Protocol, SimConfig, TopologyKind};
+use entente_proto::types::SeededRng;
+use entente_proto::Rng;
+
+/// The options seed `seed` chooses, for clusters of at most `max_nodes` hosts.
+pub fn options(seed: u64, max_nodes: usize, protocol: Protocol) -> SimConfig {
+    let mut r = SeededRng::new(seed ^ 0x5157_4a52_4d00_0000);
+    let topology = match r.below(3) {
+        0 => TopologyKind::Ring,
+        1 => TopologyKind::FatTree,
+        _ => TopologyKind::Random,
+    };
+    let max = max_nodes.max(4) as u64;
+    let mut nodes = 3 + r.below(max - 2) as usize;
+    let degree = 2 + r.below(3) as usize;
+    if topology == TopologyKind::Random {
+        nodes = nodes.max(degree + 2);
+        if (nodes * degree) % 2 == 1 {
+            nodes += 1;
+        }
+    }
+    let pick = |r: &mut SeededRng, choices: &[f64]| choices[r.below(choices.len() as u64) as usize];
+    SimConfig {
+        nodes,
+        topology,
+        radix: [4, 8, 16][r.below(3) as usize],
+        degree,
+        loss: pick(&mut r, &[0.0, 0.001, 0.01, 0.05]),
+        dup: pick(&mut r, &[0.0, 0.1, 0.5]),
+        crash_rate: pick(&mut r, &[0.0, 0.001, 0.01, 0.05]),
+        partition_rate: pick(&mut r, &[0.0, 0.001, 0.01]),
+        skew_ms: pick(&mut r, &[0.0, 1.0, 5.0, 50.0]),
+        drift_ppm: pick(&mut r, &[0.0, 50.0, 200.0]),
+        traffic_hz: pick(&mut r, &[100.0, 1000.0, 100_000.0]),
+        activation_failure: pick(&mut r, &[0.0, 0.05, 0.2]),
+        corrupt: pick(&mut r, &[0.0, 0.01, 0.1]),
+        max_unavailable: 1 + r.below(3) as usize,
+        activation: (entente_proto::types::SEC, (1 + r.below(30)) * entente_proto::types::SEC),
+        seed,
+        protocol,
+        ..SimConfig::default()
+    }
+}

@@ -1,0 +1,636 @@
+//! The simulated cluster: nodes running entente-proto, links, faults, and the event loop.
+
+use crate::check::{Checker, Invariant};
+use crate::clock::Clock;
+use crate::config::{DriverBug, GossipMode, Protocol, SimConfig};
+use crate::fito::{Fito, TwoPcMsg};
+use crate::report::Report;
+use crate::topology::Topology;
+use entente_proto::link::LinkState;
+use entente_proto::msg::Campaign;
+use entente_proto::node::{Durable, NodeConfig, Record, TimerKey};
+use entente_proto::types::{Epoch, Nanos, NodeId, SeededRng, Window, MS, SEC};
+use entente_proto::{Message, Node, Output, Rng};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+/// The epoch every run's campaign introduces.
+pub const TARGET: Epoch = Epoch(1);
+/// Firmware before the campaign.
+pub const OLD_FW: Window = Window::new(0, 0);
+/// Firmware of the campaign (dual mode).
+pub const NEW_FW: Window = Window::new(0, 1);
+
+/// Something scheduled to happen.
+#[derive(Clone, Debug)]
+pub(crate) enum Ev {
+    /// The campaign starts at the origin.
+    Start,
+    /// Head of a link direction's queue arrives.
+    Deliver { link: u32, dir: u8, gen: u32 },
+    /// A node timer.
+    Timer { node: u32, inc: u32, key: TimerKey },
+    /// Try to (re)connect a link.
+    Reconnect { link: u32 },
+    /// One image chunk fetched.
+    Chunk { node: u32, inc: u32 },
+    /// A hardware activation ends.
+    ActivationEnd { node: u32, ok: bool, disruptive: bool, real: bool },
+    /// A node crashes.
+    Crash { node: u32 },
+    /// A crashed node restarts.
+    Restart { node: u32 },
+    /// A partition begins.
+    Partition,
+    /// Data on a hot link direction.
+    DataTick { link: u32, dir: u8 },
+    /// The fault phase ends.
+    Heal,
+    /// Liveness deadline.
+    Liveness { deadline: Nanos },
+    /// Deferred persistence completes (send-before-persist driver only).
+    PersistDone { node: u32, inc: u32 },
+    /// fito-clock: node's local clock reads T.
+    FitoSwitch { node: u32 },
+    /// fito-2pc message to `to`.
+    TwoPc { to: u32, msg: TwoPcMsg },
+    /// fito-2pc coordinator retransmission.
+    TwoPcTick,
+    /// fito-2pc participant pause timeout.
+    PauseTimeout { node: u32 },
+}
+
+impl Ev {
+    fn code(&self) -> (u8, u64) {
+        match *self {
+            Ev::Start => (0, 0),
+            Ev::Deliver { link, dir, .. } => (1, ((link as u64) << 1) | dir as u64),
+            Ev::Timer { node, .. } => (2, node as u64),
+            Ev::Reconnect { link } => (3, link as u64),
+            Ev::Chunk { node, .. } => (4, node as u64),
+            Ev::ActivationEnd { node, .. } => (5, node as u64),
+            Ev::Crash { node } => (6, node as u64),
+            Ev::Restart { node } => (7, node as u64),
+            Ev::Partition => (8, 0),
+            Ev::DataTick { link, dir } => (9, ((link as u64) << 1) | dir as u64),
+            Ev::Heal => (10, 0),
+            Ev::Liveness { .. } => (11, 0),
+            Ev::PersistDone { node, .. } => (12, node as u64),
+            Ev::FitoSwitch { node } => (13, node as u64),
+            Ev::TwoPc { to, .. } => (14, to as u64),
+            Ev::TwoPcTick => (15, 0),
+            Ev::PauseTimeout { node } => (16, node as u64),
+        }
+    }
+}
+
+struct Entry {
+    at: Nanos,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// A message on a simulated connection.
+#[derive(Clone, Debug)]
+pub(crate) enum SimMsg {
+    /// Protocol message.
+    Proto(Message),
+    /// Data-plane message tagged with the sender's epoch.
+    Data(Epoch),
+}
+
+/// The simulated firmware device of a node.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Device {
+    pub running: Window,
+    pub staged: bool,
+    pub verified_chunks: u32,
+    pub corrupt_image: bool,
+    pub activating: bool,
+}
+
+/// One simulated node.
+pub(crate) struct SimNode {
+    pub node: Option<Node>,
+    pub cfg: NodeConfig,
+    pub durable: Durable,
+    pub inc: u32,
+    pub clock: Clock,
+    pub dev: Device,
+    /// Persist outputs emitted / made durable; highest emitted before a send.
+    pub persist_seq: u64,
+    pub durable_seq: u64,
+    pub required_seq: u64,
+    pub pending: Vec<(u64, Record)>,
+    /// Neighbours in a disruptive activation right now.
+    pub activating_neighbours: usize,
+}
+
+/// One simulated link (a connection that can break, and the device link epoch at each end).
+pub(crate) struct SimLink {
+    pub ends: [u32; 2],
+    pub up: bool,
+    pub gen: u32,
+    pub q: [VecDeque<(Nanos, SimMsg)>; 2],
+    pub last_arrival: [Nanos; 2],
+    pub cut: [Nanos; 2],
+    pub backoff: Nanos,
+    pub reconnect_at: Option<Nanos>,
+    pub recent: [VecDeque<Message>; 2],
+    pub epoch: [Epoch; 2],
+    pub done: bool,
+    pub mixed_since: Option<Nanos>,
+    pub hot: bool,
+    pub hot_since: Nanos,
+    pub quiet_since: Option<Nanos>,
+    pub ticking: [bool; 2],
+    pub paused_since: [Option<Nanos>; 2],
+}
+
+/// Run-wide measurements.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Meters {
+    pub messages: u64,
+    pub mixed_ns: u128,
+    pub blocked_ns: u128,
+    pub hot_ns: u128,
+    pub activated: usize,
+    pub last_activation: Nanos,
+    pub last_restart: Nanos,
+    pub conv_at: Option<Nanos>,
+    pub detected_at: Option<Nanos>,
+    pub done_links: usize,
+    pub series: Vec<(Nanos, u32)>,
+    pub liveness_deadline: Option<Nanos>,
+    pub failure: Option<String>,
+}
+
+/// A deterministic simulation of one campaign on one cluster.
+pub struct World {
+    pub(crate) cfg: SimConfig,
+    pub(crate) topo: Topology,
+    pub(crate) nodes: Vec<SimNode>,
+    pub(crate) links: Vec<SimLink>,
+    pub(crate) rng: SeededRng,
+    heap: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+    pub(crate) now: Nanos,
+    pub(crate) step: u64,
+    pub(crate) check: Checker,
+    pub(crate) m: Meters,
+    pub(crate) fito: Fito,
+    pub(crate) campaign: Campaign,
+    pub(crate) buf: Vec<Output>,
+    trace: u64,
+    stop: bool,
+}
+
+/// Progress of a run, for progress bars.
+#[derive(Copy, Clone, Debug)]
+pub struct Progress {
+    /// Simulated time so far.
+    pub sim_ms: f64,
+    /// Fraction of links committed.
+    pub committed: f64,
+    /// Events so far.
+    pub events: u64,
+}
+
+impl World {
+    /// Builds the cluster the options describe. Options must be valid.
+    pub fn new(cfg: SimConfig) -> World {
+        let mut rng = SeededRng::new(cfg.seed);
+        let topo = Topology::build(&cfg, &mut rng);
+        let parents = topo.bfs_parents(0);
+        let flood = match cfg.gossip {
+            GossipMode::Flood => true,
+            GossipMode::Tree => false,
+            GossipMode::Auto => topo.nodes <= cfg.gossip_flood_max,
+        };
+        let mut nodes = Vec::with_capacity(topo.nodes);
+        for i in 0..topo.nodes {
+            let neighbours: Vec<NodeId> =
+                topo.adj[i].iter().map(|&(p, _)| NodeId(p as u64)).collect();
+            let mut nc = NodeConfig::new(NodeId(i as u64), neighbours.clone(), cfg.rtt());
+            nc.gossip_peers = if flood {
+                neighbours.clone()
+            } else {
+                parents[i].map(|p| vec![NodeId(p as u64)]).unwrap_or_default()
+            };
+            nc.max_unavailable_neighbors = match cfg.driver_bug {
+                DriverBug::OverGrant => cfg.max_unavailable + 2,
+                _ => cfg.max_unavailable,
+            };
+            nc.max_drift_ppm = (2.0 * cfg.drift_ppm).ceil() as u64 + 1;
+            nc.firmware_window = OLD_FW;
+            nc.seed = rng.next_u64();
+            nc.transactions = cfg.protocol == Protocol::Bilateral;
+            #[cfg(feature = "mutants")]
+            {
+                nc.mutant = cfg.mutant;
+            }
+            let skew = (cfg.skew_ms * 1e6) as i64;
+            let drift = (cfg.drift_ppm * 1000.0) as i64;
+            let clock = Clock {
+                offset: if skew > 0 { rng.below(2 * skew as u64 + 1) as i64 - skew } else { 0 },
+                drift_ppb: if drift > 0 { rng.below(2 * drift as u64 + 1) as i64 - drift } else { 0 },
+            };
+            let durable = Durable {
+                node: None,
+                links: neighbours.iter().map(|&p| (p, LinkState::established(Epoch(0)))).collect(),
+            };
+            nodes.push(SimNode {
+                node: None,
+                cfg: nc,
+                durable,
+                inc: 0,
+                clock,
+                dev: Device { running: OLD_FW, ..Device::default() },
+                persist_seq: 0,
+                durable_seq: 0,
+                required_seq: 0,
+                pending: Vec::new(),
+                activating_neighbours: 0,
+            });
+        }
+        let links = topo
+            .links
+            .iter()
+            .map(|&(a, b)| SimLink {
+                ends: [a, b],
+                up: false,
+                gen: 0,
+                q: [VecDeque::new(), VecDeque::new()],
+                last_arrival: [0; 2],
+                cut: [0; 2],
+                backoff: cfg.rtt(),
+                reconnect_at: None,
+                recent: [VecDeque::new(), VecDeque::new()],
+                epoch: [Epoch(0); 2],
+                done: false,
+                mixed_since: None,
+                hot: false,
+                hot_since: 0,
+                quiet_since: None,
+                ticking: [false; 2],
+                paused_since: [None; 2],
+            })
+            .collect();
+        let campaign = Campaign {
+            epoch: TARGET,
+            window: NEW_FW,
+            image_digest: [7; 32],
+            disruptive: true,
+            max_activation_ms: (cfg.activation.1 / MS) as u32,
+            origin: NodeId(0),
+        };
+        let fito = Fito::new(topo.nodes);
+        World {
+            cfg,
+            topo,
+            nodes,
+            links,
+            rng,
+            heap: BinaryHeap::new(),
+            seq: 0,
+            now: 0,
+            step: 0,
+            check: Checker::default(),
+            m: Meters::default(),
+            fito,
+            campaign,
+            buf: Vec::new(),
+            trace: 0xcbf2_9ce4_8422_2325,
+            stop: false,
+        }
+    }
+
+    pub(crate) fn schedule(&mut self, at: Nanos, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Reverse(Entry { at: at.max(self.now), seq: self.seq, ev }));
+    }
+
+    pub(crate) fn fault_active(&self) -> bool {
+        self.now < self.cfg.fault_phase
+    }
+
+    /// Runs to the end and reports.
+    pub fn run(self) -> Report {
+        self.run_with(&mut |_| {})
+    }
+
+    /// Runs to the end, calling `progress` now and then, and reports.
+    pub fn run_with(mut self, progress: &mut dyn FnMut(Progress)) -> Report {
+        let wall = std::time::Instant::now();
+        self.boot();
+        while let Some(Reverse(e)) = self.heap.pop() {
+            self.now = e.at;
+            self.step += 1;
+            let (code, id) = e.ev.code();
+            for x in [e.at, code as u64, id] {
+                self.trace = (self.trace ^ x).wrapping_mul(0x0100_0000_01b3);
+            }
+            if trace_events() {
+                eprintln!("{:>14} {:?}", e.at, e.ev);
+            }
+            self.dispatch(e.ev);
+            if self.step & 0xffff == 0 {
+                progress(Progress {
+                    sim_ms: self.now as f64 / 1e6,
+                    committed: self.m.done_links as f64 / self.links.len().max(1) as f64,
+                    events: self.step,
+                });
+            }
+            if self.stop || self.now > self.cfg.time_limit || self.finished() {
+                break;
+            }
+        }
+        self.finish(wall.elapsed())
+    }
+
+    fn finished(&self) -> bool {
+        let Some(conv) = self.m.conv_at else { return false };
+        let settled = match self.cfg.protocol {
+            Protocol::Bilateral => self.m.detected_at.is_some() || self.now > conv + 60 * SEC,
+            Protocol::FitoClock => true,
+            Protocol::Fito2pc => self.fito.all_resumed() || self.now > conv + 600 * SEC,
+        };
+        settled && self.now >= self.cfg.fault_phase
+    }
+
+    fn boot(&mut self) {
+        for n in 0..self.nodes.len() {
+            self.start_node(n as u32);
+        }
+        for l in 0..self.links.len() {
+            self.try_connect(l as u32);
+        }
+        self.schedule(MS, Ev::Start);
+        self.schedule(self.cfg.fault_phase, Ev::Heal);
+        self.schedule_faults();
+        let links: Vec<(NodeId, NodeId)> = self
+            .topo
+            .links
+            .iter()
+            .map(|&(a, b)| (NodeId(a as u64), NodeId(b as u64)))
+            .collect();
+        if let Some(origin) = self.nodes[0].node.as_mut() {
+            origin.watch_convergence(TARGET, &links);
+        }
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        match ev {
+            Ev::Start => self.start_campaign(),
+            Ev::Deliver { link, dir, gen } => self.deliver(link, dir, gen),
+            Ev::Timer { node, inc, key } => {
+                if self.nodes[node as usize].inc == inc {
+                    self.with_node(node, |n, now| n.handle_timer(now, key));
+                }
+            }
+            Ev::Reconnect { link } => {
+                self.links[link as usize].reconnect_at = None;
+                self.try_connect(link);
+            }
+            Ev::Chunk { node, inc } => self.chunk(node, inc),
+            Ev::ActivationEnd { node, ok, disruptive, real } => {
+                self.activation_end(node, ok, disruptive, real)
+            }
+            Ev::Crash { node } => self.crash(node),
+            Ev::Restart { node } => self.restart(node),
+            Ev::Partition => self.partition(),
+            Ev::DataTick { link, dir } => self.data_tick(link, dir),
+            Ev::Heal => self.heal(),
+            Ev::Liveness { deadline } => self.liveness(deadline),
+            Ev::PersistDone { node, inc } => self.persist_done(node, inc),
+            Ev::FitoSwitch { node } => self.fito_switch(node),
+            Ev::TwoPc { to, msg } => self.two_pc(to, msg),
+            Ev::TwoPcTick => self.two_pc_tick(),
+            Ev::PauseTimeout { node } => self.pause_timeout(node),
+        }
+    }
+
+    fn start_campaign(&mut self) {
+        let c = self.campaign;
+        match self.cfg.protocol {
+            Protocol::Bilateral => {}
+            Protocol::FitoClock => self.fito_announce(),
+            Protocol::Fito2pc => self.two_pc_start(),
+        }
+        self.with_node(0, |n, now| n.start_campaign(now, c));
+    }
+
+    fn heal(&mut self) {
+        for l in 0..self.links.len() {
+            let link = &mut self.links[l];
+            link.cut = [0; 2];
+            if !link.up && link.reconnect_at.is_none_or(|t| t > self.now) {
+                self.try_connect(l as u32);
+            }
+        }
+        self.arm_liveness();
+    }
+
+    /// Schedules the liveness deadline once every node activated, the network healed and the
+    /// last restart happened: 3 RTT + the maximum retransmit backoff after the latest of these.
+    pub(crate) fn arm_liveness(&mut self) {
+        if self.m.activated < self.nodes.len() || self.now < self.cfg.fault_phase || self.m.conv_at.is_some() {
+            return;
+        }
+        let start = self.cfg.fault_phase.max(self.m.last_activation).max(self.m.last_restart);
+        let deadline = start + 3 * self.cfg.rtt() + SEC;
+        if self.m.liveness_deadline.is_none_or(|d| d < deadline) {
+            self.m.liveness_deadline = Some(deadline);
+            self.schedule(deadline, Ev::Liveness { deadline });
+        }
+    }
+
+    fn liveness(&mut self, deadline: Nanos) {
+        if self.m.liveness_deadline != Some(deadline) || self.m.conv_at.is_some() {
+            return;
+        }
+        if self.nodes.iter().any(|n| n.node.is_none()) {
+            return; // a node is still down: the deadline moves when it restarts
+        }
+        let pending = self.links.len() - self.m.done_links;
+        self.m.failure = Some(format!(
+            "no convergence: {pending} of {} links not committed {:.3} ms after the network healed and the last node activated (bound 3 RTT + 1 s)",
+            self.links.len(),
+            (deadline - self.cfg.fault_phase.max(self.m.last_activation).max(self.m.last_restart)) as f64 / 1e6
+        ));
+        self.stop = true;
+    }
+
+    /// Marks a link end's device epoch change: monotonicity, compatibility, convergence,
+    /// mixed state, data window.
+    pub(crate) fn set_link_epoch(&mut self, link: u32, side: usize, epoch: Epoch) {
+        let l = &self.links[link as usize];
+        let old = l.epoch[side];
+        let (me, peer) = (l.ends[side], l.ends[1 - side]);
+        if epoch < old {
+            let (step, now) = (self.step, self.now);
+            self.check.violate(Invariant::Monotonicity, step, now, || {
+                format!("link n{me}-n{peer}: n{me} went back from {old} to {epoch}")
+            });
+        }
+        if epoch == old {
+            return;
+        }
+        self.links[link as usize].epoch[side] = epoch;
+        self.check_compat(link);
+        self.link_changed(link);
+        self.heat(link);
+    }
+
+    /// Both ends of `link` speak epochs inside both firmware windows.
+    pub(crate) fn check_compat(&mut self, link: u32) {
+        let l = &self.links[link as usize];
+        for side in 0..2 {
+            let e = l.epoch[side];
+            for end in l.ends {
+                let w = self.nodes[end as usize].dev.running;
+                if !w.contains(e) {
+                    let (a, b) = (l.ends[0], l.ends[1]);
+                    let (step, now) = (self.step, self.now);
+                    self.check.violate(Invariant::Compatibility, step, now, || {
+                        format!("link n{a}-n{b} speaks {e} but n{end} runs firmware {w:?}")
+                    });
+                }
+            }
+        }
+    }
+
+    /// Convergence and mixed-state accounting after an end's epoch changed.
+    fn link_changed(&mut self, link: u32) {
+        let now = self.now;
+        let l = &mut self.links[link as usize];
+        let done = l.epoch[0] >= TARGET && l.epoch[1] >= TARGET;
+        if done != l.done {
+            l.done = done;
+            if done {
+                self.m.done_links += 1;
+            } else {
+                self.m.done_links -= 1;
+            }
+            self.m.series.push((now, self.m.done_links as u32));
+        }
+        let mixed = l.epoch[0] != l.epoch[1];
+        match (mixed, l.mixed_since) {
+            (true, None) => l.mixed_since = Some(now),
+            (false, Some(t)) => {
+                self.m.mixed_ns += (now - t) as u128;
+                l.mixed_since = None;
+            }
+            _ => {}
+        }
+        if self.m.done_links == self.links.len() && self.m.conv_at.is_none() {
+            self.m.conv_at = Some(now);
+        }
+    }
+
+    fn finish(mut self, wall: std::time::Duration) -> Report {
+        let now = self.now;
+        for l in &mut self.links {
+            if let Some(t) = l.mixed_since.take() {
+                self.m.mixed_ns += (now - t) as u128;
+            }
+            for p in &mut l.paused_since {
+                if let Some(t) = p.take() {
+                    self.m.blocked_ns += (now - t) as u128;
+                }
+            }
+            if l.hot {
+                self.m.hot_ns += (now - l.hot_since) as u128;
+            }
+        }
+        let link_time = self.links.len() as u128 * now as u128;
+        let steady = link_time.saturating_sub(self.m.hot_ns);
+        let steady_msgs = (steady as f64 / 1e9 * self.cfg.traffic_hz * 2.0) as u64;
+        let converged = self.m.conv_at.is_some();
+        if !converged && self.m.failure.is_none() {
+            self.m.failure = Some(format!(
+                "no convergence: {} of {} links not committed when the run stopped at {:.1} s",
+                self.links.len() - self.m.done_links,
+                self.links.len(),
+                now as f64 / 1e9
+            ));
+        }
+        let rtt = self.cfg.rtt() as f64;
+        let rounds = self
+            .m
+            .conv_at
+            .map(|c| c.saturating_sub(self.m.last_activation) as f64 / rtt);
+        let detected = match self.cfg.protocol {
+            Protocol::Bilateral => self.m.detected_at,
+            Protocol::Fito2pc => self.fito.acked_at,
+            Protocol::FitoClock => None,
+        };
+        let by = crate::check::Invariant::ALL
+            .iter()
+            .map(|&i| (i.name(), self.check.count(i)))
+            .collect();
+        let total = self.links.len().max(1) as f64;
+        Report {
+            protocol: self.cfg.protocol.name(),
+            nodes: self.topo.nodes,
+            hosts: self.topo.hosts,
+            links: self.links.len(),
+            topology: self.cfg.topology.name(),
+            seed: self.cfg.seed,
+            converged,
+            rounds_to_converge: rounds,
+            conv_detected_ms: detected.map(|d| d.saturating_sub(MS) as f64 / 1e6),
+            sim_time_ms: now as f64 / 1e6,
+            messages: self.m.messages + steady_msgs,
+            safety_violations: self.check.total(),
+            violations_by_invariant: by,
+            mixed_state_link_ms: self.m.mixed_ns as f64 / 1e6,
+            blocked_ms: self.m.blocked_ns as f64 / 1e6,
+            trace_hash: format!("{:016x}", self.trace),
+            events: self.step,
+            wall_ms: wall.as_secs_f64() * 1e3,
+            first_violation: self.check.first.clone(),
+            failure: self.m.failure.clone(),
+            reproduce: self.cfg.command(),
+            progress: downsample(&self.m.series, total, now),
+        }
+    }
+}
+
+/// At most ~1000 (ms, fraction) points of a step series.
+fn downsample(series: &[(Nanos, u32)], total: f64, end: Nanos) -> Vec<(f64, f64)> {
+    let mut out = vec![(0.0, 0.0)];
+    let stride = (series.len() / 1000).max(1);
+    for (i, &(t, c)) in series.iter().enumerate() {
+        if i % stride == 0 || i + 1 == series.len() {
+            out.push((t as f64 / 1e6, c as f64 / total));
+        }
+    }
+    let last = out.last().map_or(0.0, |p| p.1);
+    out.push((end as f64 / 1e6, last));
+    out
+}
+
+/// `ENTENTE_SIM_TRACE=1` prints every event to stderr (debugging aid).
+fn trace_events() -> bool {
+    use std::sync::OnceLock;
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("ENTENTE_SIM_TRACE").is_some())
+}

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use entente_sim::{swarm, Protocol, Report, SimConfig, TopologyKind, World};
+use entente_sim::{swarm, Budget, Protocol, Report, SimConfig, TopologyKind, World};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -49,9 +49,10 @@ pub struct SimArgs {
     /// Probability that a fetched chunk is corrupt (fault phase).
     #[arg(long, default_value_t = 0.0)]
     corrupt: f64,
-    /// Most neighbours of a node in a disruptive activation at once.
-    #[arg(long, default_value_t = 4)]
-    max_unavailable: usize,
+    /// Most neighbours of a node in a disruptive activation at once: a count (4) or a
+    /// percentage of the node's neighbours (25%).
+    #[arg(long, default_value = "25%")]
+    max_unavailable: String,
     /// The seed: same seed and options, same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -89,7 +90,7 @@ impl SimArgs {
             traffic_hz: self.traffic_hz,
             activation_failure: self.activation_failure,
             corrupt: self.corrupt,
-            max_unavailable: self.max_unavailable,
+            max_unavailable: Budget::parse(&self.max_unavailable)?,
             seed: self.seed,
             protocol: Protocol::parse(&self.protocol)?,
             ..SimConfig::default()

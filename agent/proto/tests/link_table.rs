@@ -1485,6 +1485,33 @@ fn hello_without_common_epoch_is_an_error() {
 }
 
 #[test]
+fn link_agreed_by_hello_acknowledges_any_commit_of_its_epoch() {
+    // a responder that adopted E from the initiator's HELLO (its disk was wiped while the
+    // initiator's COMMIT was in flight) does not know the committing nonce
+    let c = ctx(true);
+    let mut r = LinkEnd::new(B, A, LinkState::fresh());
+    r.conn = Some(1);
+    r.on_hello(
+        &hello(Window::new(0, 9), Some(5), Some((5, Pending::None))),
+        &Window::new(0, 9),
+    )
+    .unwrap();
+    assert_eq!(r.state, LinkState::established(E));
+    let fx = r.on_txn(&txn(TxnKind::Commit, E, 7), &c);
+    assert_eq!(fx.note, Some(Note::Ok));
+    assert_eq!(fx.send, Some(txn(TxnKind::CommitAck, E, 7)));
+    assert_eq!((fx.persist, fx.committed), (false, None));
+    // a late PROPOSE of that epoch is stale
+    let fx = r.on_txn(&txn(TxnKind::Propose, E, 7), &c);
+    assert_eq!((fx.note, fx.send), (Some(Note::Stale), None));
+    // a link committed by a transaction still tells nonces apart
+    let mut r = reflecting(1);
+    r.on_txn(&txn(TxnKind::Commit, E, 1), &c);
+    let fx = r.on_txn(&txn(TxnKind::Commit, E, 2), &c);
+    assert_eq!((fx.note, fx.send), (Some(Note::ProtocolError), None));
+}
+
+#[test]
 fn hello_does_not_move_an_agreed_link() {
     let mut i = tentative();
     let before = i.state;

@@ -77,6 +77,10 @@ impl Checker {
             });
         }
     }
+    /// Counts `n` more violations of `inv` (beyond the first, already recorded).
+    pub fn add(&mut self, inv: Invariant, n: u64) {
+        self.counts[inv as usize] += n;
+    }
     /// Violations of one invariant.
     pub fn count(&self, inv: Invariant) -> u64 {
         self.counts[inv as usize]

@@ -74,6 +74,47 @@ pub enum GossipMode {
     Tree,
 }
 
+/// How many neighbours of a node may be in a disruptive activation at once.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Budget {
+    /// At most this many, whatever the node's degree.
+    Count(usize),
+    /// At most this percentage of the node's neighbours (rounded down), and at least one.
+    Percent(u32),
+}
+
+impl Budget {
+    /// The limit for a node with `degree` neighbours.
+    pub fn limit(self, degree: usize) -> usize {
+        match self {
+            Budget::Count(n) => n,
+            Budget::Percent(p) => (degree * p as usize / 100).max(1),
+        }
+    }
+    /// Parses `4` or `25%`.
+    pub fn parse(s: &str) -> Result<Budget, ConfigError> {
+        let bad = || ConfigError::new("max-unavailable", format!("{s:?} is neither a count (4) nor a percentage (25%)"));
+        let b = match s.strip_suffix('%') {
+            Some(p) => Budget::Percent(p.trim().parse().map_err(|_| bad())?),
+            None => Budget::Count(s.trim().parse().map_err(|_| bad())?),
+        };
+        match b {
+            Budget::Count(0) | Budget::Percent(0) => Err(ConfigError::new("max-unavailable", "0 would forbid every disruptive activation".into())),
+            Budget::Percent(p) if p > 100 => Err(ConfigError::new("max-unavailable", format!("{p}% is more than every neighbour"))),
+            b => Ok(b),
+        }
+    }
+}
+
+impl fmt::Display for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Budget::Count(n) => write!(f, "{n}"),
+            Budget::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
 /// Deliberate bugs in the simulated driver, to prove the checkers work.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub enum DriverBug {
@@ -132,7 +173,7 @@ pub struct SimConfig {
     /// Shortest and longest activation (flash + reset).
     pub activation: (Nanos, Nanos),
     /// Most neighbours of a node in a disruptive activation at once.
-    pub max_unavailable: usize,
+    pub max_unavailable: Budget,
     /// fito-clock: the switch time T after the campaign starts.
     pub fito_switch_at: Nanos,
     /// fito-2pc: a paused participant resumes traffic on its own after this long.
@@ -173,7 +214,7 @@ impl Default for SimConfig {
             chunks: 16,
             chunk_time: 5 * MS,
             activation: (SEC, 30 * SEC),
-            max_unavailable: 4,
+            max_unavailable: Budget::Percent(25),
             fito_switch_at: 300 * SEC,
             pause_timeout: 30 * SEC,
             gossip: GossipMode::Auto,
@@ -196,7 +237,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(option: &'static str, problem: String) -> ConfigError {
+    pub(crate) fn new(option: &'static str, problem: String) -> ConfigError {
         ConfigError { option, problem }
     }
 }
@@ -281,7 +322,7 @@ impl SimConfig {
         if self.mean_delay == 0 {
             return Err(ConfigError::new("delay", "the mean link delay must be positive".into()));
         }
-        if self.max_unavailable == 0 {
+        if matches!(self.max_unavailable, Budget::Count(0) | Budget::Percent(0)) {
             return Err(ConfigError::new("max-unavailable", "0 would forbid every disruptive activation".into()));
         }
         if self.chunks == 0 {
@@ -324,7 +365,9 @@ impl SimConfig {
         opt("corrupt", self.corrupt, d.corrupt);
         opt("radix", self.radix as f64, d.radix as f64);
         opt("degree", self.degree as f64, d.degree as f64);
-        opt("max-unavailable", self.max_unavailable as f64, d.max_unavailable as f64);
+        if self.max_unavailable != d.max_unavailable {
+            s.push_str(&format!(" --max-unavailable {}", self.max_unavailable));
+        }
         s
     }
 }

@@ -211,8 +211,9 @@ impl World {
                 let c = &mut self.nodes[m as usize].activating_neighbours;
                 *c += 1;
                 let count = *c;
-                if count > self.cfg.max_unavailable {
-                    let (step, now, max) = (self.step, self.now, self.cfg.max_unavailable);
+                let max = self.cfg.max_unavailable.limit(self.topo.adj[m as usize].len());
+                if count > max {
+                    let (step, now) = (self.step, self.now);
                     self.check.violate(Invariant::Budget, step, now, || {
                         format!("n{m} has {count} neighbours in a disruptive activation (max {max})")
                     });

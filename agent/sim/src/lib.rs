@@ -18,7 +18,7 @@ pub mod swarm;
 pub mod topology;
 pub mod world;
 
-pub use config::{ConfigError, DriverBug, GossipMode, Protocol, SimConfig, TopologyKind};
+pub use config::{Budget, ConfigError, DriverBug, GossipMode, Protocol, SimConfig, TopologyKind};
 pub use report::Report;
 pub use world::{Progress, World};
 

@@ -3,7 +3,7 @@
 
 use crate::check::Invariant;
 use crate::config::Protocol;
-use crate::world::{Ev, SimMsg, World};
+use crate::world::{Ev, SimMsg, Steady, World};
 use entente_proto::types::{Epoch, Nanos, NodeId};
 use entente_proto::Rng;
 use entente_proto::Message;
@@ -89,6 +89,8 @@ impl World {
             return;
         }
         l.up = false;
+        self.heat(link);
+        let l = &mut self.links[link as usize];
         let gen = l.gen as u64;
         l.gen += 1;
         l.q[0].clear();
@@ -128,6 +130,7 @@ impl World {
             return self.reconnect_later(link, cut_until);
         }
         let rtt = self.cfg.rtt();
+        self.heat(link);
         let l = &mut self.links[link as usize];
         l.up = true;
         l.backoff = rtt;
@@ -174,30 +177,60 @@ impl World {
         let paused = up && self.sender_tag(link, side).is_none();
         let now = self.now;
         let l = &mut self.links[link as usize];
-        match (paused, l.paused_since[side]) {
-            (true, None) => l.paused_since[side] = Some(now),
+        let changed = match (paused, l.paused_since[side]) {
+            (true, None) => {
+                l.paused_since[side] = Some(now);
+                true
+            }
             (false, Some(t)) => {
                 self.m.blocked_ns += (now - t) as u128;
                 l.paused_since[side] = None;
+                true
             }
-            _ => {}
+            _ => false,
+        };
+        if changed {
+            self.heat(link);
         }
     }
 
-    /// An end's epoch state changed: simulate data on this link until both ends agree again
-    /// (plus a few link delays).
+    /// Counts the steady stretches of both directions up to now: every data message in a
+    /// stretch is interpreted the same way, so it is counted (and, if its tag differs from the
+    /// receiver's epoch, counted as an agreement violation) instead of simulated.
+    pub(crate) fn settle(&mut self, link: u32) {
+        let hz = self.cfg.traffic_hz;
+        for dir in 0..2 {
+            let Some(st) = self.links[link as usize].steady[dir].take() else { continue };
+            let Some(tag) = st.tag else { continue };
+            let n = ((self.now - st.since) as f64 / 1e9 * hz) as u64;
+            self.m.steady_msgs += n;
+            if tag != st.recv && n > 0 {
+                let (from, to) = (self.links[link as usize].ends[dir], self.links[link as usize].ends[1 - dir]);
+                let (step, now, since) = (self.step, self.now, st.since);
+                self.check.violate(Invariant::Agreement, step, now, || {
+                    format!(
+                        "{n} data messages n{from}→n{to} sent in {tag} interpreted under {} (steady since {:.3} ms)",
+                        st.recv,
+                        since as f64 / 1e6
+                    )
+                });
+                self.check.add(Invariant::Agreement, n - 1);
+            }
+        }
+    }
+
+    /// Something changed at an end of `link` (epoch, pause, connection): close the steady
+    /// stretches and simulate data message by message until nothing has changed for a few link
+    /// delays.
     pub(crate) fn heat(&mut self, link: u32) {
+        self.settle(link);
+        let now = self.now;
+        self.links[link as usize].last_change = now;
         if self.cfg.traffic_hz <= 0.0 {
             return;
         }
         let period = (1e9 / self.cfg.traffic_hz).max(1.0) as Nanos;
-        let now = self.now;
-        let l = &mut self.links[link as usize];
-        l.quiet_since = None;
-        if !l.hot {
-            l.hot = true;
-            l.hot_since = now;
-        }
+        self.links[link as usize].hot = true;
         for dir in 0..2 {
             if !self.links[link as usize].ticking[dir] {
                 self.links[link as usize].ticking[dir] = true;
@@ -207,41 +240,32 @@ impl World {
         }
     }
 
-    fn quiescent(&self, link: u32) -> bool {
-        let l = &self.links[link as usize];
-        if l.epoch[0] != l.epoch[1] {
-            return false;
+    /// Starts counting a steady stretch on both directions.
+    fn cool(&mut self, link: u32) {
+        let up = self.links[link as usize].up;
+        let mut st = [None; 2];
+        for (dir, slot) in st.iter_mut().enumerate() {
+            let tag = if up { self.sender_tag(link, dir) } else { None };
+            let recv = self.links[link as usize].epoch[1 - dir];
+            *slot = Some(Steady { since: self.now, tag, recv });
         }
-        match self.cfg.protocol {
-            Protocol::Bilateral => l.ends.iter().enumerate().all(|(side, &n)| {
-                self.nodes[n as usize].node.as_ref().is_some_and(|node| {
-                    node.link(NodeId(l.ends[1 - side] as u64))
-                        .is_some_and(|e| e.state.pending == entente_proto::Pending::None)
-                })
-            }),
-            _ => true,
-        }
+        let l = &mut self.links[link as usize];
+        l.hot = false;
+        l.steady = st;
     }
 
     pub(crate) fn data_tick(&mut self, link: u32, dir: u8) {
         let dir = dir as usize;
-        if !self.links[link as usize].hot {
+        let l = &self.links[link as usize];
+        if !l.hot {
             self.links[link as usize].ticking[dir] = false;
             return;
         }
-        if self.quiescent(link) {
-            let now = self.now;
-            let linger = 4 * self.cfg.mean_delay;
-            let l = &mut self.links[link as usize];
-            let since = *l.quiet_since.get_or_insert(now);
-            if now - since >= linger {
-                l.hot = false;
-                self.m.hot_ns += (now - l.hot_since) as u128;
-                l.ticking[dir] = false;
-                return;
-            }
-        } else {
-            self.links[link as usize].quiet_since = None;
+        let linger = 4 * self.cfg.mean_delay;
+        if self.now - l.last_change >= linger && l.q[0].is_empty() && l.q[1].is_empty() {
+            self.cool(link);
+            self.links[link as usize].ticking[dir] = false;
+            return;
         }
         if let Some(tag) = self.sender_tag(link, dir) {
             self.enqueue(link, dir, SimMsg::Data(tag));

@@ -157,11 +157,25 @@ pub(crate) struct SimLink {
     pub epoch: [Epoch; 2],
     pub done: bool,
     pub mixed_since: Option<Nanos>,
+    /// Data is simulated message by message (an end changed within the last few delays).
     pub hot: bool,
-    pub hot_since: Nanos,
-    pub quiet_since: Option<Nanos>,
+    /// Last change at either end (epoch, pause, connection).
+    pub last_change: Nanos,
+    /// Per direction: the steady stretch being counted instead of simulated.
+    pub steady: [Option<Steady>; 2],
     pub ticking: [bool; 2],
     pub paused_since: [Option<Nanos>; 2],
+}
+
+/// A stretch in which nothing changes on a link direction: its data is counted, not simulated.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Steady {
+    /// Start of the stretch.
+    pub since: Nanos,
+    /// The sender's tag (`None`: paused or down).
+    pub tag: Option<Epoch>,
+    /// The receiver's epoch.
+    pub recv: Epoch,
 }
 
 /// Run-wide measurements.
@@ -170,7 +184,7 @@ pub(crate) struct Meters {
     pub messages: u64,
     pub mixed_ns: u128,
     pub blocked_ns: u128,
-    pub hot_ns: u128,
+    pub steady_msgs: u64,
     pub activated: usize,
     pub last_activation: Nanos,
     pub last_restart: Nanos,
@@ -234,9 +248,10 @@ impl World {
             } else {
                 parents[i].map(|p| vec![NodeId(p as u64)]).unwrap_or_default()
             };
+            let budget = cfg.max_unavailable.limit(neighbours.len());
             nc.max_unavailable_neighbors = match cfg.driver_bug {
-                DriverBug::OverGrant => cfg.max_unavailable + 2,
-                _ => cfg.max_unavailable,
+                DriverBug::OverGrant => budget + 2,
+                _ => budget,
             };
             nc.max_drift_ppm = (2.0 * cfg.drift_ppm).ceil() as u64 + 1;
             nc.firmware_window = OLD_FW;
@@ -287,8 +302,8 @@ impl World {
                 done: false,
                 mixed_since: None,
                 hot: false,
-                hot_since: 0,
-                quiet_since: None,
+                last_change: 0,
+                steady: [None; 2],
                 ticking: [false; 2],
                 paused_since: [None; 2],
             })
@@ -547,6 +562,9 @@ impl World {
 
     fn finish(mut self, wall: std::time::Duration) -> Report {
         let now = self.now;
+        for link in 0..self.links.len() as u32 {
+            self.settle(link);
+        }
         for l in &mut self.links {
             if let Some(t) = l.mixed_since.take() {
                 self.m.mixed_ns += (now - t) as u128;
@@ -556,13 +574,7 @@ impl World {
                     self.m.blocked_ns += (now - t) as u128;
                 }
             }
-            if l.hot {
-                self.m.hot_ns += (now - l.hot_since) as u128;
-            }
         }
-        let link_time = self.links.len() as u128 * now as u128;
-        let steady = link_time.saturating_sub(self.m.hot_ns);
-        let steady_msgs = (steady as f64 / 1e9 * self.cfg.traffic_hz * 2.0) as u64;
         let converged = self.m.conv_at.is_some();
         if !converged && self.m.failure.is_none() {
             self.m.failure = Some(format!(
@@ -598,7 +610,7 @@ impl World {
             rounds_to_converge: rounds,
             conv_detected_ms: detected.map(|d| d.saturating_sub(MS) as f64 / 1e6),
             sim_time_ms: now as f64 / 1e6,
-            messages: self.m.messages + steady_msgs,
+            messages: self.m.messages + self.m.steady_msgs,
             safety_violations: self.check.total(),
             violations_by_invariant: by,
             mixed_state_link_ms: self.m.mixed_ns as f64 / 1e6,

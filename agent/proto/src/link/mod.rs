@@ -231,6 +231,11 @@ impl LinkEnd {
 
     fn rel(&self, class: Class, theirs: Nonce) -> Rel {
         let mine = self.local_nonce(class);
+        // A responder that agreed its epoch by LINK_HELLO (commit nonce 0) does not know which
+        // nonce committed it: the initiator's COMMIT of that epoch is a duplicate to acknowledge.
+        if self.role == Role::Responder && class == Class::Committed && mine == Nonce(0) {
+            return Rel::Same;
+        }
         if self.role == Role::Responder && class == Class::Idle {
             return if theirs > mine {
                 Rel::Newer

@@ -323,7 +323,12 @@ impl Node {
             Phase::Announced if !self.record.paused => self.emit(Output::Stage(c)),
             Phase::Staged => {
                 if self.running.contains(c.epoch) {
-                    // Activation finished while the agent was down.
+                    // Activation finished while the agent was down. An acquisition under way
+                    // (a resume of a node that re-learned the campaign) is not needed any more.
+                    if self.gate == Gate::Leasing {
+                        self.gate = Gate::Idle;
+                        self.release_leases();
+                    }
                     self.set_phase(now, Phase::Activated, c.epoch);
                     self.announce_activated(now);
                 } else {

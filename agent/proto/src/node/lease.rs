@@ -116,6 +116,7 @@ impl Node {
         if self.gate != Gate::Leasing {
             return;
         }
+        self.drop_expired_leases(now);
         while self.holder.next < self.holder.order.len() {
             let peer = self.holder.order[self.holder.next];
             let link = self.link(peer).expect("lease order holds configured peers");
@@ -175,21 +176,29 @@ impl Node {
     /// Arms the lease timer at the earliest retry or renewal.
     fn lease_rearm(&mut self, now: Nanos) {
         let half = self.cfg.lease / 2;
-        // a renewal already asked waits for its answer (re-arming at its past deadline would
-        // fire again at once, forever)
+        // a renewal already asked waits for its answer until the lease runs out (re-arming at
+        // its past renewal time would fire again at once, forever)
         let renew = self
             .holder
             .held
             .iter()
-            .filter(|h| !self.holder.is_asked(h.peer))
-            .map(|h| h.requested_at + half)
+            .filter(|h| self.link(h.peer).is_some_and(|l| l.conn.is_some()))
+            .map(|h| {
+                if self.holder.is_asked(h.peer) {
+                    self.lease_valid_until(h.requested_at)
+                } else {
+                    h.requested_at + half
+                }
+            })
             .min();
+        // (a lease whose link is down is renewed when the link comes back: `lease_reconnected`)
         let at = match (self.holder.retry_at, renew) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         if let Some(at) = at {
-            let at = at.max(now);
+            // never re-arm in the past: a due renewal that could not be sent waits a round trip
+            let at = if at <= now { now + self.cfg.rtt.max(1) } else { at };
             if self.holder.timer_at != Some(at) {
                 self.holder.timer_at = Some(at);
                 self.emit(Output::Timer {
@@ -208,6 +217,7 @@ impl Node {
         if self.holder.retry_at.is_some_and(|r| r <= now) {
             self.holder.retry_at = None;
         }
+        self.drop_expired_leases(now);
         let half = self.cfg.lease / 2;
         let due: Vec<NodeId> = self
             .holder
@@ -235,6 +245,7 @@ impl Node {
         if self.gate == Gate::Leasing {
             self.lease_step(now);
         }
+        self.lease_rearm(now);
     }
 
     /// Lets go of every lease held (activation over, or given up).
@@ -338,6 +349,34 @@ impl Node {
             }
         }
         self.holder.next = self.holder.next.min(idx);
+    }
+
+    /// A lease that ran out on this node's clock is lost, renewal asked or not: its grantor may
+    /// have restarted and forgotten it, and then queues the renewal like any new request. Holding
+    /// on to the leases acquired after it would break the acquisition order (two holders could
+    /// each hold what the other waits for), so they go back too (see `lost_lease`); answers to
+    /// their renewals, no longer awaited, are handed back when they come.
+    fn drop_expired_leases(&mut self, now: Nanos) {
+        let expired: Vec<NodeId> = self
+            .holder
+            .held
+            .iter()
+            .filter(|h| self.lease_valid_until(h.requested_at) <= now)
+            .map(|h| h.peer)
+            .collect();
+        for peer in expired {
+            if !self.holder.is_held(peer) {
+                continue;
+            }
+            let before: Vec<NodeId> = self.holder.held.iter().map(|h| h.peer).collect();
+            self.lost_lease(peer);
+            let h = &mut self.holder;
+            let given_back: Vec<NodeId> = before
+                .into_iter()
+                .filter(|&p| p != peer && !h.held.iter().any(|x| x.peer == p))
+                .collect();
+            h.asked.retain(|a| !given_back.contains(&a.peer));
+        }
     }
 
     fn hand_back(&mut self, peer: NodeId) {

@@ -1,0 +1,47 @@
+//! `cargo xtask ci`: the whole check, as CI runs it.
+
+use crate::{entente_release, sh, sim_json};
+use anyhow::{ensure, Result};
+
+/// Format, lints, tests, then the simulator's acceptance runs on release builds.
+pub fn run() -> Result<()> {
+    sh("cargo", &["fmt", "--all", "--", "--check"])?;
+    sh("cargo", &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
+    sh("cargo", &["test", "--workspace", "--all-features"])?;
+    acceptance()
+}
+
+fn args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+/// The 10,000-node runs of the acceptance list.
+fn acceptance() -> Result<()> {
+    let entente = entente_release()?;
+    let base = "--nodes 10000 --topology fat-tree --loss 0.01 --crash-rate 0.001 --seed 7";
+    let bilateral = sim_json(&entente, &args(&format!("{base} --protocol bilateral --check")))?;
+    eprintln!("bilateral 10k: {}", summary(&bilateral));
+    ensure!(bilateral["converged"] == true, "bilateral did not converge: {bilateral}");
+    ensure!(bilateral["safety_violations"] == 0, "bilateral violated safety: {bilateral}");
+    let again = sim_json(&entente, &args(&format!("{base} --protocol bilateral")))?;
+    ensure!(
+        again["trace_hash"] == bilateral["trace_hash"],
+        "same seed, different trace: {} vs {}",
+        again["trace_hash"],
+        bilateral["trace_hash"]
+    );
+    let fito = sim_json(&entente, &args(&format!("{base} --protocol fito-clock --skew-ms 5")))?;
+    eprintln!("fito-clock 10k: {}", summary(&fito));
+    ensure!(
+        fito["safety_violations"].as_u64().unwrap_or(0) > 0,
+        "fito-clock with 5 ms skew reported no violation: {fito}"
+    );
+    Ok(())
+}
+
+fn summary(r: &serde_json::Value) -> String {
+    format!(
+        "converged={} violations={} rounds={} sim_time_ms={} events={} wall_ms={} trace={}",
+        r["converged"], r["safety_violations"], r["rounds_to_converge"], r["sim_time_ms"], r["events"], r["wall_ms"], r["trace_hash"]
+    )
+}

@@ -1,0 +1,2 @@
+//! placeholder
+pub fn run() -> anyhow::Result<()> { anyhow::bail!("todo") }

@@ -15,55 +15,61 @@ use crate::link::LinkEnd;
 use crate::msg::{Lease, Message};
 use crate::types::{Nanos, NodeId, Rng};
 
-/// A lease this node holds.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-struct Held {
-    peer: NodeId,
-    /// When the request that earned it was sent (a lower bound of the grant time).
-    requested_at: Nanos,
-}
-
 /// A request in flight.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 struct Asked {
-    peer: NodeId,
+    /// Link index of the grantor.
+    link: usize,
     seq: u32,
     at: Nanos,
     renewal: bool,
 }
 
-/// Holder side of the lease protocol.
+/// Holder side of the lease protocol. Leases are kept per link index, so that a node with
+/// hundreds of neighbours (a spine) pays O(1) per lease message and O(degree) only when a timer
+/// fires.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Holder {
-    order: Vec<NodeId>,
+    /// Link indices to acquire, in ascending peer order (links are sorted), live ones only.
+    order: Vec<usize>,
+    /// Position in `order` of the next lease to acquire.
     next: usize,
-    held: Vec<Held>,
+    /// Per link index: when the request behind the lease held was sent (a lower bound of the
+    /// grant time), if one is held.
+    held: Vec<Option<Nanos>>,
+    /// Requests in flight (the next acquisition and renewals).
     asked: Vec<Asked>,
     seq: u32,
+    /// Wait before asking again after a denial.
     retry_at: Option<Nanos>,
+    /// A lower bound of the earliest renewal or expiry; the timer recomputes it exactly.
+    due_at: Option<Nanos>,
     timer_at: Option<Nanos>,
 }
 
 impl Holder {
-    /// Begins an acquisition over the live links (ascending peer id; links are sorted).
+    /// Begins an acquisition over the live links, keeping leases already held.
     pub(super) fn start(&mut self, links: &[LinkEnd]) {
-        let keep = std::mem::take(&mut self.held);
-        *self = Holder {
-            seq: self.seq,
-            held: keep,
-            ..Holder::default()
-        };
-        self.order = links
-            .iter()
-            .filter(|l| !l.retired)
-            .map(|l| l.peer)
-            .collect();
+        self.held.resize(links.len(), None);
+        self.order = (0..links.len()).filter(|&i| !links[i].retired).collect();
+        self.next = 0;
+        self.retry_at = None;
     }
-    fn is_held(&self, peer: NodeId) -> bool {
-        self.held.iter().any(|h| h.peer == peer)
+    fn is_asked(&self, link: usize) -> bool {
+        self.asked.iter().any(|a| a.link == link)
     }
-    fn is_asked(&self, peer: NodeId) -> bool {
-        self.asked.iter().any(|a| a.peer == peer)
+    fn is_held(&self, link: usize) -> bool {
+        self.held.get(link).is_some_and(Option::is_some)
+    }
+    fn hold(&mut self, link: usize, requested_at: Nanos, renew_at: Nanos) {
+        if self.held.len() <= link {
+            self.held.resize(link + 1, None);
+        }
+        self.held[link] = Some(requested_at);
+        self.due_at = Some(self.due_at.map_or(renew_at, |d| d.min(renew_at)));
+    }
+    fn held_links(&self) -> impl Iterator<Item = (usize, Nanos)> + '_ {
+        self.held.iter().enumerate().filter_map(|(i, h)| h.map(|t| (i, t)))
     }
 }
 
@@ -97,9 +103,7 @@ impl Grantor {
 impl Node {
     /// How long a lease requested at `requested_at` is certainly valid on this node's clock.
     fn lease_valid_until(&self, requested_at: Nanos) -> Nanos {
-        let lease = self.cfg.lease;
-        let slack = (lease as u128 * self.cfg.max_drift_ppm as u128 / 1_000_000) as Nanos;
-        requested_at + lease - slack
+        requested_at + self.cfg.lease - self.lease_slack
     }
 
     fn activation_need(&self) -> Nanos {
@@ -110,96 +114,78 @@ impl Node {
         max * crate::types::MS + self.cfg.drift_margin
     }
 
+    fn epoch(&self) -> crate::types::Epoch {
+        self.record.campaign.map(|c| c.epoch).unwrap_or_default()
+    }
+
     /// Advances the acquisition: ask the next neighbour, or activate when every lease is long
     /// enough, or renew the ones that are not.
     pub(super) fn lease_step(&mut self, now: Nanos) {
         if self.gate != Gate::Leasing {
             return;
         }
-        self.drop_expired_leases(now);
         while self.holder.next < self.holder.order.len() {
-            let peer = self.holder.order[self.holder.next];
-            let link = self.link(peer).expect("lease order holds configured peers");
-            if link.retired || self.holder.is_held(peer) {
+            let i = self.holder.order[self.holder.next];
+            if self.links[i].retired || self.holder.is_held(i) {
                 self.holder.next += 1;
                 continue;
             }
-            if self.holder.is_asked(peer) || self.holder.retry_at.is_some() || link.conn.is_none() {
-                return self.lease_rearm(now);
+            let blocked = self.holder.is_asked(i) || self.holder.retry_at.is_some();
+            if !blocked && self.links[i].conn.is_some() {
+                self.ask(now, i, false);
             }
-            self.ask(now, peer, false);
             return self.lease_rearm(now);
         }
-        let need = self.activation_need();
-        let short: Vec<NodeId> = self
+        let need = now + self.activation_need();
+        let short: Vec<usize> = self
             .holder
-            .held
-            .iter()
-            .filter(|h| self.lease_valid_until(h.requested_at) < now + need)
-            .map(|h| h.peer)
+            .held_links()
+            .filter(|&(_, at)| self.lease_valid_until(at) < need)
+            .map(|(i, _)| i)
             .collect();
         if short.is_empty() {
-            let epoch = self.record.campaign.map(|c| c.epoch).unwrap_or_default();
+            let epoch = self.epoch();
             self.gate = Gate::Activating { since: now };
             self.emit(Output::Activate {
                 epoch,
                 disruptive: true,
             });
         } else {
-            for peer in short {
-                if !self.holder.is_asked(peer) {
-                    self.ask(now, peer, true);
+            for i in short {
+                if !self.holder.is_asked(i) {
+                    self.ask(now, i, true);
                 }
             }
         }
         self.lease_rearm(now);
     }
 
-    fn ask(&mut self, now: Nanos, peer: NodeId, renewal: bool) {
-        let connected = self.link(peer).is_some_and(|l| l.conn.is_some());
-        if !connected {
+    fn ask(&mut self, now: Nanos, i: usize, renewal: bool) {
+        if self.links[i].conn.is_none() {
             return;
         }
         self.holder.seq = self.holder.seq.wrapping_add(1);
         let seq = self.holder.seq;
-        self.holder.asked.retain(|a| a.peer != peer);
+        self.holder.asked.retain(|a| a.link != i);
         self.holder.asked.push(Asked {
-            peer,
+            link: i,
             seq,
             at: now,
             renewal,
         });
-        let epoch = self.record.campaign.map(|c| c.epoch).unwrap_or_default();
+        let (peer, epoch) = (self.links[i].peer, self.epoch());
         self.send(peer, Message::Lease(Lease::Req { epoch, seq }));
     }
 
-    /// Arms the lease timer at the earliest retry or renewal.
+    /// Arms the lease timer at the earliest retry or renewal (never in the past).
     fn lease_rearm(&mut self, now: Nanos) {
-        let half = self.cfg.lease / 2;
-        // a renewal already asked waits for its answer until the lease runs out (re-arming at
-        // its past renewal time would fire again at once, forever)
-        let renew = self
-            .holder
-            .held
-            .iter()
-            .filter(|h| self.link(h.peer).is_some_and(|l| l.conn.is_some()))
-            .map(|h| {
-                if self.holder.is_asked(h.peer) {
-                    self.lease_valid_until(h.requested_at)
-                } else {
-                    h.requested_at + half
-                }
-            })
-            .min();
-        // (a lease whose link is down is renewed when the link comes back: `lease_reconnected`)
-        let at = match (self.holder.retry_at, renew) {
+        let at = match (self.holder.retry_at, self.holder.due_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         if let Some(at) = at {
-            // never re-arm in the past: a due renewal that could not be sent waits a round trip
             let at = if at <= now { now + self.cfg.rtt.max(1) } else { at };
-            if self.holder.timer_at != Some(at) {
+            if self.holder.timer_at.is_none_or(|t| t <= now || t > at) {
                 self.holder.timer_at = Some(at);
                 self.emit(Output::Timer {
                     at,
@@ -209,6 +195,8 @@ impl Node {
         }
     }
 
+    /// The lease timer: leases that ran out are lost, those past half their length are renewed,
+    /// a denied request is asked again; then the next deadline is computed exactly.
     pub(super) fn on_lease_timer(&mut self, now: Nanos) {
         match self.holder.timer_at {
             Some(at) if at <= now => self.holder.timer_at = None,
@@ -219,18 +207,29 @@ impl Node {
         }
         self.drop_expired_leases(now);
         let half = self.cfg.lease / 2;
-        let due: Vec<NodeId> = self
+        let due: Vec<usize> = self
             .holder
-            .held
-            .iter()
-            .filter(|h| h.requested_at + half <= now)
-            .map(|h| h.peer)
+            .held_links()
+            .filter(|&(i, at)| at + half <= now && !self.holder.is_asked(i))
+            .map(|(i, _)| i)
             .collect();
-        for peer in due {
-            if !self.holder.is_asked(peer) {
-                self.ask(now, peer, true);
-            }
+        for i in due {
+            self.ask(now, i, true);
         }
+        // Exact next deadline: renewal at half-life, or expiry for a renewal awaiting its answer;
+        // a lease whose link is down is renewed when the link comes back (`lease_reconnected`).
+        self.holder.due_at = self
+            .holder
+            .held_links()
+            .filter(|&(i, _)| self.links[i].conn.is_some())
+            .map(|(i, at)| {
+                if self.holder.is_asked(i) {
+                    self.lease_valid_until(at)
+                } else {
+                    at + half
+                }
+            })
+            .min();
         if self.gate == Gate::Leasing {
             self.lease_step(now);
         } else {
@@ -238,9 +237,12 @@ impl Node {
         }
     }
 
-    pub(super) fn lease_reconnected(&mut self, now: Nanos, peer: NodeId) {
-        if let Some(a) = self.holder.asked.iter().find(|a| a.peer == peer).copied() {
-            self.ask(now, peer, a.renewal);
+    pub(super) fn lease_reconnected(&mut self, now: Nanos, i: usize) {
+        if let Some(a) = self.holder.asked.iter().find(|a| a.link == i).copied() {
+            self.ask(now, i, a.renewal);
+        } else if let Some(at) = self.holder.held.get(i).copied().flatten() {
+            let renew = at + self.cfg.lease / 2;
+            self.holder.due_at = Some(self.holder.due_at.map_or(renew, |d| d.min(renew)));
         }
         if self.gate == Gate::Leasing {
             self.lease_step(now);
@@ -250,15 +252,18 @@ impl Node {
 
     /// Lets go of every lease held (activation over, or given up).
     pub(super) fn release_leases(&mut self) {
-        let epoch = self.record.campaign.map(|c| c.epoch).unwrap_or_default();
-        let held = std::mem::take(&mut self.holder.held);
-        for h in held {
-            if self.link(h.peer).is_some_and(|l| l.conn.is_some()) {
-                self.send(h.peer, Message::Lease(Lease::Release { epoch }));
+        let epoch = self.epoch();
+        let held: Vec<usize> = self.holder.held_links().map(|(i, _)| i).collect();
+        for i in held {
+            self.holder.held[i] = None;
+            if self.links[i].conn.is_some() {
+                let peer = self.links[i].peer;
+                self.send(peer, Message::Lease(Lease::Release { epoch }));
             }
         }
         self.holder.asked.clear();
         self.holder.retry_at = None;
+        self.holder.due_at = None;
     }
 
     pub(super) fn on_lease(&mut self, now: Nanos, i: usize, msg: Lease) {
@@ -275,15 +280,11 @@ impl Node {
                 self.serve_queue(now);
             }
             Lease::Grant { seq, .. } => {
-                let Some(pos) = self
-                    .holder
-                    .asked
-                    .iter()
-                    .position(|a| a.peer == peer && a.seq == seq)
-                else {
+                let pos = self.holder.asked.iter().position(|a| a.link == i && a.seq == seq);
+                let Some(pos) = pos else {
                     // Answer to a request we no longer have (restarted, superseded): unless it
                     // renews a lease we hold or wait for, hand it back so the slot frees.
-                    if !self.holder.is_held(peer) && !self.holder.is_asked(peer) {
+                    if !self.holder.is_held(i) && !self.holder.is_asked(i) {
                         self.hand_back(peer);
                     }
                     return;
@@ -292,28 +293,19 @@ impl Node {
                 if self.gate == Gate::Idle {
                     return self.hand_back(peer);
                 }
-                self.holder.held.retain(|h| h.peer != peer);
-                self.holder.held.push(Held {
-                    peer,
-                    requested_at: asked.at,
-                });
+                let renew_at = asked.at + self.cfg.lease / 2;
+                self.holder.hold(i, asked.at, renew_at);
                 self.lease_step(now);
                 self.lease_rearm(now);
             }
             Lease::Deny { seq, .. } => {
-                let Some(pos) = self
-                    .holder
-                    .asked
-                    .iter()
-                    .position(|a| a.peer == peer && a.seq == seq)
-                else {
-                    return;
-                };
+                let pos = self.holder.asked.iter().position(|a| a.link == i && a.seq == seq);
+                let Some(pos) = pos else { return };
                 let asked = self.holder.asked.remove(pos);
                 self.stats.leases_denied += 1;
                 self.emit(Output::Event(Event::LeaseDenied { peer }));
                 if asked.renewal {
-                    self.lost_lease(peer);
+                    self.lost_lease(i);
                 }
                 let jitter = self.rng.below(self.cfg.lease_retry.max(1));
                 self.holder.retry_at = Some(now + self.cfg.lease_retry + jitter);
@@ -323,29 +315,28 @@ impl Node {
         }
     }
 
-    /// A renewal was denied: the grantor no longer counts us. To keep acquisition ordered, give
-    /// back every lease from that neighbour on and ask again from there.
-    fn lost_lease(&mut self, peer: NodeId) {
+    /// The grantor no longer counts us for the lease of link `i`. To keep acquisition ordered,
+    /// give back every lease from that neighbour on (answers to their renewals, no longer
+    /// awaited, are handed back when they come) and ask again from there.
+    fn lost_lease(&mut self, i: usize) {
         if self.gate != Gate::Leasing {
-            self.holder.held.retain(|h| h.peer != peer);
+            self.holder.held[i] = None;
+            self.holder.asked.retain(|a| a.link != i);
             return;
         }
-        let Some(idx) = self.holder.order.iter().position(|&p| p == peer) else {
+        let Some(idx) = self.holder.order.iter().position(|&k| k == i) else {
+            self.holder.held[i] = None;
             return;
         };
-        let epoch = self.record.campaign.map(|c| c.epoch).unwrap_or_default();
-        let later: Vec<NodeId> = self.holder.order[idx..].to_vec();
-        let mut released = Vec::new();
-        self.holder.held.retain(|h| {
-            let drop = later.contains(&h.peer);
-            if drop {
-                released.push(h.peer);
-            }
-            !drop
-        });
-        for p in released {
-            if p != peer && self.link(p).is_some_and(|l| l.conn.is_some()) {
-                self.send(p, Message::Lease(Lease::Release { epoch }));
+        let epoch = self.epoch();
+        for k in idx..self.holder.order.len() {
+            let j = self.holder.order[k];
+            if self.holder.held[j].take().is_some() {
+                self.holder.asked.retain(|a| a.link != j);
+                if j != i && self.links[j].conn.is_some() {
+                    let peer = self.links[j].peer;
+                    self.send(peer, Message::Lease(Lease::Release { epoch }));
+                }
             }
         }
         self.holder.next = self.holder.next.min(idx);
@@ -354,28 +345,18 @@ impl Node {
     /// A lease that ran out on this node's clock is lost, renewal asked or not: its grantor may
     /// have restarted and forgotten it, and then queues the renewal like any new request. Holding
     /// on to the leases acquired after it would break the acquisition order (two holders could
-    /// each hold what the other waits for), so they go back too (see `lost_lease`); answers to
-    /// their renewals, no longer awaited, are handed back when they come.
+    /// each hold what the other waits for), so they go back too.
     fn drop_expired_leases(&mut self, now: Nanos) {
-        let expired: Vec<NodeId> = self
+        let expired: Vec<usize> = self
             .holder
-            .held
-            .iter()
-            .filter(|h| self.lease_valid_until(h.requested_at) <= now)
-            .map(|h| h.peer)
+            .held_links()
+            .filter(|&(_, at)| self.lease_valid_until(at) <= now)
+            .map(|(i, _)| i)
             .collect();
-        for peer in expired {
-            if !self.holder.is_held(peer) {
-                continue;
+        for i in expired {
+            if self.holder.is_held(i) {
+                self.lost_lease(i);
             }
-            let before: Vec<NodeId> = self.holder.held.iter().map(|h| h.peer).collect();
-            self.lost_lease(peer);
-            let h = &mut self.holder;
-            let given_back: Vec<NodeId> = before
-                .into_iter()
-                .filter(|&p| p != peer && !h.held.iter().any(|x| x.peer == p))
-                .collect();
-            h.asked.retain(|a| !given_back.contains(&a.peer));
         }
     }
 

@@ -111,6 +111,8 @@ pub struct Node {
     gate: Gate,
     holder: Holder,
     grantor: Grantor,
+    /// The most two clocks can drift apart over one lease length.
+    lease_slack: Nanos,
     summary: Summary,
     gossip: gossip::GossipState,
     stats: Stats,
@@ -155,6 +157,7 @@ impl Node {
             running: cfg.firmware_window,
             gate: Gate::Idle,
             holder: Holder::default(),
+            lease_slack: (cfg.lease as u128 * cfg.max_drift_ppm as u128 / 1_000_000) as Nanos,
             // a wiped disk (incarnation hint above 0) forgot the grants it gave: quiet too
             grantor: Grantor::new(
                 now,
@@ -302,7 +305,7 @@ impl Node {
         let fx = self.links[i].on_event(Stimulus::Reconnect, &ctx);
         self.apply_link(now, i, fx);
         self.gossip_reconnected(now, peer);
-        self.lease_reconnected(now, peer);
+        self.lease_reconnected(now, i);
     }
 
     /// The connection to `peer` with this generation broke; what was in flight is lost.

@@ -53,6 +53,12 @@ pub struct SimArgs {
     /// percentage of the node's neighbours (25%).
     #[arg(long, default_value = "25%")]
     max_unavailable: String,
+    /// fito-clock: the switch time T, seconds after the campaign starts.
+    #[arg(long, default_value_t = 3600)]
+    fito_switch_s: u64,
+    /// fito-2pc: a paused node resumes traffic on its own after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pause_timeout_s: u64,
     /// The seed: same seed and options, same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -91,6 +97,8 @@ impl SimArgs {
             activation_failure: self.activation_failure,
             corrupt: self.corrupt,
             max_unavailable: Budget::parse(&self.max_unavailable)?,
+            fito_switch_at: self.fito_switch_s.saturating_mul(entente_proto::types::SEC),
+            pause_timeout: self.pause_timeout_s.saturating_mul(entente_proto::types::SEC),
             seed: self.seed,
             protocol: Protocol::parse(&self.protocol)?,
             ..SimConfig::default()

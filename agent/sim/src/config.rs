@@ -215,11 +215,11 @@ impl Default for SimConfig {
             chunk_time: 5 * MS,
             activation: (SEC, 30 * SEC),
             max_unavailable: Budget::Percent(25),
-            fito_switch_at: 300 * SEC,
+            fito_switch_at: 3600 * SEC,
             pause_timeout: 30 * SEC,
             gossip: GossipMode::Auto,
             gossip_flood_max: 300,
-            time_limit: 4 * 3600 * SEC,
+            time_limit: 6 * 3600 * SEC,
             driver_bug: DriverBug::None,
             #[cfg(feature = "mutants")]
             mutant: None,

@@ -202,7 +202,10 @@ impl World {
         for dir in 0..2 {
             let Some(st) = self.links[link as usize].steady[dir].take() else { continue };
             let Some(tag) = st.tag else { continue };
-            let n = ((self.now - st.since) as f64 / 1e9 * hz) as u64;
+            // Expected messages in the stretch; the fraction is rounded stochastically so a
+            // stretch shorter than the traffic period holds one message with the right odds.
+            let x = (self.now - st.since) as f64 / 1e9 * hz;
+            let n = x as u64 + u64::from(self.rng.unit() < x.fract());
             self.m.steady_msgs += n;
             if tag != st.recv && n > 0 {
                 let (from, to) = (self.links[link as usize].ends[dir], self.links[link as usize].ends[1 - dir]);
@@ -220,8 +223,8 @@ impl World {
     }
 
     /// Something changed at an end of `link` (epoch, pause, connection): close the steady
-    /// stretches and simulate data message by message until nothing has changed for a few link
-    /// delays.
+    /// stretches and simulate data message by message, in each direction, until nothing has
+    /// changed for a few link delays.
     pub(crate) fn heat(&mut self, link: u32) {
         self.settle(link);
         let now = self.now;
@@ -230,45 +233,38 @@ impl World {
             return;
         }
         let period = (1e9 / self.cfg.traffic_hz).max(1.0) as Nanos;
-        self.links[link as usize].hot = true;
         for dir in 0..2 {
-            if !self.links[link as usize].ticking[dir] {
-                self.links[link as usize].ticking[dir] = true;
+            let l = &mut self.links[link as usize];
+            l.hot[dir] = true;
+            if !l.ticking[dir] {
+                l.ticking[dir] = true;
                 let first = self.now + self.rng.below(period);
                 self.schedule(first, Ev::DataTick { link, dir: dir as u8 });
             }
         }
     }
 
-    /// Starts counting a steady stretch on both directions.
-    fn cool(&mut self, link: u32) {
-        let up = self.links[link as usize].up;
-        let mut st = [None; 2];
-        for (dir, slot) in st.iter_mut().enumerate() {
-            let tag = if up { self.sender_tag(link, dir) } else { None };
-            let recv = self.links[link as usize].epoch[1 - dir];
-            *slot = Some(Steady { since: self.now, tag, recv });
-        }
-        let l = &mut self.links[link as usize];
-        l.hot = false;
-        l.steady = st;
-    }
-
+    /// One data message on a hot direction; the direction cools (its data is counted from now
+    /// on) once nothing has changed on the link for a few link delays.
     pub(crate) fn data_tick(&mut self, link: u32, dir: u8) {
         let dir = dir as usize;
-        let l = &self.links[link as usize];
-        if !l.hot {
+        if !self.links[link as usize].hot[dir] {
             self.links[link as usize].ticking[dir] = false;
             return;
+        }
+        let tag = self.sender_tag(link, dir);
+        if let Some(tag) = tag {
+            self.enqueue(link, dir, SimMsg::Data(tag));
         }
         let linger = 4 * self.cfg.mean_delay;
-        if self.now - l.last_change >= linger && l.q[0].is_empty() && l.q[1].is_empty() {
-            self.cool(link);
-            self.links[link as usize].ticking[dir] = false;
+        let l = &mut self.links[link as usize];
+        if self.now - l.last_change >= linger {
+            let tag = if l.up { tag } else { None };
+            let recv = l.epoch[1 - dir];
+            l.steady[dir] = Some(Steady { since: self.now, tag, recv });
+            l.hot[dir] = false;
+            l.ticking[dir] = false;
             return;
-        }
-        if let Some(tag) = self.sender_tag(link, dir) {
-            self.enqueue(link, dir, SimMsg::Data(tag));
         }
         let period = (1e9 / self.cfg.traffic_hz).max(1.0) as Nanos;
         self.schedule(self.now + period, Ev::DataTick { link, dir: dir as u8 });

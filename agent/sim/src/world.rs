@@ -157,8 +157,9 @@ pub(crate) struct SimLink {
     pub epoch: [Epoch; 2],
     pub done: bool,
     pub mixed_since: Option<Nanos>,
-    /// Data is simulated message by message (an end changed within the last few delays).
-    pub hot: bool,
+    /// Per direction: data is simulated message by message (an end changed within the last
+    /// few delays).
+    pub hot: [bool; 2],
     /// Last change at either end (epoch, pause, connection).
     pub last_change: Nanos,
     /// Per direction: the steady stretch being counted instead of simulated.
@@ -301,7 +302,7 @@ impl World {
                 epoch: [Epoch(0); 2],
                 done: false,
                 mixed_since: None,
-                hot: false,
+                hot: [false; 2],
                 last_change: 0,
                 steady: [None; 2],
                 ticking: [false; 2],
@@ -466,7 +467,13 @@ impl World {
     /// Schedules the liveness deadline once every node activated, the network healed and the
     /// last restart happened: 3 RTT + the maximum retransmit backoff after the latest of these.
     pub(crate) fn arm_liveness(&mut self) {
-        if self.m.activated < self.nodes.len() || self.now < self.cfg.fault_phase || self.m.conv_at.is_some() {
+        // The bound is the bilateral protocol's; the baselines switch when their clock or
+        // coordinator says so.
+        if self.cfg.protocol != Protocol::Bilateral
+            || self.m.activated < self.nodes.len()
+            || self.now < self.cfg.fault_phase
+            || self.m.conv_at.is_some()
+        {
             return;
         }
         let start = self.cfg.fault_phase.max(self.m.last_activation).max(self.m.last_restart);

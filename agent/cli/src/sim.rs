@@ -53,6 +53,9 @@ pub struct SimArgs {
     /// percentage of the node's neighbours (25%).
     #[arg(long, default_value = "25%")]
     max_unavailable: String,
+    /// Longest activation (flash + reset), seconds; activations take 1 s to this, uniformly.
+    #[arg(long, default_value_t = 30)]
+    activation_max_s: u64,
     /// fito-clock: the switch time T, seconds after the campaign starts.
     #[arg(long, default_value_t = 3600)]
     fito_switch_s: u64,
@@ -97,6 +100,10 @@ impl SimArgs {
             activation_failure: self.activation_failure,
             corrupt: self.corrupt,
             max_unavailable: Budget::parse(&self.max_unavailable)?,
+            activation: (
+                entente_proto::types::SEC,
+                self.activation_max_s.max(1).saturating_mul(entente_proto::types::SEC),
+            ),
             fito_switch_at: self.fito_switch_s.saturating_mul(entente_proto::types::SEC),
             pause_timeout: self.pause_timeout_s.saturating_mul(entente_proto::types::SEC),
             seed: self.seed,

@@ -14,7 +14,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
+};
 use entente_proto::link::{LinkCtx, LinkEnd, LinkState, LinkTimers};
 use entente_proto::msg::{GossipDelta, Message, Txn, TxnKind};
 use entente_proto::node::{Durable, NodeConfig, Output};

@@ -199,6 +199,9 @@ pub enum Lease {
     Release {
         /// Campaign epoch.
         epoch: Epoch,
+        /// The `seq` of the grant released: a stale (duplicated) release of an earlier grant
+        /// must not end a later one.
+        seq: u32,
     },
 }
 

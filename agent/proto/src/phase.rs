@@ -2,7 +2,7 @@
 
 use crate::types::Epoch;
 
-/// Where a node stands in the campaign for one epoch (DESIGN: node phases).
+/// Where a node stands in the campaign for one epoch (docs/protocol.md, "Node phases").
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Phase {
     /// No campaign known.

@@ -244,9 +244,10 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
                     put_u32(out, seq);
                     put_u8(out, deny_reason_code(reason));
                 }
-                Lease::Release { epoch } => {
+                Lease::Release { epoch, seq } => {
                     put_u8(out, LEASE_RELEASE);
                     put_u64(out, epoch.0);
+                    put_u32(out, seq);
                 }
             }
         }
@@ -323,7 +324,7 @@ pub fn encoded_len(msg: &Message) -> usize {
             Lease::Req { .. } => 1 + 8 + 4,
             Lease::Grant { .. } => 1 + 8 + 4 + 4,
             Lease::Deny { .. } => 1 + 8 + 4 + 1,
-            Lease::Release { .. } => 1 + 8,
+            Lease::Release { .. } => 1 + 8 + 4,
         },
         Message::Campaign(_) => 8 + 16 + 32 + 1 + 4 + 8,
         Message::Control(_) => 8 + 1 + 8,
@@ -401,7 +402,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
                 seq: r.u32()?,
                 reason: deny_reason_from(r.u8()?)?,
             },
-            LEASE_RELEASE => Lease::Release { epoch: r.epoch()? },
+            LEASE_RELEASE => Lease::Release {
+                epoch: r.epoch()?,
+                seq: r.u32()?,
+            },
             value => {
                 return Err(WireError::BadEnum {
                     field: "lease kind",
@@ -630,7 +634,7 @@ mod tests {
                 seq: 4,
                 reason: DenyReason::Budget,
             }),
-            Message::Lease(Lease::Release { epoch: Epoch(1) }),
+            Message::Lease(Lease::Release { epoch: Epoch(1), seq: 3 }),
             Message::Campaign(Campaign {
                 epoch: Epoch(2),
                 window: Window::new(1, 2),

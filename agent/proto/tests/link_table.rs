@@ -1,7 +1,7 @@
 //! The link transaction table (`entente_proto::link::table`) and one link end (`LinkEnd`):
 //!
 //! * every (role × state × stimulus × ready) cell is enumerated and checked against the
-//!   table-level safety properties and against the rows of DESIGN.md §3, written out below;
+//!   table-level safety properties and against the rows of docs/protocol.md, written out below;
 //! * `docs/link-table.md` is exactly what `render()` produces (`UPDATE_GOLDEN=1` rewrites it);
 //! * every transition and abort edge of a `LinkEnd`, with the exact messages it sends.
 
@@ -292,7 +292,7 @@ fn notes_are_consistent_with_moves() {
     }
 }
 
-/// One row of DESIGN.md §3's table, as the cells it covers.
+/// One row of docs/protocol.md's table, as the cells it covers.
 struct Row {
     role: Role,
     classes: &'static [Class],
@@ -336,7 +336,7 @@ fn row(
     }
 }
 
-/// DESIGN.md §3 "The link transaction for epoch e", row by row (plus its restart paragraph).
+/// docs/protocol.md "The link transaction for epoch e", row by row (plus its restart paragraph).
 /// Where the design writes "timeout" for the initiator's abort, the table's stimulus is GiveUp
 /// (a plain Timeout retransmits); an ABORT received needs no ABORT back.
 fn design_rows() -> Vec<Row> {

@@ -1,4 +1,4 @@
-//! Exhaustive model check of the link transaction (DESIGN.md §3 "Links", "The link transaction",
+//! Exhaustive model check of the link transaction (docs/protocol.md "Links", "The link transaction",
 //! "The switch-over") with [stateright], driving the product's own state machines.
 //!
 //! Nothing of the protocol is re-implemented here: every decision is taken by

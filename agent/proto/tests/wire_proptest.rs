@@ -102,7 +102,7 @@ fn lease() -> impl Strategy<Value = Lease> {
             seq,
             reason
         }),
-        epoch().prop_map(|epoch| Lease::Release { epoch }),
+        (epoch(), any::<u32>()).prop_map(|(epoch, seq)| Lease::Release { epoch, seq }),
     ]
 }
 

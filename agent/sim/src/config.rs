@@ -1,4 +1,4 @@
-//! Options of one simulated run, their defaults (DESIGN: simulator conventions) and validation.
+//! Options of one simulated run, their defaults (docs/protocol.md, "Simulator") and validation.
 
 use entente_proto::types::{Nanos, MS, SEC, US};
 use std::fmt;

@@ -213,6 +213,11 @@ impl World {
                 let count = *c;
                 let max = self.cfg.max_unavailable.limit(self.topo.adj[m as usize].len());
                 if count > max {
+                    if std::env::var_os("ENTENTE_DEBUG_BUDGET").is_some() {
+                        let acts: Vec<u32> = self.topo.adj[m as usize].iter().map(|&(p, _)| p).filter(|&p| self.nodes[p as usize].dev.activating).collect();
+                        let g = self.nodes[m as usize].node.as_ref().map(|x| x.lease_holders(self.nodes[m as usize].clock.local(self.now)));
+                        eprintln!("BUDGET at {} grantor n{m} (alive {}) holders={g:?} activating={acts:?} starting=n{n}", self.now, self.nodes[m as usize].node.is_some());
+                    }
                     let (step, now) = (self.step, self.now);
                     self.check.violate(Invariant::Budget, step, now, || {
                         format!("n{m} has {count} neighbours in a disruptive activation (max {max})")
@@ -290,6 +295,9 @@ impl World {
         let links: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(_, l)| l).collect();
         for link in links {
             self.break_link(link);
+            // The crashed agent's transport, and what it would have retransmitted, are gone.
+            let side = usize::from(self.links[link as usize].ends[1] == n);
+            self.links[link as usize].recent[side].clear();
             for side in 0..2 {
                 self.update_pause(link, side);
             }

@@ -70,6 +70,9 @@ impl World {
                 }
             }
             SimMsg::Proto(m) => {
+                if std::env::var_os("ENTENTE_DEBUG_LEASE").is_some() && matches!(m, Message::Lease(_)) {
+                    eprintln!("{:>14} LEASE n{from}->n{to} {m:?}", self.now);
+                }
                 if self.cfg.dup > 0.0 && is_control(&m) {
                     let r = &mut l.recent[dir];
                     if r.len() == RECENT {

@@ -122,7 +122,45 @@ fn random_regular(n: usize, d: usize, rng: &mut SeededRng) -> Vec<(u32, u32)> {
         edges[i] = (a, e);
         edges[j] = (c, b);
     }
+    connect_components(n, &mut edges, rng);
     edges
+}
+
+/// Component label of every node.
+fn components(n: usize, edges: &[(u32, u32)]) -> Vec<usize> {
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn find(p: &mut [usize], mut x: usize) -> usize {
+        while p[x] != x {
+            p[x] = p[p[x]];
+            x = p[x];
+        }
+        x
+    }
+    for &(a, b) in edges {
+        let (ra, rb) = (find(&mut parent, a as usize), find(&mut parent, b as usize));
+        parent[ra] = rb;
+    }
+    (0..n).map(|x| find(&mut parent, x)).collect()
+}
+
+/// Joins the components of a regular graph with degree-preserving swaps: an edge (a, b) of one
+/// component and (c, d) of another become (a, c) and (b, d). A campaign must reach every node.
+fn connect_components(n: usize, edges: &mut [(u32, u32)], rng: &mut SeededRng) {
+    for _ in 0..10 * n + 100 {
+        let comp = components(n, edges);
+        let root = comp[0];
+        let Some(j) = (0..edges.len()).find(|&j| comp[edges[j].0 as usize] != root) else {
+            return;
+        };
+        let in_root: Vec<usize> = (0..edges.len()).filter(|&i| comp[edges[i].0 as usize] == root).collect();
+        if in_root.is_empty() {
+            return;
+        }
+        let i = in_root[rng.below(in_root.len() as u64) as usize];
+        let ((a, b), (c, d)) = (edges[i], edges[j]);
+        edges[i] = (a, c);
+        edges[j] = (b, d);
+    }
 }
 
 #[cfg(test)]
@@ -157,6 +195,17 @@ mod tests {
         let t = Topology::build(&c, &mut SeededRng::new(3));
         assert_eq!(t.links.len(), 125);
         assert!(t.adj.iter().all(|a| a.len() == 5));
+    }
+
+    #[test]
+    fn random_graphs_are_connected() {
+        for seed in 0..50 {
+            let mut c = cfg(TopologyKind::Random, 40);
+            c.degree = 2;
+            let t = Topology::build(&c, &mut SeededRng::new(seed));
+            assert!(t.adj.iter().all(|a| a.len() == 2), "seed {seed}");
+            assert!(t.bfs_parents(0)[1..].iter().all(Option::is_some), "seed {seed}");
+        }
     }
 
     #[test]

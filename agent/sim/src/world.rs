@@ -569,6 +569,13 @@ impl World {
 
     fn finish(mut self, wall: std::time::Duration) -> Report {
         let now = self.now;
+        if let Ok(list) = std::env::var("ENTENTE_DEBUG_NODES") {
+            for n in list.split(',').filter_map(|x| x.parse::<usize>().ok()) {
+                if let Some(node) = self.nodes.get(n).and_then(|x| x.node.as_ref()) {
+                    eprintln!("n{n} local {} {}", self.nodes[n].clock.local(now), node.lease_debug());
+                }
+            }
+        }
         for link in 0..self.links.len() as u32 {
             self.settle(link);
         }
@@ -585,10 +592,11 @@ impl World {
         let converged = self.m.conv_at.is_some();
         if !converged && self.m.failure.is_none() {
             self.m.failure = Some(format!(
-                "no convergence: {} of {} links not committed when the run stopped at {:.1} s",
+                "no convergence: {} of {} links not committed when the run stopped at {:.1} s{}",
                 self.links.len() - self.m.done_links,
                 self.links.len(),
-                now as f64 / 1e9
+                now as f64 / 1e9,
+                self.stuck_links()
             ));
         }
         let rtt = self.cfg.rtt() as f64;
@@ -630,6 +638,33 @@ impl World {
             reproduce: self.cfg.command(),
             progress: downsample(&self.m.series, total, now),
         }
+    }
+}
+
+impl World {
+    /// A description of the first few links that did not commit, for failure reports.
+    fn stuck_links(&self) -> String {
+        let mut out = String::new();
+        for l in self.links.iter().filter(|l| !l.done).take(3) {
+            out.push_str(&format!("; n{}-n{} {}", l.ends[0], l.ends[1], if l.up { "up" } else { "down" }));
+            for side in 0..2 {
+                let (me, peer) = (l.ends[side], l.ends[1 - side]);
+                let sn = &self.nodes[me as usize];
+                match sn.node.as_ref() {
+                    None => out.push_str(&format!(" [n{me} crashed]")),
+                    Some(node) => {
+                        let st = node.link(NodeId(peer as u64)).map(|e| (e.state.committed, e.state.pending));
+                        out.push_str(&format!(
+                            " [n{me} {:?} fw {:?} link {:?}]",
+                            node.phase().phase,
+                            sn.dev.running,
+                            st
+                        ));
+                    }
+                }
+            }
+        }
+        out
     }
 }
 

@@ -279,7 +279,10 @@ impl LinkEnd {
             Stimulus::Recv(txn.kind, rel),
             ctx.ready(txn.epoch),
         );
-        if txn.kind == TxnKind::Propose && cell.reply == Reply::AbortTheirs {
+        let refused = txn.kind == TxnKind::Propose && cell.reply == Reply::AbortTheirs;
+        if refused {
+            // Remember the refusal (persisted with the ABORT) so a retransmitted PROPOSE of the
+            // same nonce is recognised as stale.
             self.state.last_nonce = self.state.last_nonce.max(txn.nonce);
         }
         let reason = if cell.reply == Reply::AbortTheirs && txn.kind == TxnKind::Propose {
@@ -287,7 +290,9 @@ impl LinkEnd {
         } else {
             AbortReason::WrongNonce
         };
-        self.apply(class, txn.epoch, cell, txn.nonce, reason, ctx)
+        let mut fx = self.apply(class, txn.epoch, cell, txn.nonce, reason, ctx);
+        fx.persist |= refused;
+        fx
     }
 
     /// The state class and epoch that timers, restarts and reconnects act on.
@@ -365,7 +370,8 @@ impl LinkEnd {
                 .min(t.max_backoff)
         };
         let wanted = match self.current().0 {
-            _ if self.state.fresh || self.retired => None,
+            // Nothing to retransmit or ask while disconnected: the reconnect resends it all.
+            _ if self.state.fresh || self.retired || self.conn.is_none() => None,
             Class::Tentative | Class::Committed if self.role == Role::Initiator => {
                 Some(backoff(self.tries))
             }

@@ -64,7 +64,7 @@ pub enum Stimulus {
     LocalFailure,
     /// The agent restarted with this persisted state.
     Restart,
-    /// A new connection came up (after HELLO).
+    /// A new connection came up (this end sent its HELLO on it; the resends follow the HELLO).
     Reconnect,
 }
 

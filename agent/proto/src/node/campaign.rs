@@ -246,6 +246,7 @@ impl Node {
             return;
         }
         self.record.control_counter = c.counter;
+        self.record.last_control = Some(c);
         for l in &self.links {
             if Some(l.peer) != from && l.conn.is_some() {
                 self.out.push(Output::Send {

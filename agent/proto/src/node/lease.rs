@@ -35,11 +35,16 @@ pub(super) struct Holder {
     /// Position in `order` of the next lease to acquire.
     next: usize,
     /// Per link index: when the request behind the lease held was sent (a lower bound of the
-    /// grant time), if one is held.
-    held: Vec<Option<Nanos>>,
+    /// grant time) and the grant's `seq`, if one is held.
+    held: Vec<Option<(Nanos, u32)>>,
     /// Requests in flight (the next acquisition and renewals).
     asked: Vec<Asked>,
+    /// Per link index: the `seq` of a lease given up while the connection was down; the
+    /// release goes out when it comes back (an activation's reset drops every connection).
+    unreleased: Vec<Option<u32>>,
     seq: u32,
+    /// The counter's value when this incarnation started.
+    first_seq: u32,
     /// Wait before asking again after a denial.
     retry_at: Option<Nanos>,
     /// A lower bound of the earliest renewal or expiry; the timer recomputes it exactly.
@@ -61,23 +66,38 @@ impl Holder {
     fn is_held(&self, link: usize) -> bool {
         self.held.get(link).is_some_and(Option::is_some)
     }
-    fn hold(&mut self, link: usize, requested_at: Nanos, renew_at: Nanos) {
+    fn hold(&mut self, link: usize, requested_at: Nanos, seq: u32, renew_at: Nanos) {
         if self.held.len() <= link {
             self.held.resize(link + 1, None);
         }
-        self.held[link] = Some(requested_at);
+        self.held[link] = Some((requested_at, seq));
+        if let Some(u) = self.unreleased.get_mut(link) {
+            *u = None;
+        }
         self.due_at = Some(self.due_at.map_or(renew_at, |d| d.min(renew_at)));
     }
     fn held_links(&self) -> impl Iterator<Item = (usize, Nanos)> + '_ {
-        self.held.iter().enumerate().filter_map(|(i, h)| h.map(|t| (i, t)))
+        self.held.iter().enumerate().filter_map(|(i, h)| h.map(|(t, _)| (i, t)))
+    }
+    /// Starts the request counter somewhere new, so that a restarted holder never mistakes an
+    /// answer to its previous incarnation's request for one to its own.
+    pub(super) fn seed(&mut self, seq: u32) {
+        self.seq = seq;
+        self.first_seq = seq;
+    }
+    /// Whether this incarnation issued request `seq` (counting from its seed).
+    fn issued(&self, seq: u32) -> bool {
+        let used = self.seq.wrapping_sub(self.first_seq);
+        let off = seq.wrapping_sub(self.first_seq);
+        off != 0 && off <= used
     }
 }
 
 /// Grantor side of the lease protocol.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Grantor {
-    /// Holders and the expiry of their grant, on this node's clock.
-    grants: Vec<(NodeId, Nanos)>,
+    /// Holders, the expiry of their grant on this node's clock, and the `seq` it answered.
+    grants: Vec<(NodeId, Nanos, u32)>,
     /// Requests waiting for a free slot: (requester, epoch, seq), oldest first.
     queue: Vec<(NodeId, crate::types::Epoch, u32)>,
     /// No grants before this time (restart quarantine).
@@ -132,6 +152,10 @@ impl Node {
             }
             let blocked = self.holder.is_asked(i) || self.holder.retry_at.is_some();
             if !blocked && self.links[i].conn.is_some() {
+                // Deadlock freedom needs the leases held while waiting to be a prefix of the
+                // order: give back any held beyond the one asked for (renewals and restarts of
+                // the acquisition can leave some there).
+                self.release_beyond(self.holder.next);
                 self.ask(now, i, false);
             }
             return self.lease_rearm(now);
@@ -238,9 +262,12 @@ impl Node {
     }
 
     pub(super) fn lease_reconnected(&mut self, now: Nanos, i: usize) {
+        if let Some(seq) = self.holder.unreleased.get_mut(i).and_then(Option::take) {
+            self.hand_back(self.links[i].peer, seq);
+        }
         if let Some(a) = self.holder.asked.iter().find(|a| a.link == i).copied() {
             self.ask(now, i, a.renewal);
-        } else if let Some(at) = self.holder.held.get(i).copied().flatten() {
+        } else if let Some((at, _)) = self.holder.held.get(i).copied().flatten() {
             let renew = at + self.cfg.lease / 2;
             self.holder.due_at = Some(self.holder.due_at.map_or(renew, |d| d.min(renew)));
         }
@@ -254,11 +281,14 @@ impl Node {
     pub(super) fn release_leases(&mut self) {
         let epoch = self.epoch();
         let held: Vec<usize> = self.holder.held_links().map(|(i, _)| i).collect();
+        self.holder.unreleased.resize(self.links.len(), None);
         for i in held {
-            self.holder.held[i] = None;
+            let Some((_, seq)) = self.holder.held[i].take() else { continue };
             if self.links[i].conn.is_some() {
                 let peer = self.links[i].peer;
-                self.send(peer, Message::Lease(Lease::Release { epoch }));
+                self.send(peer, Message::Lease(Lease::Release { epoch, seq }));
+            } else {
+                self.holder.unreleased[i] = Some(seq);
             }
         }
         self.holder.asked.clear();
@@ -275,26 +305,29 @@ impl Node {
                 g.queue.push((peer, epoch, seq));
                 self.serve_queue(now);
             }
-            Lease::Release { .. } => {
-                self.grantor.grants.retain(|g| g.0 != peer);
+            Lease::Release { seq, .. } => {
+                // Only the grant it names: a duplicated release of an earlier grant is stale.
+                self.grantor.grants.retain(|g| !(g.0 == peer && g.2 == seq));
                 self.serve_queue(now);
             }
             Lease::Grant { seq, .. } => {
                 let pos = self.holder.asked.iter().position(|a| a.link == i && a.seq == seq);
                 let Some(pos) = pos else {
-                    // Answer to a request we no longer have (restarted, superseded): unless it
-                    // renews a lease we hold or wait for, hand it back so the slot frees.
-                    if !self.holder.is_held(i) && !self.holder.is_asked(i) {
-                        self.hand_back(peer);
+                    // Answer to a request this incarnation superseded: unless it renews a lease
+                    // we hold or wait for, hand it back so the slot frees. A grant to a previous
+                    // incarnation is kept until it expires: the activation it covers may still be
+                    // running in the device.
+                    if self.holder.issued(seq) && !self.holder.is_held(i) && !self.holder.is_asked(i) {
+                        self.hand_back(peer, seq);
                     }
                     return;
                 };
                 let asked = self.holder.asked.remove(pos);
                 if self.gate == Gate::Idle {
-                    return self.hand_back(peer);
+                    return self.hand_back(peer, seq);
                 }
                 let renew_at = asked.at + self.cfg.lease / 2;
-                self.holder.hold(i, asked.at, renew_at);
+                self.holder.hold(i, asked.at, seq, renew_at);
                 self.lease_step(now);
                 self.lease_rearm(now);
             }
@@ -315,6 +348,24 @@ impl Node {
         }
     }
 
+    /// Gives back every lease held at a position of the acquisition order after `pos`.
+    fn release_beyond(&mut self, pos: usize) {
+        let epoch = self.epoch();
+        for k in pos + 1..self.holder.order.len() {
+            let j = self.holder.order[k];
+            if let Some((_, seq)) = self.holder.held[j].take() {
+                self.holder.asked.retain(|a| a.link != j);
+                if self.links[j].conn.is_some() {
+                    let peer = self.links[j].peer;
+                    self.send(peer, Message::Lease(Lease::Release { epoch, seq }));
+                } else {
+                    self.holder.unreleased.resize(self.links.len(), None);
+                    self.holder.unreleased[j] = Some(seq);
+                }
+            }
+        }
+    }
+
     /// The grantor no longer counts us for the lease of link `i`. To keep acquisition ordered,
     /// give back every lease from that neighbour on (answers to their renewals, no longer
     /// awaited, are handed back when they come) and ask again from there.
@@ -331,11 +382,11 @@ impl Node {
         let epoch = self.epoch();
         for k in idx..self.holder.order.len() {
             let j = self.holder.order[k];
-            if self.holder.held[j].take().is_some() {
+            if let Some((_, seq)) = self.holder.held[j].take() {
                 self.holder.asked.retain(|a| a.link != j);
                 if j != i && self.links[j].conn.is_some() {
                     let peer = self.links[j].peer;
-                    self.send(peer, Message::Lease(Lease::Release { epoch }));
+                    self.send(peer, Message::Lease(Lease::Release { epoch, seq }));
                 }
             }
         }
@@ -360,9 +411,9 @@ impl Node {
         }
     }
 
-    fn hand_back(&mut self, peer: NodeId) {
+    fn hand_back(&mut self, peer: NodeId, seq: u32) {
         let epoch = self.record.campaign.map(|c| c.epoch).unwrap_or_default();
-        self.send(peer, Message::Lease(Lease::Release { epoch }));
+        self.send(peer, Message::Lease(Lease::Release { epoch, seq }));
     }
 
     /// Grants queued requests while the budget allows: renewals at once, new holders while
@@ -388,8 +439,8 @@ impl Node {
                 && !self_busy
                 && g.grants.len() < self.cfg.max_unavailable_neighbors;
             match renewal {
-                Some(r) => g.grants[r].1 = now + lease,
-                None if free => g.grants.push((peer, now + lease)),
+                Some(r) => g.grants[r] = (peer, now + lease, seq),
+                None if free => g.grants.push((peer, now + lease, seq)),
                 None => {
                     k += 1;
                     continue;

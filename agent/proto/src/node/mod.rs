@@ -14,7 +14,7 @@ use crate::link::{Effect, LinkCtx, LinkEnd, LinkState, LinkTimers};
 use crate::msg::{Digest, Hello, Message, Txn, TxnKind};
 use crate::phase::{Phase, PhaseEntry, Version};
 use crate::summary::Summary;
-use crate::types::{Epoch, Nanos, NodeId, SeededRng, Window, MS, SEC};
+use crate::types::{Epoch, Nanos, NodeId, Rng, SeededRng, Window, MS, SEC};
 #[cfg(feature = "mutants")]
 use crate::Mutant;
 pub use output::{Durable, Event, NodeRecord, Output, Record, Stats, TimerKey};
@@ -173,6 +173,8 @@ impl Node {
             record,
             cfg,
         };
+        let seq = node.rng.next_u64() as u32;
+        node.holder.seed(seq);
         for i in 0..node.links.len() {
             node.links[i].retired = node.record.retired.contains(&node.links[i].peer);
             let ctx = node.ctx();
@@ -230,6 +232,10 @@ impl Node {
     /// Whether a disruptive activation is running.
     pub fn is_activating(&self) -> bool {
         matches!(self.gate, Gate::Activating { .. })
+    }
+    /// Lease state for debugging: holder side and grantor side.
+    pub fn lease_debug(&self) -> String {
+        format!("gate={:?} holder={:?} grantor={:?}", self.gate, self.holder, self.grantor)
     }
     /// Neighbours currently holding this node's lease.
     pub fn lease_holders(&self, now: Nanos) -> usize {
@@ -300,6 +306,9 @@ impl Node {
             if self.record.phase.phase != Phase::Idle {
                 self.send(peer, Message::Campaign(c));
             }
+        }
+        if let Some(c) = self.record.last_control {
+            self.send(peer, Message::Control(c));
         }
         let ctx = self.ctx();
         let fx = self.links[i].on_event(Stimulus::Reconnect, &ctx);

@@ -68,6 +68,9 @@ pub struct NodeRecord {
     pub staged: bool,
     /// Highest operator control counter applied.
     pub control_counter: u64,
+    /// The last operator control applied, passed on to every neighbour that (re)connects so a
+    /// node that was partitioned when it was flooded still learns it.
+    pub last_control: Option<crate::msg::Control>,
     /// Operator paused the campaign.
     pub paused: bool,
     /// Links retired by an operator.

@@ -6,7 +6,18 @@ use anyhow::{ensure, Result};
 /// Format, lints, tests, then the simulator's acceptance runs on release builds.
 pub fn run() -> Result<()> {
     sh("cargo", &["fmt", "--all", "--", "--check"])?;
-    sh("cargo", &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
+    sh(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     sh("cargo", &["test", "--workspace", "--all-features"])?;
     acceptance()
 }
@@ -19,10 +30,19 @@ fn args(s: &str) -> Vec<String> {
 fn acceptance() -> Result<()> {
     let entente = entente_release()?;
     let base = "--nodes 10000 --topology fat-tree --loss 0.01 --crash-rate 0.001 --seed 7";
-    let bilateral = sim_json(&entente, &args(&format!("{base} --protocol bilateral --check")))?;
+    let bilateral = sim_json(
+        &entente,
+        &args(&format!("{base} --protocol bilateral --check")),
+    )?;
     eprintln!("bilateral 10k: {}", summary(&bilateral));
-    ensure!(bilateral["converged"] == true, "bilateral did not converge: {bilateral}");
-    ensure!(bilateral["safety_violations"] == 0, "bilateral violated safety: {bilateral}");
+    ensure!(
+        bilateral["converged"] == true,
+        "bilateral did not converge: {bilateral}"
+    );
+    ensure!(
+        bilateral["safety_violations"] == 0,
+        "bilateral violated safety: {bilateral}"
+    );
     let again = sim_json(&entente, &args(&format!("{base} --protocol bilateral")))?;
     ensure!(
         again["trace_hash"] == bilateral["trace_hash"],
@@ -30,7 +50,10 @@ fn acceptance() -> Result<()> {
         again["trace_hash"],
         bilateral["trace_hash"]
     );
-    let fito = sim_json(&entente, &args(&format!("{base} --protocol fito-clock --skew-ms 5")))?;
+    let fito = sim_json(
+        &entente,
+        &args(&format!("{base} --protocol fito-clock --skew-ms 5")),
+    )?;
     eprintln!("fito-clock 10k: {}", summary(&fito));
     ensure!(
         fito["safety_violations"].as_u64().unwrap_or(0) > 0,
@@ -42,6 +65,12 @@ fn acceptance() -> Result<()> {
 fn summary(r: &serde_json::Value) -> String {
     format!(
         "converged={} violations={} rounds={} sim_time_ms={} events={} wall_ms={} trace={}",
-        r["converged"], r["safety_violations"], r["rounds_to_converge"], r["sim_time_ms"], r["events"], r["wall_ms"], r["trace_hash"]
+        r["converged"],
+        r["safety_violations"],
+        r["rounds_to_converge"],
+        r["sim_time_ms"],
+        r["events"],
+        r["wall_ms"],
+        r["trace_hash"]
     )
 }

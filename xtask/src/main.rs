@@ -24,7 +24,10 @@ fn main() -> Result<()> {
 
 /// The workspace root.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// Runs a command in the workspace root, echoing it; fails if it fails.
@@ -43,7 +46,10 @@ fn sh(program: &str, args: &[&str]) -> Result<()> {
 
 /// Builds the release `entente` binary and returns its path.
 fn entente_release() -> Result<PathBuf> {
-    sh("cargo", &["build", "--release", "--quiet", "-p", "entente-cli"])?;
+    sh(
+        "cargo",
+        &["build", "--release", "--quiet", "-p", "entente-cli"],
+    )?;
     Ok(root().join("target/release/entente"))
 }
 
@@ -62,5 +68,6 @@ fn sim_json(entente: &Path, args: &[String]) -> Result<serde_json::Value> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    serde_json::from_slice(&out.stdout).with_context(|| format!("parsing the report of entente sim {}", args.join(" ")))
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("parsing the report of entente sim {}", args.join(" ")))
 }

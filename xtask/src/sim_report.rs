@@ -71,14 +71,37 @@ fn comparison(entente: &Path, md: &mut String) -> Result<()> {
                 let runs = seeds_for(n);
                 let mut reports = Vec::new();
                 for seed in 1..=runs {
-                    let a = args(&format!("--nodes {n} --topology fat-tree --protocol {p} --seed {seed} {extra}"));
+                    let a = args(&format!(
+                        "--nodes {n} --topology fat-tree --protocol {p} --seed {seed} {extra}"
+                    ));
                     reports.push(sim_json(entente, &a)?);
                 }
-                let ok = reports.iter().filter(|r| r["converged"] == true && r["failure"].is_null()).count();
-                let rounds = median(reports.iter().filter_map(|r| r["rounds_to_converge"].as_f64()).collect());
-                let violations: u64 = reports.iter().filter_map(|r| r["safety_violations"].as_u64()).sum();
-                let mixed = median(reports.iter().filter_map(|r| r["mixed_state_link_ms"].as_f64()).collect());
-                let blocked = median(reports.iter().filter_map(|r| r["blocked_ms"].as_f64()).collect());
+                let ok = reports
+                    .iter()
+                    .filter(|r| r["converged"] == true && r["failure"].is_null())
+                    .count();
+                let rounds = median(
+                    reports
+                        .iter()
+                        .filter_map(|r| r["rounds_to_converge"].as_f64())
+                        .collect(),
+                );
+                let violations: u64 = reports
+                    .iter()
+                    .filter_map(|r| r["safety_violations"].as_u64())
+                    .sum();
+                let mixed = median(
+                    reports
+                        .iter()
+                        .filter_map(|r| r["mixed_state_link_ms"].as_f64())
+                        .collect(),
+                );
+                let blocked = median(
+                    reports
+                        .iter()
+                        .filter_map(|r| r["blocked_ms"].as_f64())
+                        .collect(),
+                );
                 writeln!(
                     md,
                     "| {n} | {name} | {p} | {runs} | {:.0} % | {} | {violations} | {} | {} |",
@@ -146,7 +169,11 @@ fn fit(points: &[(f64, f64)]) -> (f64, f64, f64) {
     let a = my - b * mx;
     let ss_tot: f64 = points.iter().map(|p| (p.1 - my).powi(2)).sum();
     let ss_res: f64 = points.iter().map(|p| (p.1 - a - b * p.0).powi(2)).sum();
-    let r2 = if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { 1.0 };
+    let r2 = if ss_tot > 0.0 {
+        1.0 - ss_res / ss_tot
+    } else {
+        1.0
+    };
     (a, b, r2)
 }
 

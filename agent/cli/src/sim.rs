@@ -102,10 +102,14 @@ impl SimArgs {
             max_unavailable: Budget::parse(&self.max_unavailable)?,
             activation: (
                 entente_proto::types::SEC,
-                self.activation_max_s.max(1).saturating_mul(entente_proto::types::SEC),
+                self.activation_max_s
+                    .max(1)
+                    .saturating_mul(entente_proto::types::SEC),
             ),
             fito_switch_at: self.fito_switch_s.saturating_mul(entente_proto::types::SEC),
-            pause_timeout: self.pause_timeout_s.saturating_mul(entente_proto::types::SEC),
+            pause_timeout: self
+                .pause_timeout_s
+                .saturating_mul(entente_proto::types::SEC),
             seed: self.seed,
             protocol: Protocol::parse(&self.protocol)?,
             ..SimConfig::default()
@@ -124,16 +128,22 @@ fn simulate(cfg: SimConfig, label: &str) -> Report {
         if bar.is_none() && started.elapsed() > Duration::from_secs(1) {
             let b = ProgressBar::new(1000);
             b.set_style(
-                ProgressStyle::with_template("{prefix} [{bar:30}] {percent}% links committed, {msg}")
-                    .expect("static template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {percent}% links committed, {msg}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
             );
             b.set_prefix(label.clone());
             bar = Some(b);
         }
         if let Some(b) = &bar {
             b.set_position((p.committed * 1000.0) as u64);
-            b.set_message(format!("{:.1} s simulated, {} events", p.sim_ms / 1000.0, p.events));
+            b.set_message(format!(
+                "{:.1} s simulated, {} events",
+                p.sim_ms / 1000.0,
+                p.events
+            ));
         }
     });
     if let Some(b) = bar {
@@ -153,7 +163,13 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
         let mut others = Vec::new();
         for p in Protocol::ALL {
             if p != cfg.protocol {
-                others.push(simulate(SimConfig { protocol: p, ..cfg.clone() }, p.name()));
+                others.push(simulate(
+                    SimConfig {
+                        protocol: p,
+                        ..cfg.clone()
+                    },
+                    p.name(),
+                ));
             }
         }
         let mut all: Vec<&Report> = vec![&report];
@@ -166,7 +182,11 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     } else {
         print!("{}", report.text());
     }
-    Ok(if args.check && !report.passed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if args.check && !report.passed() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn run_swarm(args: &SimArgs, runs: u64) -> Result<ExitCode> {
@@ -175,7 +195,8 @@ fn run_swarm(args: &SimArgs, runs: u64) -> Result<ExitCode> {
     let bar = ProgressBar::new(runs);
     for k in 0..runs {
         let cfg = swarm::options(args.seed + k, args.nodes, protocol);
-        cfg.validate().with_context(|| format!("swarm seed {}", args.seed + k))?;
+        cfg.validate()
+            .with_context(|| format!("swarm seed {}", args.seed + k))?;
         let r = World::new(cfg).run();
         if !r.passed() {
             failed.push(r);
@@ -201,5 +222,9 @@ fn run_swarm(args: &SimArgs, runs: u64) -> Result<ExitCode> {
             println!("  {}", r.reproduce);
         }
     }
-    Ok(if args.check && !failed.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if args.check && !failed.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -634,7 +634,10 @@ mod tests {
                 seq: 4,
                 reason: DenyReason::Budget,
             }),
-            Message::Lease(Lease::Release { epoch: Epoch(1), seq: 3 }),
+            Message::Lease(Lease::Release {
+                epoch: Epoch(1),
+                seq: 3,
+            }),
             Message::Campaign(Campaign {
                 epoch: Epoch(2),
                 window: Window::new(1, 2),

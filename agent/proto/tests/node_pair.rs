@@ -524,10 +524,7 @@ fn halted_responder_does_not_vote_for_a_new_proposal() {
     );
     // nothing is retransmitted while the connection is down: nonce 1 stays open
     sim.run_for(10 * SEC);
-    assert_eq!(
-        link_state(&sim, 1, 2).pending,
-        Pending::Tentative(Nonce(1))
-    );
+    assert_eq!(link_state(&sim, 1, 2).pending, Pending::Tentative(Nonce(1)));
     // back up: the abort is passed on with the HELLO, the initiator halts and aborts nonce 1,
     // and the halted responder leaves Reflecting without voting for anything
     sim.connect(n(1), n(2));

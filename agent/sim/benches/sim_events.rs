@@ -93,6 +93,10 @@ fn bench_1000_hosts(c: &mut Criterion) {
         first.text()
     );
     let events = first.events;
+    println!(
+        "sim_events/fat_tree_1000_hosts: {} nodes, {} links, {events} events per run",
+        first.nodes, first.links
+    );
     let cpu_ok = thread_cpu().is_some();
 
     let mut g = c.benchmark_group("sim_events/fat_tree_1000_hosts");

@@ -66,7 +66,13 @@ pub struct Checker {
 
 impl Checker {
     /// Records a violation.
-    pub fn violate(&mut self, inv: Invariant, step: u64, now: Nanos, detail: impl FnOnce() -> String) {
+    pub fn violate(
+        &mut self,
+        inv: Invariant,
+        step: u64,
+        now: Nanos,
+        detail: impl FnOnce() -> String,
+    ) {
         self.counts[inv as usize] += 1;
         if self.first.is_none() {
             self.first = Some(Violation {

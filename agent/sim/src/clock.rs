@@ -41,8 +41,14 @@ mod tests {
     #[test]
     fn global_inverts_local() {
         for c in [
-            Clock { offset: -5_000_000, drift_ppb: 50_000 },
-            Clock { offset: 3_000_000, drift_ppb: -100_000 },
+            Clock {
+                offset: -5_000_000,
+                drift_ppb: 50_000,
+            },
+            Clock {
+                offset: 3_000_000,
+                drift_ppb: -100_000,
+            },
             Clock::default(),
         ] {
             for t in [0, 1, 999, 12_345_678_901, 3_600 * SEC] {

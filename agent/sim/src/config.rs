@@ -30,7 +30,12 @@ impl Protocol {
         Protocol::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| ConfigError::new("protocol", format!("unknown protocol {s:?} (expected bilateral, fito-clock or fito-2pc)")))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "protocol",
+                    format!("unknown protocol {s:?} (expected bilateral, fito-clock or fito-2pc)"),
+                )
+            })
     }
 }
 
@@ -56,10 +61,19 @@ impl TopologyKind {
     }
     /// Parses a command-line name.
     pub fn parse(s: &str) -> Result<TopologyKind, ConfigError> {
-        [TopologyKind::Ring, TopologyKind::FatTree, TopologyKind::Random]
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| ConfigError::new("topology", format!("unknown topology {s:?} (expected fat-tree, ring or random)")))
+        [
+            TopologyKind::Ring,
+            TopologyKind::FatTree,
+            TopologyKind::Random,
+        ]
+        .into_iter()
+        .find(|t| t.name() == s)
+        .ok_or_else(|| {
+            ConfigError::new(
+                "topology",
+                format!("unknown topology {s:?} (expected fat-tree, ring or random)"),
+            )
+        })
     }
 }
 
@@ -93,14 +107,25 @@ impl Budget {
     }
     /// Parses `4` or `25%`.
     pub fn parse(s: &str) -> Result<Budget, ConfigError> {
-        let bad = || ConfigError::new("max-unavailable", format!("{s:?} is neither a count (4) nor a percentage (25%)"));
+        let bad = || {
+            ConfigError::new(
+                "max-unavailable",
+                format!("{s:?} is neither a count (4) nor a percentage (25%)"),
+            )
+        };
         let b = match s.strip_suffix('%') {
             Some(p) => Budget::Percent(p.trim().parse().map_err(|_| bad())?),
             None => Budget::Count(s.trim().parse().map_err(|_| bad())?),
         };
         match b {
-            Budget::Count(0) | Budget::Percent(0) => Err(ConfigError::new("max-unavailable", "0 would forbid every disruptive activation".into())),
-            Budget::Percent(p) if p > 100 => Err(ConfigError::new("max-unavailable", format!("{p}% is more than every neighbour"))),
+            Budget::Count(0) | Budget::Percent(0) => Err(ConfigError::new(
+                "max-unavailable",
+                "0 would forbid every disruptive activation".into(),
+            )),
+            Budget::Percent(p) if p > 100 => Err(ConfigError::new(
+                "max-unavailable",
+                format!("{p}% is more than every neighbour"),
+            )),
             b => Ok(b),
         }
     }
@@ -254,7 +279,10 @@ fn probability(option: &'static str, p: f64) -> Result<(), ConfigError> {
     if p.is_finite() && (0.0..=1.0).contains(&p) {
         Ok(())
     } else {
-        Err(ConfigError::new(option, format!("{p} is not a probability in [0, 1]")))
+        Err(ConfigError::new(
+            option,
+            format!("{p} is not a probability in [0, 1]"),
+        ))
     }
 }
 
@@ -262,7 +290,10 @@ fn non_negative(option: &'static str, x: f64) -> Result<(), ConfigError> {
     if x.is_finite() && x >= 0.0 {
         Ok(())
     } else {
-        Err(ConfigError::new(option, format!("{x} must be a finite number ≥ 0")))
+        Err(ConfigError::new(
+            option,
+            format!("{x} must be a finite number ≥ 0"),
+        ))
     }
 }
 
@@ -273,21 +304,40 @@ impl SimConfig {
     /// Checks every option; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.nodes == 0 {
-            return Err(ConfigError::new("nodes", "a cluster needs at least 1 node".into()));
+            return Err(ConfigError::new(
+                "nodes",
+                "a cluster needs at least 1 node".into(),
+            ));
         }
         if self.nodes > MAX_NODES {
-            return Err(ConfigError::new("nodes", format!("{} is more than the {MAX_NODES} supported", self.nodes)));
+            return Err(ConfigError::new(
+                "nodes",
+                format!("{} is more than the {MAX_NODES} supported", self.nodes),
+            ));
         }
         match self.topology {
             TopologyKind::Ring if self.nodes < 2 => {
-                return Err(ConfigError::new("nodes", "a ring needs at least 2 nodes".into()))
+                return Err(ConfigError::new(
+                    "nodes",
+                    "a ring needs at least 2 nodes".into(),
+                ))
             }
             TopologyKind::FatTree if self.radix < 2 || self.radix % 2 != 0 => {
-                return Err(ConfigError::new("radix", format!("{} must be an even number ≥ 2", self.radix)))
+                return Err(ConfigError::new(
+                    "radix",
+                    format!("{} must be an even number ≥ 2", self.radix),
+                ))
             }
             TopologyKind::Random => {
                 if self.degree == 0 || self.degree >= self.nodes {
-                    return Err(ConfigError::new("degree", format!("{} must be between 1 and nodes - 1 ({})", self.degree, self.nodes.saturating_sub(1))));
+                    return Err(ConfigError::new(
+                        "degree",
+                        format!(
+                            "{} must be between 1 and nodes - 1 ({})",
+                            self.degree,
+                            self.nodes.saturating_sub(1)
+                        ),
+                    ));
                 }
                 if (self.degree * self.nodes) % 2 != 0 {
                     return Err(ConfigError::new("degree", format!("a {}-regular graph on {} nodes does not exist (degree × nodes must be even)", self.degree, self.nodes)));
@@ -300,13 +350,23 @@ impl SimConfig {
         probability("activation-failure", self.activation_failure)?;
         probability("corrupt", self.corrupt)?;
         if self.loss >= 1.0 {
-            return Err(ConfigError::new("loss", "1 breaks every connection on its first message: nothing could ever converge".into()));
+            return Err(ConfigError::new(
+                "loss",
+                "1 breaks every connection on its first message: nothing could ever converge"
+                    .into(),
+            ));
         }
         if self.activation_failure >= 1.0 {
-            return Err(ConfigError::new("activation-failure", "1 means no activation ever succeeds".into()));
+            return Err(ConfigError::new(
+                "activation-failure",
+                "1 means no activation ever succeeds".into(),
+            ));
         }
         if self.corrupt >= 1.0 {
-            return Err(ConfigError::new("corrupt", "1 means no chunk ever verifies".into()));
+            return Err(ConfigError::new(
+                "corrupt",
+                "1 means no chunk ever verifies".into(),
+            ));
         }
         non_negative("crash-rate", self.crash_rate)?;
         non_negative("partition-rate", self.partition_rate)?;
@@ -314,22 +374,46 @@ impl SimConfig {
         non_negative("drift-ppm", self.drift_ppm)?;
         non_negative("traffic-hz", self.traffic_hz)?;
         if self.drift_ppm > 1000.0 {
-            return Err(ConfigError::new("drift-ppm", format!("{} is beyond any real oscillator (max 1000)", self.drift_ppm)));
+            return Err(ConfigError::new(
+                "drift-ppm",
+                format!(
+                    "{} is beyond any real oscillator (max 1000)",
+                    self.drift_ppm
+                ),
+            ));
         }
         if self.traffic_hz > 1e7 {
-            return Err(ConfigError::new("traffic-hz", format!("{} is more than 10^7 messages per second per direction", self.traffic_hz)));
+            return Err(ConfigError::new(
+                "traffic-hz",
+                format!(
+                    "{} is more than 10^7 messages per second per direction",
+                    self.traffic_hz
+                ),
+            ));
         }
         if self.mean_delay == 0 {
-            return Err(ConfigError::new("delay", "the mean link delay must be positive".into()));
+            return Err(ConfigError::new(
+                "delay",
+                "the mean link delay must be positive".into(),
+            ));
         }
         if matches!(self.max_unavailable, Budget::Count(0) | Budget::Percent(0)) {
-            return Err(ConfigError::new("max-unavailable", "0 would forbid every disruptive activation".into()));
+            return Err(ConfigError::new(
+                "max-unavailable",
+                "0 would forbid every disruptive activation".into(),
+            ));
         }
         if self.chunks == 0 {
-            return Err(ConfigError::new("chunks", "an image has at least one chunk".into()));
+            return Err(ConfigError::new(
+                "chunks",
+                "an image has at least one chunk".into(),
+            ));
         }
         if self.activation.0 > self.activation.1 {
-            return Err(ConfigError::new("activation", "shortest activation exceeds the longest".into()));
+            return Err(ConfigError::new(
+                "activation",
+                "shortest activation exceeds the longest".into(),
+            ));
         }
         Ok(())
     }
@@ -361,7 +445,11 @@ impl SimConfig {
         opt("skew-ms", self.skew_ms, d.skew_ms);
         opt("drift-ppm", self.drift_ppm, d.drift_ppm);
         opt("traffic-hz", self.traffic_hz, d.traffic_hz);
-        opt("activation-failure", self.activation_failure, d.activation_failure);
+        opt(
+            "activation-failure",
+            self.activation_failure,
+            d.activation_failure,
+        );
         opt("corrupt", self.corrupt, d.corrupt);
         opt("radix", self.radix as f64, d.radix as f64);
         opt("degree", self.degree as f64, d.degree as f64);
@@ -394,12 +482,18 @@ mod tests {
         assert_eq!(bad(|c| c.loss = f64::NAN), "loss");
         assert_eq!(bad(|c| c.crash_rate = -1.0), "crash-rate");
         assert_eq!(bad(|c| c.radix = 3), "radix");
-        assert_eq!(bad(|c| {
-            c.topology = TopologyKind::Random;
-            c.nodes = 5;
-            c.degree = 3;
-        }), "degree");
+        assert_eq!(
+            bad(|c| {
+                c.topology = TopologyKind::Random;
+                c.nodes = 5;
+                c.degree = 3;
+            }),
+            "degree"
+        );
         assert!(Protocol::parse("paxos").is_err());
-        assert!(TopologyKind::parse("torus").unwrap_err().problem.contains("torus"));
+        assert!(TopologyKind::parse("torus")
+            .unwrap_err()
+            .problem
+            .contains("torus"));
     }
 }

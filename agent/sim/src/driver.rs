@@ -104,7 +104,10 @@ impl World {
 
     fn on_event(&mut self, n: u32, e: Event) {
         match e {
-            Event::Phase { to: Phase::RolledBack, .. } => {
+            Event::Phase {
+                to: Phase::RolledBack,
+                ..
+            } => {
                 let committed = self.topo.adj[n as usize].iter().any(|&(_, link)| {
                     let l = &self.links[link as usize];
                     l.epoch[usize::from(l.ends[1] == n)] >= TARGET
@@ -116,7 +119,9 @@ impl World {
                     });
                 }
             }
-            Event::LinkCommitted { .. } if self.cfg.driver_bug == DriverBug::RollbackAfterCommit => {
+            Event::LinkCommitted { .. }
+                if self.cfg.driver_bug == DriverBug::RollbackAfterCommit =>
+            {
                 // A buggy driver that swaps the bank back after a link moved.
                 self.firmware_changed(n, crate::world::OLD_FW);
             }
@@ -192,7 +197,12 @@ impl World {
         let dev = &self.nodes[n as usize].dev;
         if dev.running.contains(epoch) {
             // Already running it (activated while the agent was down): report at once.
-            let ev = Ev::ActivationEnd { node: n, ok: true, disruptive: false, real: false };
+            let ev = Ev::ActivationEnd {
+                node: n,
+                ok: true,
+                disruptive: false,
+                real: false,
+            };
             return self.schedule(self.now + MS, ev);
         }
         if dev.activating {
@@ -211,16 +221,28 @@ impl World {
                 let c = &mut self.nodes[m as usize].activating_neighbours;
                 *c += 1;
                 let count = *c;
-                let max = self.cfg.max_unavailable.limit(self.topo.adj[m as usize].len());
+                let max = self
+                    .cfg
+                    .max_unavailable
+                    .limit(self.topo.adj[m as usize].len());
                 if count > max {
-                    if std::env::var_os("ENTENTE_DEBUG_BUDGET").is_some() {
-                        let acts: Vec<u32> = self.topo.adj[m as usize].iter().map(|&(p, _)| p).filter(|&p| self.nodes[p as usize].dev.activating).collect();
-                        let g = self.nodes[m as usize].node.as_ref().map(|x| x.lease_holders(self.nodes[m as usize].clock.local(self.now)));
+                    if crate::world::debug::budget() {
+                        let acts: Vec<u32> = self.topo.adj[m as usize]
+                            .iter()
+                            .map(|&(p, _)| p)
+                            .filter(|&p| self.nodes[p as usize].dev.activating)
+                            .collect();
+                        let g = self.nodes[m as usize]
+                            .node
+                            .as_ref()
+                            .map(|x| x.lease_holders(self.nodes[m as usize].clock.local(self.now)));
                         eprintln!("BUDGET at {} grantor n{m} (alive {}) holders={g:?} activating={acts:?} starting=n{n}", self.now, self.nodes[m as usize].node.is_some());
                     }
                     let (step, now) = (self.step, self.now);
                     self.check.violate(Invariant::Budget, step, now, || {
-                        format!("n{m} has {count} neighbours in a disruptive activation (max {max})")
+                        format!(
+                            "n{m} has {count} neighbours in a disruptive activation (max {max})"
+                        )
                     });
                 }
             }
@@ -228,7 +250,12 @@ impl World {
         let (lo, hi) = self.cfg.activation;
         let took = lo + self.rng.below(hi - lo + 1);
         let ok = !(self.fault_active() && self.rng.chance(self.cfg.activation_failure));
-        let ev = Ev::ActivationEnd { node: n, ok, disruptive, real: true };
+        let ev = Ev::ActivationEnd {
+            node: n,
+            ok,
+            disruptive,
+            real: true,
+        };
         self.schedule(self.now + took, ev);
     }
 

@@ -156,7 +156,10 @@ impl World {
         if !self.fito.voted[n as usize] {
             self.fito.voted[n as usize] = true;
             self.set_paused(n, true);
-            self.schedule(self.now + self.cfg.pause_timeout, Ev::PauseTimeout { node: n });
+            self.schedule(
+                self.now + self.cfg.pause_timeout,
+                Ev::PauseTimeout { node: n },
+            );
         }
         self.send_2pc(0, TwoPcMsg::Vote(n));
     }

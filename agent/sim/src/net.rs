@@ -5,8 +5,8 @@ use crate::check::Invariant;
 use crate::config::Protocol;
 use crate::world::{Ev, SimMsg, Steady, World};
 use entente_proto::types::{Epoch, Nanos, NodeId};
-use entente_proto::Rng;
 use entente_proto::Message;
+use entente_proto::Rng;
 
 /// Control messages kept per direction for retransmission after a reconnect.
 const RECENT: usize = 4;
@@ -15,7 +15,9 @@ impl World {
     /// Link index and side (0 = lower id end) of `node`'s link to `peer`.
     pub(crate) fn link_of(&self, node: u32, peer: NodeId) -> Option<(u32, usize)> {
         let adj = &self.topo.adj[node as usize];
-        let i = adj.binary_search_by_key(&(peer.0 as u32), |&(p, _)| p).ok()?;
+        let i = adj
+            .binary_search_by_key(&(peer.0 as u32), |&(p, _)| p)
+            .ok()?;
         let link = adj[i].1;
         let side = usize::from(self.links[link as usize].ends[1] == node);
         Some((link, side))
@@ -48,7 +50,14 @@ impl World {
         l.last_arrival[dir] = at;
         l.q[dir].push_back((at, msg));
         let gen = l.gen;
-        self.schedule(at, Ev::Deliver { link, dir: dir as u8, gen });
+        self.schedule(
+            at,
+            Ev::Deliver {
+                link,
+                dir: dir as u8,
+                gen,
+            },
+        );
     }
 
     pub(crate) fn deliver(&mut self, link: u32, dir: u8, gen: u32) {
@@ -57,7 +66,9 @@ impl World {
         if l.gen != gen || !l.up {
             return;
         }
-        let Some((_, msg)) = l.q[dir].pop_front() else { return };
+        let Some((_, msg)) = l.q[dir].pop_front() else {
+            return;
+        };
         let (from, to) = (l.ends[dir], l.ends[1 - dir]);
         match msg {
             SimMsg::Data(tag) => {
@@ -70,7 +81,7 @@ impl World {
                 }
             }
             SimMsg::Proto(m) => {
-                if std::env::var_os("ENTENTE_DEBUG_LEASE").is_some() && matches!(m, Message::Lease(_)) {
+                if crate::world::debug::leases() && matches!(m, Message::Lease(_)) {
                     eprintln!("{:>14} LEASE n{from}->n{to} {m:?}", self.now);
                 }
                 if self.cfg.dup > 0.0 && is_control(&m) {
@@ -141,7 +152,8 @@ impl World {
         let gen = l.gen as u64;
         if self.cfg.dup > 0.0 {
             for dir in 0..2 {
-                let recent: Vec<Message> = self.links[link as usize].recent[dir].drain(..).collect();
+                let recent: Vec<Message> =
+                    self.links[link as usize].recent[dir].drain(..).collect();
                 for m in recent {
                     if self.rng.chance(self.cfg.dup) {
                         self.enqueue(link, dir, SimMsg::Proto(m));
@@ -203,7 +215,9 @@ impl World {
     pub(crate) fn settle(&mut self, link: u32) {
         let hz = self.cfg.traffic_hz;
         for dir in 0..2 {
-            let Some(st) = self.links[link as usize].steady[dir].take() else { continue };
+            let Some(st) = self.links[link as usize].steady[dir].take() else {
+                continue;
+            };
             let Some(tag) = st.tag else { continue };
             // Expected messages in the stretch; the fraction is rounded stochastically so a
             // stretch shorter than the traffic period holds one message with the right odds.
@@ -211,7 +225,10 @@ impl World {
             let n = x as u64 + u64::from(self.rng.unit() < x.fract());
             self.m.steady_msgs += n;
             if tag != st.recv && n > 0 {
-                let (from, to) = (self.links[link as usize].ends[dir], self.links[link as usize].ends[1 - dir]);
+                let (from, to) = (
+                    self.links[link as usize].ends[dir],
+                    self.links[link as usize].ends[1 - dir],
+                );
                 let (step, now, since) = (self.step, self.now, st.since);
                 self.check.violate(Invariant::Agreement, step, now, || {
                     format!(
@@ -242,7 +259,13 @@ impl World {
             if !l.ticking[dir] {
                 l.ticking[dir] = true;
                 let first = self.now + self.rng.below(period);
-                self.schedule(first, Ev::DataTick { link, dir: dir as u8 });
+                self.schedule(
+                    first,
+                    Ev::DataTick {
+                        link,
+                        dir: dir as u8,
+                    },
+                );
             }
         }
     }
@@ -264,17 +287,30 @@ impl World {
         if self.now - l.last_change >= linger {
             let tag = if l.up { tag } else { None };
             let recv = l.epoch[1 - dir];
-            l.steady[dir] = Some(Steady { since: self.now, tag, recv });
+            l.steady[dir] = Some(Steady {
+                since: self.now,
+                tag,
+                recv,
+            });
             l.hot[dir] = false;
             l.ticking[dir] = false;
             return;
         }
         let period = (1e9 / self.cfg.traffic_hz).max(1.0) as Nanos;
-        self.schedule(self.now + period, Ev::DataTick { link, dir: dir as u8 });
+        self.schedule(
+            self.now + period,
+            Ev::DataTick {
+                link,
+                dir: dir as u8,
+            },
+        );
     }
 }
 
 /// Link-transaction and lease messages: what a transport retransmits after a reconnect.
 fn is_control(m: &Message) -> bool {
-    matches!(m, Message::Txn(_) | Message::Lease(_) | Message::Activated { .. })
+    matches!(
+        m,
+        Message::Txn(_) | Message::Lease(_) | Message::Activated { .. }
+    )
 }

@@ -52,10 +52,20 @@ pub fn svg(reports: &[&Report]) -> String {
         for (k, &(t, f)) in r.progress.iter().enumerate() {
             let cmd = if k == 0 { 'M' } else { 'L' };
             // Step line: hold the previous value until this point.
-            let _ = write!(d, "{cmd}{:.1},{:.1} L{:.1},{:.1} ", x(t), y(last), x(t), y(f));
+            let _ = write!(
+                d,
+                "{cmd}{:.1},{:.1} L{:.1},{:.1} ",
+                x(t),
+                y(last),
+                x(t),
+                y(f)
+            );
             last = f;
         }
-        let _ = write!(s, r#"<path d="{d}" fill="none" stroke="{c}" stroke-width="2"/>"#);
+        let _ = write!(
+            s,
+            r#"<path d="{d}" fill="none" stroke="{c}" stroke-width="2"/>"#
+        );
         let ly = top + 20.0 + 20.0 * i as f64;
         let _ = write!(
             s,

@@ -69,8 +69,10 @@ impl Report {
         s += &format!(
             "  converged: {}   rounds to converge: {}   detected at origin: {}\n",
             self.converged,
-            self.rounds_to_converge.map_or("-".into(), |r| format!("{r:.2}")),
-            self.conv_detected_ms.map_or("-".into(), |m| format!("{m:.1} ms")),
+            self.rounds_to_converge
+                .map_or("-".into(), |r| format!("{r:.2}")),
+            self.conv_detected_ms
+                .map_or("-".into(), |m| format!("{m:.1} ms")),
         );
         s += &format!(
             "  safety violations: {}   mixed-state link time: {:.3} ms   blocked: {:.3} ms\n",

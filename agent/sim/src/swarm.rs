@@ -36,8 +36,16 @@ pub fn options(seed: u64, max_nodes: usize, protocol: Protocol) -> SimConfig {
         traffic_hz: pick(&mut r, &[100.0, 1000.0, 100_000.0]),
         activation_failure: pick(&mut r, &[0.0, 0.05, 0.2]),
         corrupt: pick(&mut r, &[0.0, 0.01, 0.1]),
-        max_unavailable: [Budget::Count(1), Budget::Count(2), Budget::Percent(25), Budget::Percent(50)][r.below(4) as usize],
-        activation: (entente_proto::types::SEC, (1 + r.below(30)) * entente_proto::types::SEC),
+        max_unavailable: [
+            Budget::Count(1),
+            Budget::Count(2),
+            Budget::Percent(25),
+            Budget::Percent(50),
+        ][r.below(4) as usize],
+        activation: (
+            entente_proto::types::SEC,
+            (1 + r.below(30)) * entente_proto::types::SEC,
+        ),
         seed,
         protocol,
         ..SimConfig::default()

@@ -45,7 +45,12 @@ impl Topology {
         for v in &mut adj {
             v.sort_unstable();
         }
-        Topology { nodes, hosts, links, adj }
+        Topology {
+            nodes,
+            hosts,
+            links,
+            adj,
+        }
     }
 
     /// Parent of every node on a breadth-first tree rooted at `root` (`None` for the root and
@@ -77,7 +82,11 @@ fn ring(n: usize) -> Vec<(u32, u32)> {
 fn fat_tree(hosts: usize, radix: usize) -> (usize, Vec<(u32, u32)>) {
     let per_leaf = (radix / 2).max(1);
     let leaves = hosts.div_ceil(per_leaf);
-    let spines = if leaves <= 1 { 0 } else { (radix / 2).min(leaves.max(2)) };
+    let spines = if leaves <= 1 {
+        0
+    } else {
+        (radix / 2).min(leaves.max(2))
+    };
     let mut edges = Vec::with_capacity(hosts + leaves * spines);
     for h in 0..hosts {
         edges.push((h as u32, (hosts + h / per_leaf) as u32));
@@ -152,7 +161,9 @@ fn connect_components(n: usize, edges: &mut [(u32, u32)], rng: &mut SeededRng) {
         let Some(j) = (0..edges.len()).find(|&j| comp[edges[j].0 as usize] != root) else {
             return;
         };
-        let in_root: Vec<usize> = (0..edges.len()).filter(|&i| comp[edges[i].0 as usize] == root).collect();
+        let in_root: Vec<usize> = (0..edges.len())
+            .filter(|&i| comp[edges[i].0 as usize] == root)
+            .collect();
         if in_root.is_empty() {
             return;
         }
@@ -168,7 +179,11 @@ mod tests {
     use super::*;
 
     fn cfg(kind: TopologyKind, n: usize) -> SimConfig {
-        SimConfig { topology: kind, nodes: n, ..SimConfig::default() }
+        SimConfig {
+            topology: kind,
+            nodes: n,
+            ..SimConfig::default()
+        }
     }
 
     #[test]
@@ -204,7 +219,10 @@ mod tests {
             c.degree = 2;
             let t = Topology::build(&c, &mut SeededRng::new(seed));
             assert!(t.adj.iter().all(|a| a.len() == 2), "seed {seed}");
-            assert!(t.bfs_parents(0)[1..].iter().all(Option::is_some), "seed {seed}");
+            assert!(
+                t.bfs_parents(0)[1..].iter().all(Option::is_some),
+                "seed {seed}"
+            );
         }
     }
 

@@ -35,7 +35,12 @@ pub(crate) enum Ev {
     /// One image chunk fetched.
     Chunk { node: u32, inc: u32 },
     /// A hardware activation ends.
-    ActivationEnd { node: u32, ok: bool, disruptive: bool, real: bool },
+    ActivationEnd {
+        node: u32,
+        ok: bool,
+        disruptive: bool,
+        real: bool,
+    },
     /// A node crashes.
     Crash { node: u32 },
     /// A crashed node restarts.
@@ -247,7 +252,9 @@ impl World {
             nc.gossip_peers = if flood {
                 neighbours.clone()
             } else {
-                parents[i].map(|p| vec![NodeId(p as u64)]).unwrap_or_default()
+                parents[i]
+                    .map(|p| vec![NodeId(p as u64)])
+                    .unwrap_or_default()
             };
             let budget = cfg.max_unavailable.limit(neighbours.len());
             nc.max_unavailable_neighbors = match cfg.driver_bug {
@@ -265,12 +272,23 @@ impl World {
             let skew = (cfg.skew_ms * 1e6) as i64;
             let drift = (cfg.drift_ppm * 1000.0) as i64;
             let clock = Clock {
-                offset: if skew > 0 { rng.below(2 * skew as u64 + 1) as i64 - skew } else { 0 },
-                drift_ppb: if drift > 0 { rng.below(2 * drift as u64 + 1) as i64 - drift } else { 0 },
+                offset: if skew > 0 {
+                    rng.below(2 * skew as u64 + 1) as i64 - skew
+                } else {
+                    0
+                },
+                drift_ppb: if drift > 0 {
+                    rng.below(2 * drift as u64 + 1) as i64 - drift
+                } else {
+                    0
+                },
             };
             let durable = Durable {
                 node: None,
-                links: neighbours.iter().map(|&p| (p, LinkState::established(Epoch(0)))).collect(),
+                links: neighbours
+                    .iter()
+                    .map(|&p| (p, LinkState::established(Epoch(0))))
+                    .collect(),
             };
             nodes.push(SimNode {
                 node: None,
@@ -278,7 +296,10 @@ impl World {
                 durable,
                 inc: 0,
                 clock,
-                dev: Device { running: OLD_FW, ..Device::default() },
+                dev: Device {
+                    running: OLD_FW,
+                    ..Device::default()
+                },
                 persist_seq: 0,
                 durable_seq: 0,
                 required_seq: 0,
@@ -340,7 +361,11 @@ impl World {
 
     pub(crate) fn schedule(&mut self, at: Nanos, ev: Ev) {
         self.seq += 1;
-        self.heap.push(Reverse(Entry { at: at.max(self.now), seq: self.seq, ev }));
+        self.heap.push(Reverse(Entry {
+            at: at.max(self.now),
+            seq: self.seq,
+            ev,
+        }));
     }
 
     pub(crate) fn fault_active(&self) -> bool {
@@ -363,7 +388,7 @@ impl World {
             for x in [e.at, code as u64, id] {
                 self.trace = (self.trace ^ x).wrapping_mul(0x0100_0000_01b3);
             }
-            if trace_events() {
+            if debug::events() {
                 eprintln!("{:>14} {:?}", e.at, e.ev);
             }
             self.dispatch(e.ev);
@@ -382,7 +407,9 @@ impl World {
     }
 
     fn finished(&self) -> bool {
-        let Some(conv) = self.m.conv_at else { return false };
+        let Some(conv) = self.m.conv_at else {
+            return false;
+        };
         let settled = match self.cfg.protocol {
             Protocol::Bilateral => self.m.detected_at.is_some() || self.now > conv + 60 * SEC,
             Protocol::FitoClock => true,
@@ -426,9 +453,12 @@ impl World {
                 self.try_connect(link);
             }
             Ev::Chunk { node, inc } => self.chunk(node, inc),
-            Ev::ActivationEnd { node, ok, disruptive, real } => {
-                self.activation_end(node, ok, disruptive, real)
-            }
+            Ev::ActivationEnd {
+                node,
+                ok,
+                disruptive,
+                real,
+            } => self.activation_end(node, ok, disruptive, real),
             Ev::Crash { node } => self.crash(node),
             Ev::Restart { node } => self.restart(node),
             Ev::Partition => self.partition(),
@@ -476,7 +506,11 @@ impl World {
         {
             return;
         }
-        let start = self.cfg.fault_phase.max(self.m.last_activation).max(self.m.last_restart);
+        let start = self
+            .cfg
+            .fault_phase
+            .max(self.m.last_activation)
+            .max(self.m.last_restart);
         let deadline = start + 3 * self.cfg.rtt() + SEC;
         if self.m.liveness_deadline.is_none_or(|d| d < deadline) {
             self.m.liveness_deadline = Some(deadline);
@@ -572,7 +606,11 @@ impl World {
         if let Ok(list) = std::env::var("ENTENTE_DEBUG_NODES") {
             for n in list.split(',').filter_map(|x| x.parse::<usize>().ok()) {
                 if let Some(node) = self.nodes.get(n).and_then(|x| x.node.as_ref()) {
-                    eprintln!("n{n} local {} {}", self.nodes[n].clock.local(now), node.lease_debug());
+                    eprintln!(
+                        "n{n} local {} {}",
+                        self.nodes[n].clock.local(now),
+                        node.lease_debug()
+                    );
                 }
             }
         }
@@ -646,14 +684,21 @@ impl World {
     fn stuck_links(&self) -> String {
         let mut out = String::new();
         for l in self.links.iter().filter(|l| !l.done).take(3) {
-            out.push_str(&format!("; n{}-n{} {}", l.ends[0], l.ends[1], if l.up { "up" } else { "down" }));
+            out.push_str(&format!(
+                "; n{}-n{} {}",
+                l.ends[0],
+                l.ends[1],
+                if l.up { "up" } else { "down" }
+            ));
             for side in 0..2 {
                 let (me, peer) = (l.ends[side], l.ends[1 - side]);
                 let sn = &self.nodes[me as usize];
                 match sn.node.as_ref() {
                     None => out.push_str(&format!(" [n{me} crashed]")),
                     Some(node) => {
-                        let st = node.link(NodeId(peer as u64)).map(|e| (e.state.committed, e.state.pending));
+                        let st = node
+                            .link(NodeId(peer as u64))
+                            .map(|e| (e.state.committed, e.state.pending));
                         out.push_str(&format!(
                             " [n{me} {:?} fw {:?} link {:?}]",
                             node.phase().phase,
@@ -682,9 +727,28 @@ fn downsample(series: &[(Nanos, u32)], total: f64, end: Nanos) -> Vec<(f64, f64)
     out
 }
 
-/// `ENTENTE_SIM_TRACE=1` prints every event to stderr (debugging aid).
-fn trace_events() -> bool {
+/// Debugging aids, read once from the environment: `ENTENTE_SIM_TRACE` prints every event,
+/// `ENTENTE_DEBUG_LEASE` every lease message, `ENTENTE_DEBUG_BUDGET` the state behind a budget
+/// violation, `ENTENTE_DEBUG_NODES=3,7` the lease state of those nodes at the end of the run.
+pub(crate) mod debug {
     use std::sync::OnceLock;
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("ENTENTE_SIM_TRACE").is_some())
+
+    fn flag(cell: &OnceLock<bool>, name: &str) -> bool {
+        *cell.get_or_init(|| std::env::var_os(name).is_some())
+    }
+    /// Print every event.
+    pub fn events() -> bool {
+        static ON: OnceLock<bool> = OnceLock::new();
+        flag(&ON, "ENTENTE_SIM_TRACE")
+    }
+    /// Print every lease message.
+    pub fn leases() -> bool {
+        static ON: OnceLock<bool> = OnceLock::new();
+        flag(&ON, "ENTENTE_DEBUG_LEASE")
+    }
+    /// Print the state behind a budget violation.
+    pub fn budget() -> bool {
+        static ON: OnceLock<bool> = OnceLock::new();
+        flag(&ON, "ENTENTE_DEBUG_BUDGET")
+    }
 }

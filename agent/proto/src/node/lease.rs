@@ -77,7 +77,10 @@ impl Holder {
         self.due_at = Some(self.due_at.map_or(renew_at, |d| d.min(renew_at)));
     }
     fn held_links(&self) -> impl Iterator<Item = (usize, Nanos)> + '_ {
-        self.held.iter().enumerate().filter_map(|(i, h)| h.map(|(t, _)| (i, t)))
+        self.held
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.map(|(t, _)| (i, t)))
     }
     /// Starts the request counter somewhere new, so that a restarted holder never mistakes an
     /// answer to its previous incarnation's request for one to its own.
@@ -150,12 +153,12 @@ impl Node {
                 self.holder.next += 1;
                 continue;
             }
+            // Deadlock freedom needs the leases held while waiting to be a prefix of the
+            // order: give back any held beyond the one waited for (a lease lost and asked again
+            // while later ones were kept would otherwise close a cycle of waits).
+            self.release_beyond(self.holder.next);
             let blocked = self.holder.is_asked(i) || self.holder.retry_at.is_some();
             if !blocked && self.links[i].conn.is_some() {
-                // Deadlock freedom needs the leases held while waiting to be a prefix of the
-                // order: give back any held beyond the one asked for (renewals and restarts of
-                // the acquisition can leave some there).
-                self.release_beyond(self.holder.next);
                 self.ask(now, i, false);
             }
             return self.lease_rearm(now);
@@ -208,7 +211,11 @@ impl Node {
             (a, b) => a.or(b),
         };
         if let Some(at) = at {
-            let at = if at <= now { now + self.cfg.rtt.max(1) } else { at };
+            let at = if at <= now {
+                now + self.cfg.rtt.max(1)
+            } else {
+                at
+            };
             if self.holder.timer_at.is_none_or(|t| t <= now || t > at) {
                 self.holder.timer_at = Some(at);
                 self.emit(Output::Timer {
@@ -283,7 +290,9 @@ impl Node {
         let held: Vec<usize> = self.holder.held_links().map(|(i, _)| i).collect();
         self.holder.unreleased.resize(self.links.len(), None);
         for i in held {
-            let Some((_, seq)) = self.holder.held[i].take() else { continue };
+            let Some((_, seq)) = self.holder.held[i].take() else {
+                continue;
+            };
             if self.links[i].conn.is_some() {
                 let peer = self.links[i].peer;
                 self.send(peer, Message::Lease(Lease::Release { epoch, seq }));
@@ -311,19 +320,29 @@ impl Node {
                 self.serve_queue(now);
             }
             Lease::Grant { seq, .. } => {
-                let pos = self.holder.asked.iter().position(|a| a.link == i && a.seq == seq);
+                let pos = self
+                    .holder
+                    .asked
+                    .iter()
+                    .position(|a| a.link == i && a.seq == seq);
                 let Some(pos) = pos else {
                     // Answer to a request this incarnation superseded: unless it renews a lease
                     // we hold or wait for, hand it back so the slot frees. A grant to a previous
                     // incarnation is kept until it expires: the activation it covers may still be
                     // running in the device.
-                    if self.holder.issued(seq) && !self.holder.is_held(i) && !self.holder.is_asked(i) {
+                    if self.holder.issued(seq)
+                        && !self.holder.is_held(i)
+                        && !self.holder.is_asked(i)
+                    {
                         self.hand_back(peer, seq);
                     }
                     return;
                 };
                 let asked = self.holder.asked.remove(pos);
-                if self.gate == Gate::Idle {
+                let beyond = self.gate == Gate::Leasing
+                    && !asked.renewal
+                    && self.holder.order.get(self.holder.next) != Some(&i);
+                if self.gate == Gate::Idle || beyond {
                     return self.hand_back(peer, seq);
                 }
                 let renew_at = asked.at + self.cfg.lease / 2;
@@ -332,7 +351,11 @@ impl Node {
                 self.lease_rearm(now);
             }
             Lease::Deny { seq, .. } => {
-                let pos = self.holder.asked.iter().position(|a| a.link == i && a.seq == seq);
+                let pos = self
+                    .holder
+                    .asked
+                    .iter()
+                    .position(|a| a.link == i && a.seq == seq);
                 let Some(pos) = pos else { return };
                 let asked = self.holder.asked.remove(pos);
                 self.stats.leases_denied += 1;
@@ -447,7 +470,14 @@ impl Node {
                 }
             }
             g.queue.remove(k);
-            self.send(peer, Message::Lease(Lease::Grant { epoch, seq, duration_ms }));
+            self.send(
+                peer,
+                Message::Lease(Lease::Grant {
+                    epoch,
+                    seq,
+                    duration_ms,
+                }),
+            );
         }
         self.grantor_rearm(now);
     }
@@ -459,11 +489,18 @@ impl Node {
             return;
         }
         let expiry = g.grants.iter().map(|x| x.1).min();
-        let at = if now < g.quiet_until { Some(g.quiet_until) } else { expiry };
+        let at = if now < g.quiet_until {
+            Some(g.quiet_until)
+        } else {
+            expiry
+        };
         if let Some(at) = at {
             if g.timer_at.is_none_or(|t| t <= now || t > at) {
                 self.grantor.timer_at = Some(at);
-                self.emit(Output::Timer { at, key: TimerKey::Grant });
+                self.emit(Output::Timer {
+                    at,
+                    key: TimerKey::Grant,
+                });
             }
         }
     }

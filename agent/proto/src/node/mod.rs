@@ -183,7 +183,10 @@ impl Node {
             let (me, peer, s) = (node.cfg.id, node.links[i].peer, node.links[i].state);
             if !s.fresh {
                 // The device follows the durable state: re-assert every link epoch on start.
-                node.out.push(Output::SetLinkEpoch { peer, epoch: s.committed });
+                node.out.push(Output::SetLinkEpoch {
+                    peer,
+                    epoch: s.committed,
+                });
                 node.summary.set_link(me, peer, s.committed);
             }
         }
@@ -235,7 +238,10 @@ impl Node {
     }
     /// Lease state for debugging: holder side and grantor side.
     pub fn lease_debug(&self) -> String {
-        format!("gate={:?} holder={:?} grantor={:?}", self.gate, self.holder, self.grantor)
+        format!(
+            "gate={:?} holder={:?} grantor={:?}",
+            self.gate, self.holder, self.grantor
+        )
     }
     /// Neighbours currently holding this node's lease.
     pub fn lease_holders(&self, now: Nanos) -> usize {
@@ -263,10 +269,11 @@ impl Node {
 
     fn ctx(&self) -> LinkCtx {
         let phase = self.record.phase;
-        let ready = self.cfg.transactions && matches!(
-            phase.phase,
-            Phase::Activated | Phase::Converged | Phase::Finalized
-        );
+        let ready = self.cfg.transactions
+            && matches!(
+                phase.phase,
+                Phase::Activated | Phase::Converged | Phase::Finalized
+            );
         LinkCtx {
             ready_for: ready.then_some(phase.epoch),
             firmware_digest: self.cfg.firmware_digest,

@@ -7,7 +7,7 @@ mod common;
 
 use common::{campaign, n, Sim, DELAY};
 use entente_proto::link::LinkState;
-use entente_proto::msg::{AbortReason, ControlAction, Hello};
+use entente_proto::msg::{ControlAction, Hello};
 use entente_proto::node::{Event, Record};
 use entente_proto::types::{MS, SEC};
 use entente_proto::{Epoch, Message, NodeId, Nonce, Output, Pending, Phase, Txn, TxnKind, Window};

@@ -322,7 +322,7 @@ impl SimConfig {
                     "a ring needs at least 2 nodes".into(),
                 ))
             }
-            TopologyKind::FatTree if self.radix < 2 || self.radix % 2 != 0 => {
+            TopologyKind::FatTree if self.radix < 2 || !self.radix.is_multiple_of(2) => {
                 return Err(ConfigError::new(
                     "radix",
                     format!("{} must be an even number ≥ 2", self.radix),
@@ -339,7 +339,7 @@ impl SimConfig {
                         ),
                     ));
                 }
-                if (self.degree * self.nodes) % 2 != 0 {
+                if !(self.degree * self.nodes).is_multiple_of(2) {
                     return Err(ConfigError::new("degree", format!("a {}-regular graph on {} nodes does not exist (degree × nodes must be even)", self.degree, self.nodes)));
                 }
             }

@@ -290,24 +290,28 @@ impl World {
     pub(crate) fn schedule_faults(&mut self) {
         let n = self.nodes.len() as f64;
         let end = self.cfg.fault_phase;
-        let mut t = 0.0;
-        let crash_rate = self.cfg.crash_rate * n;
-        while crash_rate > 0.0 {
-            t += -(self.rng.unit().max(1e-12)).ln() / crash_rate * 1e9;
-            if t >= end as f64 {
-                break;
-            }
+        for t in self.poisson(self.cfg.crash_rate * n, end) {
             let node = self.rng.below(n as u64) as u32;
-            self.schedule(t as Nanos, Ev::Crash { node });
+            self.schedule(t, Ev::Crash { node });
+        }
+        for t in self.poisson(self.cfg.partition_rate * n, end) {
+            self.schedule(t, Ev::Partition);
+        }
+    }
+
+    /// Arrival times of a Poisson process of `rate` per second over `[0, end)`.
+    fn poisson(&mut self, rate: f64, end: Nanos) -> Vec<Nanos> {
+        let mut out = Vec::new();
+        if rate <= 0.0 {
+            return out;
         }
         let mut t = 0.0;
-        let part_rate = self.cfg.partition_rate * n;
-        while part_rate > 0.0 {
-            t += -(self.rng.unit().max(1e-12)).ln() / part_rate * 1e9;
+        loop {
+            t += -(self.rng.unit().max(1e-12)).ln() / rate * 1e9;
             if t >= end as f64 {
-                break;
+                return out;
             }
-            self.schedule(t as Nanos, Ev::Partition);
+            out.push(t as Nanos);
         }
     }
 

@@ -245,14 +245,14 @@ impl World {
             GossipMode::Auto => topo.nodes <= cfg.gossip_flood_max,
         };
         let mut nodes = Vec::with_capacity(topo.nodes);
-        for i in 0..topo.nodes {
+        for (i, parent) in parents.iter().enumerate() {
             let neighbours: Vec<NodeId> =
                 topo.adj[i].iter().map(|&(p, _)| NodeId(p as u64)).collect();
             let mut nc = NodeConfig::new(NodeId(i as u64), neighbours.clone(), cfg.rtt());
             nc.gossip_peers = if flood {
                 neighbours.clone()
             } else {
-                parents[i]
+                parent
                     .map(|p| vec![NodeId(p as u64)])
                     .unwrap_or_default()
             };

@@ -452,7 +452,7 @@ impl Node {
         let mut k = 0;
         while k < self.grantor.queue.len() {
             let (peer, epoch, seq) = self.grantor.queue[k];
-            if !self.link(peer).is_some_and(|l| l.conn.is_some()) {
+            if self.link(peer).is_none_or(|l| l.conn.is_none()) {
                 self.grantor.queue.remove(k);
                 continue;
             }

@@ -252,9 +252,7 @@ impl World {
             nc.gossip_peers = if flood {
                 neighbours.clone()
             } else {
-                parent
-                    .map(|p| vec![NodeId(p as u64)])
-                    .unwrap_or_default()
+                parent.map(|p| vec![NodeId(p as u64)]).unwrap_or_default()
             };
             let budget = cfg.max_unavailable.limit(neighbours.len());
             nc.max_unavailable_neighbors = match cfg.driver_bug {

@@ -106,6 +106,9 @@ pub struct Node {
     timers: LinkTimers,
     rng: SeededRng,
     links: Vec<LinkEnd>,
+    /// The peer of each link, in the same order: a compact array for the lookup every message
+    /// needs (a node at a spine has hundreds of links).
+    peers: Vec<NodeId>,
     record: NodeRecord,
     running: Window,
     gate: Gate,
@@ -169,6 +172,7 @@ impl Node {
             stats: Stats::default(),
             out: Vec::new(),
             hello_sent: Vec::new(),
+            peers: links.iter().map(|l| l.peer).collect(),
             links,
             record,
             cfg,
@@ -264,7 +268,7 @@ impl Node {
     }
 
     fn index(&self, peer: NodeId) -> Option<usize> {
-        self.links.binary_search_by_key(&peer, |l| l.peer).ok()
+        self.peers.binary_search(&peer).ok()
     }
 
     fn ctx(&self) -> LinkCtx {

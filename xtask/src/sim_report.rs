@@ -61,7 +61,7 @@ fn fmt_opt(x: Option<f64>, digits: usize) -> String {
 fn comparison(entente: &Path, md: &mut String) -> Result<()> {
     writeln!(md, "## Bilateral convergence beside the FITO baselines")?;
     writeln!(md)?;
-    writeln!(md, "Fat-tree (radix 32), default options otherwise (1 ms skew, 50 ppm drift, 1 kHz data per link direction, 60 s fault phase then healing). Converged: runs where every link committed and the liveness bound held. Rounds: median over converged runs of the time from the last activation to convergence, in RTTs. Violations: total over the runs. Mixed-state and blocked times: medians, summed over links / link directions, in ms.")?;
+    writeln!(md, "Fat-tree (radix 32), default options otherwise (1 ms skew, 50 ppm drift, 1 kHz data per link direction, 60 s fault phase then healing). Converged: runs where every link committed and the liveness bound held. Rounds: median over converged runs of the time from the last activation to convergence, in RTTs (for fito-clock that is mostly the wait for its switch time T, one hour after the start). Violations: total over the runs. Mixed-state and blocked times: medians, summed over links / link directions, in ms.")?;
     writeln!(md)?;
     writeln!(md, "| hosts | faults | protocol | runs | converged | median rounds | violations | mixed-state ms | blocked ms |")?;
     writeln!(md, "|---:|---|---|---:|---:|---:|---:|---:|---:|")?;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 /// Options of `entente sim` (units and defaults: docs/protocol.md, "Simulator").
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct SimArgs {
     /// Hosts in the cluster (fat-tree adds its switches).
     #[arg(long, default_value_t = 16)]

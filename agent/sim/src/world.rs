@@ -525,9 +525,10 @@ impl World {
         }
         let pending = self.links.len() - self.m.done_links;
         self.m.failure = Some(format!(
-            "no convergence: {pending} of {} links not committed {:.3} ms after the network healed and the last node activated (bound 3 RTT + 1 s)",
+            "no convergence: {pending} of {} links not committed {:.3} ms after the network healed and the last node activated (bound 3 RTT + 1 s){}",
             self.links.len(),
-            (deadline - self.cfg.fault_phase.max(self.m.last_activation).max(self.m.last_restart)) as f64 / 1e6
+            (deadline - self.cfg.fault_phase.max(self.m.last_activation).max(self.m.last_restart)) as f64 / 1e6,
+            self.stuck_links()
         ));
         self.stop = true;
     }

@@ -5,8 +5,14 @@ use std::time::Instant;
 #[test]
 #[ignore]
 fn swarm_timing() {
-    let n: u64 = std::env::var("N").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let start: u64 = std::env::var("S").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let n: u64 = std::env::var("N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let start: u64 = std::env::var("S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let t0 = Instant::now();
     let mut fails = 0;
     for seed in start..start + n {
@@ -15,9 +21,20 @@ fn swarm_timing() {
         let r = run(cfg.clone()).unwrap();
         let el = t.elapsed().as_millis();
         if !r.passed() || el > 300 {
-            println!("seed {seed} passed={} {}ms events={} sim={:.0}ms {:?} {:?} {}", r.passed(), el, r.events, r.sim_time_ms, r.first_violation, r.failure, r.reproduce);
+            println!(
+                "seed {seed} passed={} {}ms events={} sim={:.0}ms {:?} {:?} {}",
+                r.passed(),
+                el,
+                r.events,
+                r.sim_time_ms,
+                r.first_violation,
+                r.failure,
+                r.reproduce
+            );
         }
-        if !r.passed() { fails += 1; }
+        if !r.passed() {
+            fails += 1;
+        }
     }
     println!("total {:?} fails {fails}", t0.elapsed());
 }
@@ -35,13 +52,32 @@ fn classify() {
         let cfg = swarm::options(seed, 64, Protocol::Bilateral);
         let r = run(cfg.clone()).unwrap();
         if !r.passed() {
-            println!("seed {seed} topo {} connected {} viol {:?} fail {:?} actfail {} crash {} dup {}", cfg.topology.name(), connected(&cfg), r.first_violation.map(|v| v.invariant), r.failure.map(|f| f[..40].to_string()), cfg.activation_failure, cfg.crash_rate, cfg.dup);
+            println!(
+                "seed {seed} topo {} connected {} viol {:?} fail {:?} actfail {} crash {} dup {}",
+                cfg.topology.name(),
+                connected(&cfg),
+                r.first_violation.map(|v| v.invariant),
+                r.failure.map(|f| f[..40].to_string()),
+                cfg.activation_failure,
+                cfg.crash_rate,
+                cfg.dup
+            );
         }
     }
 }
 
 fn show(tag: &str, r: &Report) {
-    println!("{tag}: passed={} conv={} viol={} {:?} fail={:?} sim={:.0}ms ev={} wall={:.0}", r.passed(), r.converged, r.safety_violations, r.first_violation, r.failure, r.sim_time_ms, r.events, r.wall_ms);
+    println!(
+        "{tag}: passed={} conv={} viol={} {:?} fail={:?} sim={:.0}ms ev={} wall={:.0}",
+        r.passed(),
+        r.converged,
+        r.safety_violations,
+        r.first_violation,
+        r.failure,
+        r.sim_time_ms,
+        r.events,
+        r.wall_ms
+    );
 }
 
 #[test]
@@ -52,11 +88,46 @@ fn vary() {
         println!("== seed {seed}: {}", base.reproduce_hint());
         let vars: Vec<(&str, SimConfig)> = vec![
             ("base", base.clone()),
-            ("noact", SimConfig { activation_failure: 0.0, ..base.clone() }),
-            ("nocrash", SimConfig { crash_rate: 0.0, ..base.clone() }),
-            ("nopart", SimConfig { partition_rate: 0.0, ..base.clone() }),
-            ("noloss", SimConfig { loss: 0.0, dup: 0.0, ..base.clone() }),
-            ("onlyact", SimConfig { loss: 0.0, dup: 0.0, crash_rate: 0.0, partition_rate: 0.0, corrupt: 0.0, ..base.clone() }),
+            (
+                "noact",
+                SimConfig {
+                    activation_failure: 0.0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "nocrash",
+                SimConfig {
+                    crash_rate: 0.0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "nopart",
+                SimConfig {
+                    partition_rate: 0.0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "noloss",
+                SimConfig {
+                    loss: 0.0,
+                    dup: 0.0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "onlyact",
+                SimConfig {
+                    loss: 0.0,
+                    dup: 0.0,
+                    crash_rate: 0.0,
+                    partition_rate: 0.0,
+                    corrupt: 0.0,
+                    ..base.clone()
+                },
+            ),
         ];
         for (n, c) in vars {
             let r = run(c).unwrap();
@@ -64,16 +135,26 @@ fn vary() {
         }
     }
 }
-trait H { fn reproduce_hint(&self) -> String; }
-impl H for SimConfig { fn reproduce_hint(&self) -> String { format!("{} act {:?}", self.command(), self.activation) } }
+trait H {
+    fn reproduce_hint(&self) -> String;
+}
+impl H for SimConfig {
+    fn reproduce_hint(&self) -> String {
+        format!("{} act {:?}", self.command(), self.activation)
+    }
+}
 
 #[test]
 #[ignore]
 fn one() {
     let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
     let mut c = swarm::options(seed, 64, Protocol::Bilateral);
-    if std::env::var("NOACT").is_ok() { c.activation_failure = 0.0; }
-    if let Ok(t) = std::env::var("TL") { c.time_limit = t.parse::<u64>().unwrap() * 1_000_000_000; }
+    if std::env::var("NOACT").is_ok() {
+        c.activation_failure = 0.0;
+    }
+    if let Ok(t) = std::env::var("TL") {
+        c.time_limit = t.parse::<u64>().unwrap() * 1_000_000_000;
+    }
     println!("{}", c.command());
     let r = run(c).unwrap();
     show("one", &r);
@@ -82,19 +163,38 @@ fn one() {
 #[test]
 #[ignore]
 fn filtered() {
-    let n: u64 = std::env::var("N").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
+    let n: u64 = std::env::var("N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(400);
     let mode = std::env::var("MODE").unwrap_or_default();
     let t0 = Instant::now();
-    let mut cnt = 0; let mut skipped = 0;
+    let mut cnt = 0;
+    let mut skipped = 0;
     for seed in 1..=n {
         let mut cfg = swarm::options(seed, 64, Protocol::Bilateral);
-        if !connected(&cfg) { skipped += 1; continue; }
-        if mode.contains("nocrash") { cfg.crash_rate = 0.0; }
-        if mode.contains("nodup") { cfg.dup = 0.0; }
+        if !connected(&cfg) {
+            skipped += 1;
+            continue;
+        }
+        if mode.contains("nocrash") {
+            cfg.crash_rate = 0.0;
+        }
+        if mode.contains("nodup") {
+            cfg.dup = 0.0;
+        }
         let r = run(cfg.clone()).unwrap();
         if !r.passed() {
             cnt += 1;
-            println!("seed {seed} crash {} dup {} loss {} {:?} {:?}", cfg.crash_rate, cfg.dup, cfg.loss, r.first_violation.map(|v| format!("{} {}", v.invariant, v.detail)), r.failure);
+            println!(
+                "seed {seed} crash {} dup {} loss {} {:?} {:?}",
+                cfg.crash_rate,
+                cfg.dup,
+                cfg.loss,
+                r.first_violation
+                    .map(|v| format!("{} {}", v.invariant, v.detail)),
+                r.failure
+            );
         }
     }
     println!("failures {cnt} skipped {skipped} {:?}", t0.elapsed());
@@ -103,17 +203,214 @@ fn filtered() {
 #[test]
 #[ignore]
 fn fullswarm() {
-    let n: u64 = std::env::var("N").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
+    let n: u64 = std::env::var("N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(400);
     let t0 = Instant::now();
-    let mut cnt = 0; let mut disc = 0;
+    let mut cnt = 0;
+    let mut disc = 0;
     for seed in 1..=n {
         let cfg = swarm::options(seed, 64, Protocol::Bilateral);
-        if !connected(&cfg) { disc += 1; }
+        if !connected(&cfg) {
+            disc += 1;
+        }
         let r = run(cfg.clone()).unwrap();
         if !r.passed() {
             cnt += 1;
-            println!("seed {seed} crash {} dup {} loss {} {:?} {:?}", cfg.crash_rate, cfg.dup, cfg.loss, r.first_violation.map(|v| format!("{} {}", v.invariant, v.detail)), r.failure);
+            println!(
+                "seed {seed} crash {} dup {} loss {} {:?} {:?}",
+                cfg.crash_rate,
+                cfg.dup,
+                cfg.loss,
+                r.first_violation
+                    .map(|v| format!("{} {}", v.invariant, v.detail)),
+                r.failure
+            );
         }
     }
     println!("failures {cnt} disconnected {disc} {:?}", t0.elapsed());
+}
+
+#[test]
+#[ignore]
+fn baselines_explore() {
+    use entente_proto::types::SEC;
+    for seed in 1..=4u64 {
+        let base = SimConfig {
+            nodes: 64,
+            seed,
+            ..SimConfig::default()
+        };
+        let runs = vec![
+            ("bilateral", SimConfig { ..base.clone() }),
+            (
+                "clock5",
+                SimConfig {
+                    protocol: Protocol::FitoClock,
+                    skew_ms: 5.0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "clock5short",
+                SimConfig {
+                    protocol: Protocol::FitoClock,
+                    skew_ms: 5.0,
+                    fito_switch_at: 120 * SEC,
+                    ..base.clone()
+                },
+            ),
+            (
+                "2pc-1s",
+                SimConfig {
+                    protocol: Protocol::Fito2pc,
+                    pause_timeout: SEC,
+                    ..base.clone()
+                },
+            ),
+            (
+                "2pc-huge",
+                SimConfig {
+                    protocol: Protocol::Fito2pc,
+                    pause_timeout: 1_000_000 * SEC,
+                    ..base.clone()
+                },
+            ),
+        ];
+        for (n, c) in runs {
+            let r = run(c).unwrap();
+            println!("seed {seed} {n:12} viol {:?} conv {} blocked {:.0} mixed {:.1} sim {:.0} wall {:.0} fail {:?}", r.violations_by_invariant.iter().filter(|(_, v)| **v > 0).collect::<Vec<_>>(), r.converged, r.blocked_ms, r.mixed_state_link_ms, r.sim_time_ms, r.wall_ms, r.failure);
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn twopc_explore() {
+    use entente_proto::types::SEC;
+    for seed in 1..=4u64 {
+        for hz in [10_000.0, 100_000.0] {
+            let c = SimConfig {
+                nodes: 64,
+                seed,
+                protocol: Protocol::Fito2pc,
+                pause_timeout: SEC,
+                traffic_hz: hz,
+                ..SimConfig::default()
+            };
+            let r = run(c).unwrap();
+            println!(
+                "seed {seed} hz {hz} viol {:?} conv {} blocked {:.0} sim {:.0} wall {:.0} ev {}",
+                r.violations_by_invariant
+                    .iter()
+                    .filter(|(_, v)| **v > 0)
+                    .collect::<Vec<_>>(),
+                r.converged,
+                r.blocked_ms,
+                r.sim_time_ms,
+                r.wall_ms,
+                r.events
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn mutants_explore() {
+    use entente_proto::types::{MS, SEC, US};
+    use entente_proto::Mutant;
+    let only = std::env::var("MUT").ok();
+    let seeds: u64 = std::env::var("SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    for m in Mutant::ALL {
+        if let Some(o) = &only {
+            if !format!("{m:?}").contains(o.as_str()) {
+                continue;
+            }
+        }
+        let base = SimConfig {
+            nodes: 16,
+            traffic_hz: 100_000.0,
+            time_limit: 900 * SEC,
+            mutant: Some(m),
+            ..SimConfig::default()
+        };
+        let cfgs: Vec<(&str, SimConfig)> = vec![
+            ("plain", base.clone()),
+            (
+                "loss01",
+                SimConfig {
+                    loss: 0.01,
+                    ..base.clone()
+                },
+            ),
+            (
+                "loss05dup",
+                SimConfig {
+                    loss: 0.05,
+                    dup: 0.5,
+                    ..base.clone()
+                },
+            ),
+            (
+                "crash05",
+                SimConfig {
+                    crash_rate: 0.05,
+                    ..base.clone()
+                },
+            ),
+            (
+                "crash05loss",
+                SimConfig {
+                    crash_rate: 0.05,
+                    loss: 0.01,
+                    dup: 0.5,
+                    ..base.clone()
+                },
+            ),
+            (
+                "part",
+                SimConfig {
+                    partition_rate: 0.02,
+                    loss: 0.01,
+                    ..base.clone()
+                },
+            ),
+            (
+                "flood-slow",
+                SimConfig {
+                    gossip: GossipMode::Flood,
+                    mean_delay: 20 * MS,
+                    loss: 0.05,
+                    topology: TopologyKind::Random,
+                    degree: 4,
+                    ..base.clone()
+                },
+            ),
+        ];
+        for (name, c) in cfgs {
+            let t = Instant::now();
+            let mut hits = Vec::new();
+            for seed in 1..=seeds {
+                let r = run(SimConfig { seed, ..c.clone() }).unwrap();
+                let v: Vec<String> = r
+                    .violations_by_invariant
+                    .iter()
+                    .filter(|(_, v)| **v > 0)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                hits.push(format!(
+                    "s{seed}:{}{}",
+                    v.join(","),
+                    if r.failure.is_some() { " F" } else { "" }
+                ));
+            }
+            println!("{m:?} {name:12} {:?} [{}]", t.elapsed(), hits.join(" "));
+        }
+    }
+    let _ = US;
 }

@@ -123,18 +123,27 @@ impl Node {
         let Some(c) = self.record.campaign else {
             return;
         };
-        let Gate::Activating { since } = self.gate else {
-            return;
-        };
         if c.epoch != epoch {
+            return;
+        }
+        let since = match self.gate {
+            Gate::Activating { since } => Some(since),
+            _ => None,
+        };
+        // Without an activation of ours under way, the device reports one started before a
+        // restart: a success still counts (the firmware runs), a failure changes nothing.
+        let staged = matches!(self.record.phase.phase, Phase::Staged | Phase::Halted);
+        if since.is_none() && !(ok && staged) {
             return;
         }
         self.gate = Gate::Idle;
         self.release_leases();
         self.serve_queue(now);
-        let took = now.saturating_sub(since);
-        if took > u64::from(c.max_activation_ms) * crate::types::MS {
-            self.emit(Output::Event(Event::ActivationOverran { epoch, took }));
+        if let Some(since) = since {
+            let took = now.saturating_sub(since);
+            if took > u64::from(c.max_activation_ms) * crate::types::MS {
+                self.emit(Output::Event(Event::ActivationOverran { epoch, took }));
+            }
         }
         if !ok {
             self.emit(Output::Event(Event::ActivationFailed { epoch }));

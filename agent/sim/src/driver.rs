@@ -58,11 +58,15 @@ impl World {
                         sn.durable_seq = sn.persist_seq;
                     }
                 }
-                Output::Send { to, msg } => {
+                Output::Send { to, conn, msg } => {
                     let sn = &mut self.nodes[n as usize];
                     sn.required_seq = sn.persist_seq;
                     if let Some((link, side)) = self.link_of(n, to) {
-                        self.enqueue(link, side, SimMsg::Proto(msg));
+                        // A message for a connection that is gone is dropped, like the
+                        // connection's own in-flight messages.
+                        if u64::from(self.links[link as usize].gen) == conn {
+                            self.enqueue(link, side, SimMsg::Proto(msg));
+                        }
                     }
                 }
                 Output::Timer { at, key } => {

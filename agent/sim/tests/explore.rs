@@ -318,99 +318,94 @@ fn twopc_explore() {
 
 #[test]
 #[ignore]
-fn mutants_explore() {
+fn mutgrid() {
     use entente_proto::types::{MS, SEC, US};
     use entente_proto::Mutant;
-    let only = std::env::var("MUT").ok();
+    let only = std::env::var("MUT").unwrap();
     let seeds: u64 = std::env::var("SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
-    for m in Mutant::ALL {
-        if let Some(o) = &only {
-            if !format!("{m:?}").contains(o.as_str()) {
-                continue;
+        .unwrap_or(3);
+    let m = Mutant::ALL
+        .into_iter()
+        .find(|m| format!("{m:?}") == only)
+        .unwrap();
+    let delays: Vec<u64> = std::env::var("DELAYS")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.parse().unwrap()).collect())
+        .unwrap_or(vec![10, 1000, 50000]);
+    let losses: Vec<f64> = std::env::var("LOSSES")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.parse().unwrap()).collect())
+        .unwrap_or(vec![0.05, 0.2]);
+    let dups: Vec<f64> = std::env::var("DUPS")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.parse().unwrap()).collect())
+        .unwrap_or(vec![0.0, 0.5]);
+    let crashes: Vec<f64> = std::env::var("CRASHES")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.parse().unwrap()).collect())
+        .unwrap_or(vec![0.0, 0.1]);
+    let parts: Vec<f64> = std::env::var("PARTS")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.parse().unwrap()).collect())
+        .unwrap_or(vec![0.0, 0.02]);
+    let topo = std::env::var("TOPO").unwrap_or("ring".into());
+    let nodes: usize = std::env::var("NODES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32);
+    let tl: u64 = std::env::var("TLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    for &d in &delays {
+        for &loss in &losses {
+            for &dup in &dups {
+                for &crash in &crashes {
+                    for &part in &parts {
+                        let hz = (5e6 / d as f64).min(100_000.0);
+                        let c = SimConfig {
+                            nodes,
+                            topology: TopologyKind::parse(&topo).unwrap(),
+                            degree: 3,
+                            mean_delay: d * US,
+                            loss,
+                            dup,
+                            crash_rate: crash,
+                            partition_rate: part,
+                            traffic_hz: hz,
+                            gossip: GossipMode::Flood,
+                            time_limit: tl * SEC,
+                            activation: (SEC, 5 * SEC),
+                            mutant: Some(m),
+                            ..SimConfig::default()
+                        };
+                        let t = Instant::now();
+                        let mut hits = Vec::new();
+                        for seed in 1..=seeds {
+                            let r = run(SimConfig { seed, ..c.clone() }).unwrap();
+                            let v: Vec<String> = r
+                                .violations_by_invariant
+                                .iter()
+                                .filter(|(_, v)| **v > 0)
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect();
+                            hits.push(format!(
+                                "s{seed}:{}{}",
+                                v.join(","),
+                                if r.failure.is_some() { " F" } else { "" }
+                            ));
+                        }
+                        println!(
+                            "{m:?} d{d}us loss{loss} dup{dup} crash{crash} part{part} {:?} [{}]",
+                            t.elapsed(),
+                            hits.join(" ")
+                        );
+                    }
+                }
             }
-        }
-        let base = SimConfig {
-            nodes: 16,
-            traffic_hz: 100_000.0,
-            time_limit: 900 * SEC,
-            mutant: Some(m),
-            ..SimConfig::default()
-        };
-        let cfgs: Vec<(&str, SimConfig)> = vec![
-            ("plain", base.clone()),
-            (
-                "loss01",
-                SimConfig {
-                    loss: 0.01,
-                    ..base.clone()
-                },
-            ),
-            (
-                "loss05dup",
-                SimConfig {
-                    loss: 0.05,
-                    dup: 0.5,
-                    ..base.clone()
-                },
-            ),
-            (
-                "crash05",
-                SimConfig {
-                    crash_rate: 0.05,
-                    ..base.clone()
-                },
-            ),
-            (
-                "crash05loss",
-                SimConfig {
-                    crash_rate: 0.05,
-                    loss: 0.01,
-                    dup: 0.5,
-                    ..base.clone()
-                },
-            ),
-            (
-                "part",
-                SimConfig {
-                    partition_rate: 0.02,
-                    loss: 0.01,
-                    ..base.clone()
-                },
-            ),
-            (
-                "flood-slow",
-                SimConfig {
-                    gossip: GossipMode::Flood,
-                    mean_delay: 20 * MS,
-                    loss: 0.05,
-                    topology: TopologyKind::Random,
-                    degree: 4,
-                    ..base.clone()
-                },
-            ),
-        ];
-        for (name, c) in cfgs {
-            let t = Instant::now();
-            let mut hits = Vec::new();
-            for seed in 1..=seeds {
-                let r = run(SimConfig { seed, ..c.clone() }).unwrap();
-                let v: Vec<String> = r
-                    .violations_by_invariant
-                    .iter()
-                    .filter(|(_, v)| **v > 0)
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                hits.push(format!(
-                    "s{seed}:{}{}",
-                    v.join(","),
-                    if r.failure.is_some() { " F" } else { "" }
-                ));
-            }
-            println!("{m:?} {name:12} {:?} [{}]", t.elapsed(), hits.join(" "));
         }
     }
-    let _ = US;
+    let _ = MS;
 }

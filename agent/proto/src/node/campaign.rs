@@ -61,9 +61,10 @@ impl Node {
         self.record.paused = false;
         self.set_phase(now, Phase::Announced, c.epoch);
         for l in &self.links {
-            if Some(l.peer) != from && l.conn.is_some() {
+            if let (true, Some(conn)) = (Some(l.peer) != from, l.conn) {
                 self.out.push(Output::Send {
                     to: l.peer,
+                    conn,
                     msg: Message::Campaign(c),
                 });
             }
@@ -257,9 +258,10 @@ impl Node {
         self.record.control_counter = c.counter;
         self.record.last_control = Some(c);
         for l in &self.links {
-            if Some(l.peer) != from && l.conn.is_some() {
+            if let (true, Some(conn)) = (Some(l.peer) != from, l.conn) {
                 self.out.push(Output::Send {
                     to: l.peer,
+                    conn,
                     msg: Message::Control(c),
                 });
             }

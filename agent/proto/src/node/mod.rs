@@ -292,7 +292,10 @@ impl Node {
     }
 
     fn send(&mut self, to: NodeId, msg: Message) {
-        self.out.push(Output::Send { to, msg });
+        // Only on an open connection, and tagged with it.
+        if let Some(conn) = self.index(to).and_then(|i| self.links[i].conn) {
+            self.out.push(Output::Send { to, conn, msg });
+        }
     }
 
     /// A connection to `peer` came up with this generation: HELLO, then what must be resent.

@@ -11,10 +11,15 @@ use crate::types::{Epoch, Nanos, NodeId, Window};
 pub enum Output {
     /// Make this record durable (replacing the previous record with the same key).
     Persist(Record),
-    /// Send on the current connection to `to` (dropped by the driver if it is down).
+    /// Send to `to` on the connection of generation `conn`, the one the node last saw come up.
+    /// The driver drops the message if that connection is no longer the current one: what the
+    /// node decided for one connection (COMMIT sent on it, so new-epoch data may follow) must
+    /// never travel on another.
     Send {
         /// Destination neighbour.
         to: NodeId,
+        /// Generation of the connection the message belongs to.
+        conn: u64,
         /// The message.
         msg: Message,
     },

@@ -491,7 +491,7 @@ impl Sim {
                 }
                 self.slots.get_mut(&id).unwrap().durable.apply(&rec);
             }
-            Output::Send { to, msg } => {
+            Output::Send { to, msg, .. } => {
                 if let Message::Txn(t) = &msg {
                     self.check_durable_before_send(id, to, t);
                 }

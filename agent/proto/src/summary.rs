@@ -285,6 +285,14 @@ impl Summary {
     /// An `acked` above [`seq`](Self::seq) cannot come from this replica's history (a stale
     /// acknowledgement from before a restart): then the whole state is sent, which is always safe.
     pub fn delta_since(&self, acked: u64, out: &mut GossipDelta) {
+        self.delta_chunk(acked, usize::MAX, out);
+    }
+
+    /// Like [`delta_since`](Self::delta_since), but with at most `max_entries` entries: the
+    /// changes up to `out.upto` (below [`seq`](Self::seq) when the delta was cut short). Sending
+    /// chunks from `acked`, then from each chunk's `upto`, until `upto == seq()` transfers the
+    /// same state as one delta, in messages that fit the wire's limits.
+    pub fn delta_chunk(&self, acked: u64, max_entries: usize, out: &mut GossipDelta) {
         out.links.clear();
         out.phases.clear();
         out.retired.clear();
@@ -292,6 +300,11 @@ impl Summary {
         let acked = if acked > self.seq { 0 } else { acked };
         let start = self.log.partition_point(|&(s, _)| s <= acked);
         for &(s, key) in &self.log[start..] {
+            if out.links.len() + out.phases.len() + out.retired.len() >= max_entries.max(1) {
+                // Everything changed at positions before `s` is in; `s` starts the next chunk.
+                out.upto = s - 1;
+                return;
+            }
             match key {
                 Key::Link(r, p) => {
                     if let Some(&(e, last)) = self.reports.get(&(r, p)) {
@@ -465,6 +478,33 @@ impl Summary {
         if self.log.len() > 2 * self.len() + LOG_SLACK {
             self.compact();
         }
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn chunks_transfer_the_same_state_as_one_delta() {
+        let mut a = Summary::new();
+        for i in 0..50u64 {
+            a.set_link(NodeId(i), NodeId(i + 1), Epoch(i % 3));
+            a.set_link(NodeId(i), NodeId(i + 1), Epoch(i % 3 + 1));
+        }
+        let mut whole = Summary::new();
+        whole.merge(&a.to_delta());
+        let mut chunked = Summary::new();
+        let (mut from, mut out, mut chunks) = (0, GossipDelta::default(), 0);
+        while from < a.seq() {
+            a.delta_chunk(from, 7, &mut out);
+            assert!(out.links.len() <= 7 && out.upto > from);
+            chunked.merge(&out);
+            from = out.upto;
+            chunks += 1;
+        }
+        assert!(chunks >= 50 / 7);
+        assert_eq!(chunked.canonical(), whole.canonical());
     }
 }
 

@@ -409,3 +409,28 @@ fn mutgrid() {
     }
     let _ = MS;
 }
+
+#[test]
+#[ignore]
+fn ctl() {
+    use entente_proto::types::{SEC, US};
+    for (d, loss) in [(10u64, 0.0), (10, 0.05), (50000, 0.05)] {
+        let hz = (5e6 / d as f64).min(100_000.0);
+        let c = SimConfig {
+            nodes: 32,
+            topology: TopologyKind::Ring,
+            mean_delay: d * US,
+            loss,
+            traffic_hz: hz,
+            gossip: GossipMode::Flood,
+            time_limit: std::env::var("TLS")
+                .map(|s| s.parse::<u64>().unwrap())
+                .unwrap_or(120)
+                * SEC,
+            activation: (SEC, 5 * SEC),
+            ..SimConfig::default()
+        };
+        let r = run(c).unwrap();
+        show(&format!("d{d} loss{loss}"), &r);
+    }
+}

@@ -4,6 +4,10 @@ use super::{Node, Output, TimerKey};
 use crate::msg::{GossipDelta, Message};
 use crate::types::{Nanos, NodeId};
 
+/// Entries per gossip message: within the wire's per-list limit and its 64 KiB frame.
+const GOSSIP_CHUNK: usize = 2000;
+const _: () = assert!(GOSSIP_CHUNK <= crate::wire::MAX_GOSSIP_ENTRIES);
+
 /// Per-peer delta bookkeeping.
 #[derive(Clone, Debug)]
 struct PeerGossip {
@@ -73,13 +77,27 @@ impl Node {
             if !up || !(fresh || lost) {
                 continue;
             }
-            let (peer, acked) = (p.peer, p.acked);
-            let mut delta = GossipDelta::default();
-            self.summary.delta_since(acked, &mut delta);
+            // What is in flight on the connection arrives (FIFO) unless the acks stopped.
+            let (peer, mut from) = (
+                p.peer,
+                if lost {
+                    p.acked
+                } else {
+                    p.sent_upto.max(p.acked)
+                },
+            );
+            while from < seq {
+                let mut delta = GossipDelta::default();
+                self.summary.delta_chunk(from, GOSSIP_CHUNK, &mut delta);
+                if delta.upto <= from {
+                    break;
+                }
+                from = delta.upto;
+                self.send(peer, Message::Gossip(delta));
+            }
             let p = &mut self.gossip.peers[k];
             p.sent_upto = seq;
             p.sent_at = now;
-            self.send(peer, Message::Gossip(delta));
         }
         if self.gossip.peers.iter().any(|p| p.acked < seq) {
             let at = now + self.cfg.gossip_interval;
@@ -134,5 +152,32 @@ impl Node {
             p.sent_upto = 0;
         }
         self.gossip_dirty(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GOSSIP_CHUNK;
+    use crate::msg::{GossipDelta, Message};
+    use crate::phase::PhaseEntry;
+    use crate::types::{Epoch, NodeId};
+    use crate::wire::{decode, encoded, MAX_MESSAGE_LEN};
+
+    #[test]
+    fn a_full_chunk_fits_the_wire() {
+        let mut d = GossipDelta {
+            upto: u64::MAX,
+            ..GossipDelta::default()
+        };
+        let big = NodeId(u64::MAX);
+        d.phases = vec![(big, PhaseEntry::default()); GOSSIP_CHUNK];
+        let phases = encoded(&Message::Gossip(d.clone()));
+        d.phases.clear();
+        d.links = vec![(big, big, Epoch(u64::MAX)); GOSSIP_CHUNK];
+        let links = encoded(&Message::Gossip(d));
+        for bytes in [phases, links] {
+            assert!(bytes.len() <= MAX_MESSAGE_LEN, "{} bytes", bytes.len());
+            assert!(decode(&bytes).is_ok());
+        }
     }
 }

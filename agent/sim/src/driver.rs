@@ -6,7 +6,7 @@ use crate::config::{DriverBug, Protocol};
 use crate::world::{Ev, SimMsg, World, NEW_FW, TARGET};
 use entente_proto::node::{Event, Record};
 use entente_proto::phase::Phase;
-use entente_proto::types::{Nanos, MS, SEC};
+use entente_proto::types::{Nanos, NodeId, MS, SEC};
 use entente_proto::{Node, Output, Rng};
 
 /// Deferred persistence of the send-before-persist driver.
@@ -367,6 +367,18 @@ impl World {
         sn.cfg.firmware_window = sn.dev.running;
         let local = sn.clock.local(self.now);
         sn.node = Some(Node::new(sn.cfg.clone(), &sn.durable, local));
+        if n == 0 {
+            // The campaign's origin watches for convergence, after every start.
+            let links: Vec<(NodeId, NodeId)> = self
+                .topo
+                .links
+                .iter()
+                .map(|&(a, b)| (NodeId(a as u64), NodeId(b as u64)))
+                .collect();
+            if let Some(origin) = self.nodes[0].node.as_mut() {
+                origin.watch_convergence(TARGET, &links);
+            }
+        }
         self.with_node(n, |_, _| {});
     }
 

@@ -14,11 +14,12 @@ pub fn options(seed: u64, max_nodes: usize, protocol: Protocol) -> SimConfig {
     };
     let max = max_nodes.max(4) as u64;
     let mut nodes = 3 + r.below(max - 2) as usize;
-    let degree = 2 + r.below(3) as usize;
+    let degree = (2 + r.below(3) as usize).min(max as usize - 2);
     if topology == TopologyKind::Random {
-        nodes = nodes.max(degree + 2);
-        if (nodes * degree) % 2 == 1 {
-            nodes += 1;
+        // A d-regular graph needs more than d nodes and an even nodes × degree.
+        nodes = nodes.max(degree + 2).min(max as usize);
+        if !(nodes * degree).is_multiple_of(2) {
+            nodes -= 1;
         }
     }
     let pick = |r: &mut SeededRng, choices: &[f64]| choices[r.below(choices.len() as u64) as usize];

@@ -426,15 +426,6 @@ impl World {
         self.schedule(MS, Ev::Start);
         self.schedule(self.cfg.fault_phase, Ev::Heal);
         self.schedule_faults();
-        let links: Vec<(NodeId, NodeId)> = self
-            .topo
-            .links
-            .iter()
-            .map(|&(a, b)| (NodeId(a as u64), NodeId(b as u64)))
-            .collect();
-        if let Some(origin) = self.nodes[0].node.as_mut() {
-            origin.watch_convergence(TARGET, &links);
-        }
     }
 
     fn dispatch(&mut self, ev: Ev) {

@@ -1,0 +1,113 @@
+//! The checkers catch a buggy driver: each deliberate driver bug shows as a violation of the
+//! invariant it breaks, and the same options with the correct driver stay safe.
+
+mod common;
+
+use common::{count, explain};
+use entente_sim::{Budget, DriverBug, SimConfig, TopologyKind};
+
+/// 32 hosts on one leaf switch (radix 64: 32 hosts per leaf, so no spines): the leaf has 32
+/// neighbours, each of which wants its lease.
+fn star(bug: DriverBug, seed: u64) -> SimConfig {
+    SimConfig {
+        nodes: 32,
+        topology: TopologyKind::FatTree,
+        radix: 64,
+        driver_bug: bug,
+        seed,
+        ..SimConfig::default()
+    }
+}
+
+/// Seeds to try; the first that shows the violation is enough.
+const SEEDS: std::ops::RangeInclusive<u64> = 1..=3;
+
+fn caught(bug: DriverBug, cfg: impl Fn(u64) -> SimConfig, invariant: &str) {
+    let mut tried = Vec::new();
+    for seed in SEEDS {
+        let r = common::run(cfg(seed));
+        if count(&r, invariant) > 0 {
+            assert!(!r.passed(), "{}", explain(&r));
+            // The correct driver, same options: safe.
+            let ok = common::run(SimConfig {
+                driver_bug: DriverBug::None,
+                ..cfg(seed)
+            });
+            assert_eq!(ok.safety_violations, 0, "correct driver: {}", explain(&ok));
+            assert!(ok.passed(), "correct driver: {}", explain(&ok));
+            return;
+        }
+        tried.push(explain(&r));
+    }
+    panic!(
+        "{bug:?}: no {invariant} violation on seeds {SEEDS:?}:\n{}",
+        tried.join("\n")
+    );
+}
+
+/// Chunks written without checking their digest: a corrupt image gets activated.
+#[test]
+fn skipping_chunk_verification_breaks_integrity() {
+    caught(
+        DriverBug::SkipChunkVerify,
+        |seed| SimConfig {
+            corrupt: 0.05,
+            ..star(DriverBug::SkipChunkVerify, seed)
+        },
+        "integrity",
+    );
+}
+
+/// With verification, the same corrupt chunks are fetched again and never activated.
+#[test]
+fn corrupt_chunks_are_refetched_by_the_correct_driver() {
+    for seed in SEEDS {
+        let r = common::run(SimConfig {
+            corrupt: 0.3,
+            ..star(DriverBug::None, seed)
+        });
+        assert!(r.passed(), "{}", explain(&r));
+        assert_eq!(count(&r, "integrity"), 0);
+    }
+}
+
+/// Nodes that grant two more leases than the budget: a leaf with 32 hosts and a budget of one
+/// ends up with several hosts resetting at once.
+#[test]
+fn over_granting_breaks_the_budget() {
+    caught(
+        DriverBug::OverGrant,
+        |seed| SimConfig {
+            max_unavailable: Budget::Count(1),
+            ..star(DriverBug::OverGrant, seed)
+        },
+        "budget",
+    );
+}
+
+/// The same on a fat-tree with spines, as a percentage budget.
+#[test]
+fn over_granting_breaks_a_percentage_budget() {
+    caught(
+        DriverBug::OverGrant,
+        |seed| SimConfig {
+            nodes: 48,
+            topology: TopologyKind::FatTree,
+            radix: 16,
+            max_unavailable: Budget::Percent(10),
+            driver_bug: DriverBug::OverGrant,
+            seed,
+            ..SimConfig::default()
+        },
+        "budget",
+    );
+}
+
+/// Swapping the bank back after a link committed: the link now speaks an epoch the running
+/// firmware does not, and the node went back on a committed link.
+#[test]
+fn rolling_back_after_a_commit_breaks_monotonicity_and_compatibility() {
+    let cfg = |seed| star(DriverBug::RollbackAfterCommit, seed);
+    caught(DriverBug::RollbackAfterCommit, cfg, "monotonicity");
+    caught(DriverBug::RollbackAfterCommit, cfg, "compatibility");
+}

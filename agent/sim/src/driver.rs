@@ -36,7 +36,9 @@ impl World {
 
     fn carry_out(&mut self, n: u32) {
         let mut outs = std::mem::take(&mut self.buf);
-        let mut touched: Vec<u32> = Vec::new();
+        // Reused across calls: this runs once per event.
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.clear();
         for o in outs.drain(..) {
             match o {
                 Output::Persist(r) => {
@@ -91,12 +93,13 @@ impl World {
         self.buf = outs;
         touched.sort_unstable();
         touched.dedup();
-        for link in touched {
+        for &link in &touched {
             self.heat(link);
             for side in 0..2 {
                 self.update_pause(link, side);
             }
         }
+        self.touched = touched;
         if n == 0 && self.m.detected_at.is_none() {
             if let Some(node) = self.nodes[0].node.as_ref() {
                 if node.summary().converged() {

@@ -218,6 +218,8 @@ pub struct World {
     pub(crate) fito: Fito,
     pub(crate) campaign: Campaign,
     pub(crate) buf: Vec<Output>,
+    /// Links a node's outputs touched (scratch, reused per event).
+    pub(crate) touched: Vec<u32>,
     trace: u64,
     stop: bool,
 }
@@ -352,6 +354,7 @@ impl World {
             fito,
             campaign,
             buf: Vec::new(),
+            touched: Vec::new(),
             trace: 0xcbf2_9ce4_8422_2325,
             stop: false,
         }

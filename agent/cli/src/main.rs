@@ -1,5 +1,8 @@
 //! `entente`: the operator CLI.
 
+mod keygen;
+mod manifest;
+mod profiles;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -17,12 +20,23 @@ struct Cli {
 enum Command {
     /// Simulate a campaign on a virtual cluster and check its safety and convergence.
     Sim(sim::SimArgs),
+    /// Create an ed25519 key pair for signing manifests.
+    Keygen(keygen::KeygenArgs),
+    /// Sign or inspect a campaign manifest.
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
+    /// Check hw-profiles.
+    #[command(subcommand)]
+    Profiles(profiles::ProfilesCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sim(args) => sim::run(args),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Manifest(cmd) => manifest::run(cmd),
+        Command::Profiles(cmd) => profiles::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,1 @@
+//! entente-devices: the `Device` trait, hw-profiles and device backends.

@@ -1,0 +1,1 @@
+//! entente-stage: signed manifests and the content-addressed image store.

@@ -1,0 +1,1 @@
+//! entente-fastpath: the messaging layer between agents.

@@ -1,0 +1,466 @@
+//! The io_uring engine: the only module of this crate with `unsafe` code.
+//!
+//! An [`Engine`] owns one open file, one ring and a small pool of page-aligned buffers that are
+//! registered with the ring (`IORING_REGISTER_BUFFERS`), so writes and reads are
+//! `WRITE_FIXED` / `READ_FIXED` without per-I/O page pinning. Where registration is refused
+//! (a low `RLIMIT_MEMLOCK` on older kernels), the same buffers are used with plain
+//! `WRITE` / `READ`.
+//!
+//! Writes are *write-combined*: a write that continues the buffer being filled is appended to
+//! it; a full buffer, or a write elsewhere in the file, submits it. Up to `buffers` writes are in
+//! flight at once; the caller's next chunk is hashed and copied while they run. In direct mode
+//! (`O_DIRECT`) every write starts at a multiple of [`ALIGN`] and a short tail is padded with
+//! zeros to [`ALIGN`]; the caller truncates the file to its real length afterwards.
+//!
+//! Each write carries the caller's tags (chunk indices); a tag is reported by
+//! [`Engine::take_done`] once all bytes of its buffer were written.
+//!
+//! The memory contract behind every `unsafe` block: a buffer is handed to the kernel only while
+//! its slot is in flight; nothing reads or writes a buffer in flight; buffers are freed only
+//! after every operation that uses them has completed (`Drop` waits, and leaks the buffers if it
+//! cannot).
+
+use io_uring::{opcode, types, IoUring};
+use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+
+/// Alignment of buffers, direct-I/O offsets and direct-I/O lengths.
+pub(crate) const ALIGN: usize = 4096;
+
+/// `user_data` of the one-off operations (fsync, fallocate, reads).
+const ONE_OFF: u64 = u64::MAX;
+
+/// A zeroed, [`ALIGN`]-aligned heap buffer.
+struct AlignedBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let layout = Layout::from_size_align(len, ALIGN).expect("buffer layout");
+        assert!(len > 0);
+        // SAFETY: `layout` has a non-zero size (asserted above).
+        let raw = unsafe { alloc_zeroed(layout) };
+        let ptr = NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout));
+        AlignedBuf { ptr, len }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` points to `len` initialised (zeroed at allocation) bytes owned by `self`;
+        // the shared borrow of `self` prevents a concurrent `as_mut_slice`, and callers only
+        // borrow buffers that are not in flight.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and the exclusive borrow of `self` makes this the only
+        // reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let layout = Layout::from_size_align(self.len, ALIGN).expect("buffer layout");
+        // SAFETY: `ptr` was returned by `alloc_zeroed` with this same layout and is freed once.
+        unsafe { dealloc(self.ptr.as_ptr(), layout) }
+    }
+}
+
+/// What a buffer holds and how much of it the kernel has written.
+#[derive(Default)]
+struct Slot {
+    file_off: u64,
+    /// Bytes of data in the buffer.
+    len: usize,
+    /// Bytes to write (`len` padded to [`ALIGN`] in direct mode).
+    io_len: usize,
+    /// Bytes the kernel has written so far.
+    done: usize,
+    tags: Vec<u32>,
+}
+
+/// An io_uring engine over one file (see the module docs).
+pub(crate) struct Engine {
+    // Declared first: dropped (ring closed) before the buffers are freed.
+    ring: IoUring,
+    file: File,
+    bufs: Vec<AlignedBuf>,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    filling: Option<usize>,
+    inflight: usize,
+    fixed: bool,
+    direct: bool,
+    done_tags: Vec<u32>,
+    error: Option<io::Error>,
+}
+
+impl Engine {
+    /// An engine over `file` with `count` buffers of `size` bytes (`size` a multiple of
+    /// [`ALIGN`]). `direct` says the file was opened with `O_DIRECT`.
+    pub(crate) fn new(file: File, direct: bool, count: usize, size: usize) -> io::Result<Engine> {
+        assert!(count > 0 && size > 0 && size % ALIGN == 0);
+        let ring = IoUring::new((count as u32 + 2).next_power_of_two())?;
+        let bufs: Vec<AlignedBuf> = (0..count).map(|_| AlignedBuf::new(size)).collect();
+        let iovecs: Vec<libc::iovec> = bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.ptr.as_ptr().cast(),
+                iov_len: b.len,
+            })
+            .collect();
+        // SAFETY: every iovec describes a live buffer owned by `bufs`, which the engine keeps
+        // until after the ring is closed (`ring` is dropped first, and `Drop` leaks the buffers
+        // if operations might still be running).
+        let fixed = unsafe { ring.submitter().register_buffers(&iovecs) }.is_ok();
+        Ok(Engine {
+            ring,
+            file,
+            bufs,
+            slots: (0..count).map(|_| Slot::default()).collect(),
+            free: (0..count).rev().collect(),
+            filling: None,
+            inflight: 0,
+            fixed,
+            direct,
+            done_tags: Vec::new(),
+            error: None,
+        })
+    }
+
+    /// The file.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Whether the file is written with `O_DIRECT`.
+    pub(crate) fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Whether the buffers are registered with the ring.
+    pub(crate) fn is_fixed(&self) -> bool {
+        self.fixed
+    }
+
+    /// Size of one buffer: the longest single write.
+    pub(crate) fn buf_size(&self) -> usize {
+        self.bufs[0].len
+    }
+
+    /// Queues `data` for writing at `offset`, tagged `tag`. Returns the first error of an
+    /// earlier write, if one failed since the last call.
+    pub(crate) fn write(&mut self, offset: u64, data: &[u8], tag: u32) -> io::Result<()> {
+        assert!(data.len() <= self.buf_size());
+        self.check()?;
+        if let Some(id) = self.filling {
+            let s = &self.slots[id];
+            if s.file_off + s.len as u64 == offset && s.len + data.len() <= self.buf_size() {
+                self.append(id, data, tag);
+                return Ok(());
+            }
+            self.filling = None;
+            self.submit(id)?;
+        }
+        if self.direct {
+            assert!(offset % ALIGN as u64 == 0, "direct writes start aligned");
+        }
+        let id = self.take_free()?;
+        self.slots[id].file_off = offset;
+        self.slots[id].len = 0;
+        self.slots[id].tags.clear();
+        self.filling = Some(id);
+        self.append(id, data, tag);
+        Ok(())
+    }
+
+    fn append(&mut self, id: usize, data: &[u8], tag: u32) {
+        let s = &mut self.slots[id];
+        self.bufs[id].as_mut_slice()[s.len..s.len + data.len()].copy_from_slice(data);
+        s.len += data.len();
+        s.tags.push(tag);
+        if s.len == self.bufs[id].len {
+            self.filling = None;
+            // An error here is kept and reported by the next call.
+            if let Err(e) = self.submit(id) {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn check(&mut self) -> io::Result<()> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn take_free(&mut self) -> io::Result<usize> {
+        while self.free.is_empty() {
+            self.reap(1)?;
+            self.check()?;
+        }
+        Ok(self.free.pop().expect("a free buffer"))
+    }
+
+    fn submit(&mut self, id: usize) -> io::Result<()> {
+        let s = &mut self.slots[id];
+        s.io_len = if self.direct {
+            s.len.next_multiple_of(ALIGN)
+        } else {
+            s.len
+        };
+        s.done = 0;
+        let (len, io_len) = (s.len, s.io_len);
+        self.bufs[id].as_mut_slice()[len..io_len].fill(0);
+        self.inflight += 1;
+        self.push_write(id)
+    }
+
+    /// Pushes the SQE for the rest of slot `id`'s write and submits it.
+    fn push_write(&mut self, id: usize) -> io::Result<()> {
+        let s = &self.slots[id];
+        let fd = types::Fd(self.file.as_raw_fd());
+        let ptr = self.bufs[id].as_slice()[s.done..].as_ptr();
+        let len = (s.io_len - s.done) as u32;
+        let off = s.file_off + s.done as u64;
+        let sqe = if self.fixed {
+            opcode::WriteFixed::new(fd, ptr, len, id as u16)
+                .offset(off)
+                .build()
+        } else {
+            opcode::Write::new(fd, ptr, len).offset(off).build()
+        }
+        .user_data(id as u64);
+        // SAFETY: the SQE points into buffer `id` (registered as index `id` when `fixed`), whose
+        // slot is now in flight: nothing touches the buffer until its completion is reaped, and
+        // the buffer outlives the operation (see the module docs). `fd` is `self.file`, open for
+        // the engine's lifetime.
+        unsafe { self.push(&sqe) }
+    }
+
+    /// # Safety
+    /// Every pointer in `sqe` must stay valid, and its memory untouched by Rust code, until the
+    /// operation's completion is reaped.
+    unsafe fn push(&mut self, sqe: &io_uring::squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: the caller guarantees the SQE's memory contract.
+            let pushed = unsafe { self.ring.submission().push(sqe) }.is_ok();
+            if pushed {
+                break;
+            }
+            // The submission queue is full: hand it to the kernel and retry.
+            self.enter(0)?;
+        }
+        self.enter(0)
+    }
+
+    fn enter(&mut self, want: usize) -> io::Result<()> {
+        loop {
+            match self.ring.submit_and_wait(want) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && want == 0 => {
+                    // The completion queue is full: reap before submitting more.
+                    self.reap_ready();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits for at least `want` completions, then processes every ready one.
+    fn reap(&mut self, want: usize) -> io::Result<()> {
+        self.enter(want)?;
+        self.reap_ready();
+        Ok(())
+    }
+
+    fn reap_ready(&mut self) {
+        let ready: Vec<(u64, i32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        for (id, res) in ready {
+            if id == ONE_OFF {
+                continue;
+            }
+            let id = id as usize;
+            if res < 0 {
+                self.error.get_or_insert(io::Error::from_raw_os_error(-res));
+                self.finish_slot(id, false);
+            } else if res == 0 {
+                self.error
+                    .get_or_insert(io::Error::from(io::ErrorKind::WriteZero));
+                self.finish_slot(id, false);
+            } else {
+                self.slots[id].done += res as usize;
+                if self.slots[id].done < self.slots[id].io_len {
+                    // A short write: continue with the rest.
+                    if let Err(e) = self.push_write(id) {
+                        self.error.get_or_insert(e);
+                        self.finish_slot(id, false);
+                    }
+                } else {
+                    self.finish_slot(id, true);
+                }
+            }
+        }
+    }
+
+    fn finish_slot(&mut self, id: usize, ok: bool) {
+        self.inflight -= 1;
+        if ok {
+            self.done_tags.append(&mut self.slots[id].tags);
+        } else {
+            self.slots[id].tags.clear();
+        }
+        self.free.push(id);
+    }
+
+    /// Submits the buffer being filled and waits for every write in flight. Returns the first
+    /// write error since the last check.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        if let Some(id) = self.filling.take() {
+            if let Err(e) = self.submit(id) {
+                self.error.get_or_insert(e);
+            }
+        }
+        while self.inflight > 0 {
+            if let Err(e) = self.reap(1) {
+                // The ring itself failed; nothing more can be waited for.
+                self.error.get_or_insert(e);
+                break;
+            }
+        }
+        self.check()
+    }
+
+    /// Moves the tags of completed writes to `out`.
+    pub(crate) fn take_done(&mut self, out: &mut Vec<u32>) {
+        out.append(&mut self.done_tags);
+    }
+
+    /// Runs one operation with nothing else in flight and returns its result.
+    ///
+    /// # Safety
+    /// As [`Engine::push`]: the operation's memory must stay valid until it completes, which
+    /// this function waits for.
+    unsafe fn one_off(&mut self, sqe: io_uring::squeue::Entry) -> io::Result<i32> {
+        self.flush()?;
+        // SAFETY: forwarded from the caller.
+        unsafe { self.push(&sqe.user_data(ONE_OFF)) }?;
+        loop {
+            self.enter(1)?;
+            let cqe = self.ring.completion().next();
+            if let Some(c) = cqe {
+                debug_assert_eq!(c.user_data(), ONE_OFF);
+                if c.result() < 0 {
+                    return Err(io::Error::from_raw_os_error(-c.result()));
+                }
+                return Ok(c.result());
+            }
+        }
+    }
+
+    /// Writes out every queued write, then `fdatasync`s the file through the ring.
+    pub(crate) fn fdatasync(&mut self) -> io::Result<()> {
+        let fd = types::Fd(self.file.as_raw_fd());
+        let sqe = opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build();
+        // SAFETY: the operation refers to no memory, and `fd` is open for the engine's life.
+        unsafe { self.one_off(sqe) }.map(drop)
+    }
+
+    /// Reserves `len` bytes from offset 0 (`fallocate`, mode 0: data is kept). Returns
+    /// `Ok(false)` where the filesystem does not support it.
+    pub(crate) fn fallocate(&mut self, len: u64) -> io::Result<bool> {
+        let fd = types::Fd(self.file.as_raw_fd());
+        let sqe = opcode::Fallocate::new(fd, len).build();
+        // SAFETY: the operation refers to no memory, and `fd` is open for the engine's life.
+        match unsafe { self.one_off(sqe) } {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads up to `len` bytes at `offset` (aligned to [`ALIGN`] in direct mode; `len` at most
+    /// one buffer) after finishing every write. Returns fewer bytes only at the end of the file.
+    pub(crate) fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        assert!(len <= self.buf_size());
+        self.flush()?;
+        let id = self.free.pop().expect("no write in flight after flush");
+        let io_len = if self.direct {
+            len.next_multiple_of(ALIGN)
+        } else {
+            len
+        };
+        let mut got = 0;
+        let result = loop {
+            if got >= len {
+                break Ok(());
+            }
+            let fd = types::Fd(self.file.as_raw_fd());
+            let ptr = self.bufs[id].as_mut_slice()[got..].as_mut_ptr();
+            let n = (io_len - got) as u32;
+            let off = offset + got as u64;
+            let sqe = if self.fixed {
+                opcode::ReadFixed::new(fd, ptr, n, id as u16)
+                    .offset(off)
+                    .build()
+            } else {
+                opcode::Read::new(fd, ptr, n).offset(off).build()
+            };
+            // SAFETY: the SQE points into buffer `id`, taken off the free list so nothing else
+            // uses it, and `one_off` returns only after the read completed.
+            match unsafe { self.one_off(sqe) } {
+                Ok(0) => break Ok(()),
+                Ok(k) => got += k as usize,
+                Err(e) => break Err(e),
+            }
+        };
+        self.free.push(id);
+        result?;
+        Ok(&self.bufs[id].as_slice()[..got.min(len)])
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // A buffer being filled was never submitted: nothing to wait for.
+        self.filling = None;
+        while self.inflight > 0 {
+            if self.reap(1).is_err() {
+                // Operations may still use the buffers: leak them rather than free memory the
+                // kernel could write to.
+                std::mem::forget(std::mem::take(&mut self.bufs));
+                return;
+            }
+        }
+    }
+}
+
+/// Takes an exclusive advisory lock on `file` without waiting; `Ok(false)` if another open
+/// file description holds it. Released when the file is closed (or its process dies).
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: `flock` only reads its two integer arguments; the descriptor is owned by `file`,
+    // which is borrowed for the call.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}

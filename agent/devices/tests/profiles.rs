@@ -96,7 +96,10 @@ fn lab_profiles_are_marked_and_rxe_has_nothing_to_flash() {
     assert!(rxe.activations.is_empty());
     let nsim = load("netdevsim");
     assert_eq!(
-        nsim.component("fw.mgmt").unwrap().flash_component.as_deref(),
+        nsim.component("fw.mgmt")
+            .unwrap()
+            .flash_component
+            .as_deref(),
         Some("fw.mgmt")
     );
     assert!(load("sim-nic").components.iter().all(|c| c.dual_bank));
@@ -145,7 +148,11 @@ fn errors_in_several_files_are_all_reported() {
     std::fs::write(&a, text.replace("max_ms = 1800000", "max_ms = -1")).unwrap();
     let b = dir.path().join("sim-nic.toml");
     let text = std::fs::read_to_string(&b).unwrap();
-    std::fs::write(&b, text.replace("dual_bank = true", "dual_bank = true\nbanks = 2")).unwrap();
+    std::fs::write(
+        &b,
+        text.replace("dual_bank = true", "dual_bank = true\nbanks = 2"),
+    )
+    .unwrap();
     let report = profile::check_dir(dir.path());
     assert_eq!(report.errors.len(), 2, "{:?}", report.errors);
     assert!(report.errors[0].file.ends_with("h200.toml"));

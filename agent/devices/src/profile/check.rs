@@ -404,7 +404,10 @@ fn check_profile(cx: &mut Ctx<'_>, raw: RawProfile) -> Checked {
 
     if inventory == Backend::Nvml && class != DeviceClass::Gpu {
         let at = raw.inventory.as_ref().unwrap_or(&raw.backend);
-        cx.err(at, "inventory nvml reads GPUs only, but class is not gpu".into());
+        cx.err(
+            at,
+            "inventory nvml reads GPUs only, but class is not gpu".into(),
+        );
     }
     if let Some(inv) = &raw.inventory {
         if *inv.get_ref() == Backend::Sim && backend != Backend::Sim {
@@ -502,9 +505,7 @@ fn check_match(
         }
         match &m.pci_devices {
             None => cx.err_line(bus_line, "bus pci needs pci_devices".into()),
-            Some(list) if list.get_ref().is_empty() => {
-                cx.err(list, "pci_devices is empty".into())
-            }
+            Some(list) if list.get_ref().is_empty() => cx.err(list, "pci_devices is empty".into()),
             Some(list) => {
                 for d in list.get_ref() {
                     match pci_id(d.get_ref()) {
@@ -531,15 +532,15 @@ fn check_match(
             cx.err(v, format!("pci_vendor given, but bus is {}", bus_name(bus)));
         }
         if let Some(d) = &m.pci_devices {
-            cx.err(d, format!("pci_devices given, but bus is {}", bus_name(bus)));
+            cx.err(
+                d,
+                format!("pci_devices given, but bus is {}", bus_name(bus)),
+            );
         }
         if bus != Bus::Pci && bus != Bus::Sim && !lab {
             cx.err(
                 &m.bus,
-                format!(
-                    "bus {} is a lab device: set lab = true",
-                    bus_name(bus)
-                ),
+                format!("bus {} is a lab device: set lab = true", bus_name(bus)),
             );
         }
     }
@@ -583,7 +584,10 @@ fn check_match(
         cx.err(&m.bus, format!("bus sim needs backend sim, not {backend}"));
     }
     if backend == Backend::Sim && !lab {
-        cx.err(&raw.backend, "backend sim is a lab device: set lab = true".into());
+        cx.err(
+            &raw.backend,
+            "backend sim is a lab device: set lab = true".into(),
+        );
     }
     if inventory == Backend::Nvml && bus == Bus::Pci && vendor.is_some_and(|v| v != NVIDIA) {
         cx.err_line(
@@ -847,11 +851,14 @@ max_ms = 5000
             .replace("method = \"reset\"", "method = \"live\"");
         let e = errors(&text);
         assert!(
-            e.contains(&"p/x-nic.toml:2: name \"y-nic\" does not match the file name \"x-nic\"".into()),
+            e.contains(
+                &"p/x-nic.toml:2: name \"y-nic\" does not match the file name \"x-nic\"".into()
+            ),
             "{e:?}"
         );
         assert!(
-            e.iter().any(|m| m.starts_with("p/x-nic.toml:10: PCI device id \"1021\"")),
+            e.iter()
+                .any(|m| m.starts_with("p/x-nic.toml:10: PCI device id \"1021\"")),
             "{e:?}"
         );
         assert!(
@@ -859,7 +866,8 @@ max_ms = 5000
             "{e:?}"
         );
         assert!(
-            e.iter().any(|m| m.starts_with("p/x-nic.toml:22: method live is a no-reset")),
+            e.iter()
+                .any(|m| m.starts_with("p/x-nic.toml:22: method live is a no-reset")),
             "{e:?}"
         );
         assert!(
@@ -899,7 +907,9 @@ max_ms = 5000
         assert!(e.iter().any(|m| m.contains("is not a PCI id")), "{e:?}");
         let e = errors(&GOOD.replace("max_image_bytes = 1048576", "max_image_bytes = 0"));
         assert!(
-            e.contains(&"p/x-nic.toml:17: max_image_bytes 0 must be between 1 and 4294967296".into()),
+            e.contains(
+                &"p/x-nic.toml:17: max_image_bytes 0 must be between 1 and 4294967296".into()
+            ),
             "{e:?}"
         );
         let e = errors(&GOOD.replace("backend = \"devlink\"", "backend = \"nvml\""));
@@ -908,7 +918,10 @@ max_ms = 5000
             "{e:?}"
         );
         let e = errors(&GOOD.replace("schema = 1", "schema = 2"));
-        assert!(e.iter().any(|m| m.contains("schema 2 is not supported")), "{e:?}");
+        assert!(
+            e.iter().any(|m| m.contains("schema 2 is not supported")),
+            "{e:?}"
+        );
     }
 
     #[test]

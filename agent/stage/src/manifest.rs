@@ -184,7 +184,7 @@ impl ProfileImage {
         let bad = |what: String| Err(ManifestError::Invalid(format!("profile {name}: {what}")));
         if self.chunk_size < MIN_CHUNK_SIZE
             || self.chunk_size > MAX_CHUNK_SIZE
-            || self.chunk_size % MIN_CHUNK_SIZE != 0
+            || !self.chunk_size.is_multiple_of(MIN_CHUNK_SIZE)
         {
             return bad(format!(
                 "chunk_size {} is not a multiple of {MIN_CHUNK_SIZE} between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}",

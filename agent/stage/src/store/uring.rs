@@ -104,7 +104,7 @@ impl Engine {
     /// An engine over `file` with `count` buffers of `size` bytes (`size` a multiple of
     /// [`ALIGN`]). `direct` says the file was opened with `O_DIRECT`.
     pub(crate) fn new(file: File, direct: bool, count: usize, size: usize) -> io::Result<Engine> {
-        assert!(count > 0 && size > 0 && size % ALIGN == 0);
+        assert!(count > 0 && size > 0 && size.is_multiple_of(ALIGN));
         let ring = IoUring::new((count as u32 + 2).next_power_of_two())?;
         let bufs: Vec<AlignedBuf> = (0..count).map(|_| AlignedBuf::new(size)).collect();
         let iovecs: Vec<libc::iovec> = bufs
@@ -168,7 +168,10 @@ impl Engine {
             self.submit(id)?;
         }
         if self.direct {
-            assert!(offset % ALIGN as u64 == 0, "direct writes start aligned");
+            assert!(
+                offset.is_multiple_of(ALIGN as u64),
+                "direct writes start aligned"
+            );
         }
         let id = self.take_free()?;
         self.slots[id].file_off = offset;

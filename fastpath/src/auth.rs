@@ -1,0 +1,185 @@
+//! Peer authentication: the cluster key and the HMAC-SHA256 proofs of the connection handshake.
+//!
+//! Both ends prove they hold the cluster key by MACing both nonces and both node ids, under a
+//! different label per direction, so a proof can be neither replayed nor reflected.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Length of a handshake nonce.
+pub const NONCE_LEN: usize = 32;
+/// Length of an HMAC-SHA256 proof.
+pub const MAC_LEN: usize = 32;
+/// Shortest accepted cluster key.
+pub const MIN_KEY_LEN: usize = 32;
+
+/// A handshake nonce.
+pub type Nonce = [u8; NONCE_LEN];
+
+/// The shared secret of a cluster. `Debug` never prints it.
+#[derive(Clone)]
+pub struct ClusterKey(Vec<u8>);
+
+impl fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClusterKey(<{} bytes>)", self.0.len())
+    }
+}
+
+/// Why a cluster key file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file could not be read.
+    #[error("cannot read cluster key {path}: {source}")]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Group or others may read or write the file.
+    #[error("cluster key {path} has mode {mode:04o}: it must be readable by its owner only (chmod 0600)")]
+    Permissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Too short to be a key.
+    #[error("cluster key {path} holds {len} bytes, at least {MIN_KEY_LEN} are required")]
+    TooShort {
+        /// The key file.
+        path: PathBuf,
+        /// Its length after trimming.
+        len: usize,
+    },
+}
+
+impl ClusterKey {
+    /// A key from bytes (at least [`MIN_KEY_LEN`] of them).
+    pub fn from_bytes(bytes: &[u8]) -> Option<ClusterKey> {
+        (bytes.len() >= MIN_KEY_LEN).then(|| ClusterKey(bytes.to_vec()))
+    }
+
+    /// Loads a key file, refusing one that group or others can access (mode & 0o077 != 0).
+    /// Trailing whitespace is ignored, so `head -c 32 /dev/urandom | base64 > key` works.
+    pub fn load(path: &Path) -> Result<ClusterKey, KeyError> {
+        let io = |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Permissions {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
+        let trimmed = bytes.trim_ascii_end();
+        ClusterKey::from_bytes(trimmed).ok_or(KeyError::TooShort {
+            path: path.to_owned(),
+            len: trimmed.len(),
+        })
+    }
+
+    fn mac(&self, label: &[u8], nonces: [&Nonce; 2], ids: [u64; 2]) -> HmacSha256 {
+        let mut m = HmacSha256::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        m.update(label);
+        m.update(nonces[0]);
+        m.update(nonces[1]);
+        m.update(&ids[0].to_le_bytes());
+        m.update(&ids[1].to_le_bytes());
+        m
+    }
+
+    /// The acceptor's proof: binds the connector's nonce, its own, and both ids.
+    pub fn accept_proof(&self, c: &Nonce, a: &Nonce, connector: u64, acceptor: u64) -> [u8; 32] {
+        let m = self.mac(b"entente-fastpath-v1 accept", [c, a], [connector, acceptor]);
+        m.finalize().into_bytes().into()
+    }
+
+    /// The connector's proof, under a different label so the acceptor's cannot be reflected.
+    pub fn connect_proof(&self, c: &Nonce, a: &Nonce, connector: u64, acceptor: u64) -> [u8; 32] {
+        let m = self.mac(
+            b"entente-fastpath-v1 connect",
+            [a, c],
+            [connector, acceptor],
+        );
+        m.finalize().into_bytes().into()
+    }
+
+    /// Checks an acceptor's proof in constant time.
+    pub fn verify_accept(&self, c: &Nonce, a: &Nonce, ids: [u64; 2], proof: &[u8]) -> bool {
+        let m = self.mac(b"entente-fastpath-v1 accept", [c, a], ids);
+        m.verify_slice(proof).is_ok()
+    }
+
+    /// Checks a connector's proof in constant time.
+    pub fn verify_connect(&self, c: &Nonce, a: &Nonce, ids: [u64; 2], proof: &[u8]) -> bool {
+        let m = self.mac(b"entente-fastpath-v1 connect", [a, c], ids);
+        m.verify_slice(proof).is_ok()
+    }
+}
+
+/// A fresh random nonce from the operating system.
+pub fn nonce() -> Nonce {
+    let mut n = [0u8; NONCE_LEN];
+    getrandom::fill(&mut n).expect("the operating system's random source is available");
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn proofs_bind_direction_and_key() {
+        let k = ClusterKey::from_bytes(&[7; 32]).unwrap();
+        let other = ClusterKey::from_bytes(&[8; 32]).unwrap();
+        let (c, a) = (nonce(), nonce());
+        let p = k.accept_proof(&c, &a, 1, 2);
+        assert!(k.verify_accept(&c, &a, [1, 2], &p));
+        assert!(!other.verify_accept(&c, &a, [1, 2], &p));
+        assert!(!k.verify_connect(&c, &a, [1, 2], &p), "reflection refused");
+        assert!(!k.verify_accept(&c, &a, [2, 1], &p), "ids bound");
+        let q = k.connect_proof(&c, &a, 1, 2);
+        assert!(k.verify_connect(&c, &a, [1, 2], &q));
+    }
+
+    #[test]
+    fn key_file_mode_is_enforced() {
+        let dir = std::env::temp_dir().join(format!("entente-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cluster.key");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&[b'k'; 40]).unwrap();
+        f.write_all(b"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = ClusterKey::load(&path).unwrap_err();
+        assert!(
+            matches!(err, KeyError::Permissions { mode: 0o640, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 0600"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(ClusterKey::load(&path).is_ok());
+        std::fs::write(&path, b"short").unwrap();
+        assert!(matches!(
+            ClusterKey::load(&path),
+            Err(KeyError::TooShort { len: 5, .. })
+        ));
+        assert!(matches!(
+            ClusterKey::load(&dir.join("absent")),
+            Err(KeyError::Io { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,742 @@
+//! One connection's state machine, shared by every backend (sans-IO: frames in, frames and
+//! events out). Backends only move bytes; the handshake, sequence numbers, credits and bulk slot
+//! bookkeeping live here, so every backend refuses the same things.
+
+use crate::auth::{self, ClusterKey, Nonce, MAC_LEN, NONCE_LEN};
+use crate::credit::Credits;
+use crate::frame::{flags, Fields, FrameError, FrameHeader, Kind, MAX_CONTROL_PAYLOAD};
+use crate::transport::{ConnId, DownReason, Event, NodeId, RefuseReason, SendError, SlotId, Stats};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Smallest receive window a peer may advertise (the handshake and one data frame must fit).
+pub const MIN_WINDOW: u32 = 4;
+/// Most bulk grants a peer may hold open towards us at once.
+pub const MAX_REMOTE_GRANTS: usize = 64;
+
+/// Where a session's outgoing frames go.
+pub trait FrameSink {
+    /// Queues one frame for sending, in order.
+    fn send_frame(&mut self, header: &FrameHeader, payload: &Bytes);
+}
+
+/// The transport-wide state a session updates.
+pub struct Ctx<'a> {
+    /// Events for the caller of `poll`.
+    pub events: &'a mut Vec<Event>,
+    /// Counters.
+    pub stats: &'a mut Stats,
+    /// The latest generation of each peer, so a new connection's generation is higher.
+    pub generations: &'a mut HashMap<NodeId, u64>,
+}
+
+/// A slot the peer granted us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteGrant {
+    /// The slot id.
+    pub slot: SlotId,
+    /// Largest chunk it takes.
+    pub len: u32,
+    /// Remote address of the slot (verbs only; 0 elsewhere).
+    pub addr: u64,
+    /// Remote key of the slot (verbs only; 0 elsewhere).
+    pub rkey: u32,
+}
+
+/// A slot we granted, waiting for its chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LocalGrant {
+    slot: SlotId,
+    len: u32,
+}
+
+#[derive(Debug)]
+enum State {
+    AwaitHello,
+    AwaitChallenge {
+        nonce_c: Nonce,
+        proposed: u64,
+    },
+    AwaitResponse {
+        peer: NodeId,
+        nonce_c: Nonce,
+        nonce_a: Nonce,
+        proposed: u64,
+        peer_window: u32,
+    },
+    AwaitWelcome {
+        peer: NodeId,
+        proposed: u64,
+        peer_window: u32,
+    },
+    Established {
+        conn: ConnId,
+    },
+    Closed,
+}
+
+/// What ended a session: the backend closes the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended;
+
+/// Limits a session enforces on its own side.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Our receive window.
+    pub window: u32,
+    /// Bulk slots we grant at once.
+    pub bulk_slots: u32,
+    /// Largest chunk we grant.
+    pub bulk_slot_len: u32,
+    /// Whether bulk chunks travel as frames with sequence numbers (tcp, mem) or as RDMA writes
+    /// with an immediate value (verbs).
+    pub bulk_in_band: bool,
+}
+
+/// One connection's protocol state.
+pub struct Session {
+    local: NodeId,
+    key: Arc<ClusterKey>,
+    limits: Limits,
+    addr: SocketAddr,
+    state: State,
+    tx_seq: u64,
+    rx_seq: u64,
+    credits: Credits,
+    next_slot: SlotId,
+    granted: Vec<LocalGrant>,
+    grants_to_us: Vec<RemoteGrant>,
+}
+
+const HELLO_LEN: usize = NONCE_LEN + 8 + 4;
+const CHALLENGE_LEN: usize = NONCE_LEN + MAC_LEN + 4;
+const WELCOME_LEN: usize = 8;
+const GRANT_LEN: usize = 4 + 4 + 8 + 4;
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl Session {
+    /// A session for a connection we opened; call [`Session::send_hello`] once the connection
+    /// can take frames.
+    pub fn connector(
+        local: NodeId,
+        key: Arc<ClusterKey>,
+        limits: Limits,
+        addr: SocketAddr,
+        generations: &HashMap<NodeId, u64>,
+    ) -> Session {
+        let nonce_c = auth::nonce();
+        // We do not know the peer's id yet: propose past every generation we have seen.
+        let proposed = generations.values().copied().max().unwrap_or(0);
+        let mut s = Session::new(local, key, limits, addr);
+        s.state = State::AwaitChallenge { nonce_c, proposed };
+        s
+    }
+
+    /// Sends the connector's HELLO.
+    pub fn send_hello(&mut self, sink: &mut dyn FrameSink) {
+        let State::AwaitChallenge { nonce_c, proposed } = self.state else {
+            return;
+        };
+        let mut p = Vec::with_capacity(HELLO_LEN);
+        p.extend_from_slice(&nonce_c);
+        p.extend_from_slice(&proposed.to_le_bytes());
+        p.extend_from_slice(&self.limits.window.to_le_bytes());
+        self.send_handshake(Kind::Hello, 0, 0, Bytes::from(p), sink);
+    }
+
+    /// A session for a connection a peer opened: waits for HELLO.
+    pub fn acceptor(
+        local: NodeId,
+        key: Arc<ClusterKey>,
+        limits: Limits,
+        addr: SocketAddr,
+    ) -> Session {
+        Session::new(local, key, limits, addr)
+    }
+
+    fn new(local: NodeId, key: Arc<ClusterKey>, limits: Limits, addr: SocketAddr) -> Session {
+        Session {
+            local,
+            key,
+            limits,
+            addr,
+            state: State::AwaitHello,
+            tx_seq: 0,
+            rx_seq: 0,
+            credits: Credits::new(limits.window, MIN_WINDOW),
+            next_slot: 1,
+            granted: Vec::with_capacity(limits.bulk_slots as usize),
+            grants_to_us: Vec::new(),
+        }
+    }
+
+    /// The connection, once the handshake is done.
+    pub fn conn(&self) -> Option<ConnId> {
+        match self.state {
+            State::Established { conn } => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// The remote address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether the session ended (the backend should drop the connection).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Frames we may still send.
+    pub fn credits(&self) -> u32 {
+        self.credits.available_for_data()
+    }
+
+    fn send_handshake(
+        &mut self,
+        kind: Kind,
+        dst: NodeId,
+        generation: u64,
+        payload: Bytes,
+        sink: &mut dyn FrameSink,
+    ) {
+        let h = FrameHeader::new(
+            Fields {
+                kind,
+                flags: 0,
+                src: self.local,
+                dst,
+                seq: self.tx_seq,
+                generation,
+                aux: 0,
+                freed: 0,
+            },
+            &payload,
+        );
+        self.tx_seq += 1;
+        sink.send_frame(&h, &payload);
+    }
+
+    fn send_counted(
+        &mut self,
+        conn: ConnId,
+        kind: Kind,
+        fl: u16,
+        aux: u64,
+        payload: &Bytes,
+        sink: &mut dyn FrameSink,
+    ) {
+        let h = FrameHeader::new(
+            Fields {
+                kind,
+                flags: fl,
+                src: self.local,
+                dst: conn.peer,
+                seq: self.tx_seq,
+                generation: conn.generation,
+                aux,
+                freed: self.credits.report(),
+            },
+            payload,
+        );
+        self.tx_seq += 1;
+        sink.send_frame(&h, payload);
+    }
+
+    fn established(&self) -> Result<ConnId, ()> {
+        self.conn().ok_or(())
+    }
+
+    /// Sends a control message.
+    pub fn send_data(
+        &mut self,
+        payload: &Bytes,
+        sink: &mut dyn FrameSink,
+    ) -> Result<(), SendError> {
+        let conn = self.established().map_err(|_| self.no_conn())?;
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max: MAX_CONTROL_PAYLOAD,
+            });
+        }
+        if !self.credits.take_for_data() {
+            return Err(SendError::NoCredits(conn));
+        }
+        self.send_counted(conn, Kind::Data, 0, 0, payload, sink);
+        Ok(())
+    }
+
+    fn no_conn(&self) -> SendError {
+        SendError::NoConnection(ConnId {
+            peer: 0,
+            generation: 0,
+        })
+    }
+
+    /// Grants the peer one bulk slot (`addr`/`rkey` describe it on verbs; 0 elsewhere).
+    pub fn grant_bulk(
+        &mut self,
+        len: u32,
+        addr: u64,
+        rkey: u32,
+        sink: &mut dyn FrameSink,
+    ) -> Result<SlotId, SendError> {
+        let conn = self.established().map_err(|_| self.no_conn())?;
+        if len as usize > self.limits.bulk_slot_len as usize {
+            return Err(SendError::TooLarge {
+                len: len as usize,
+                max: self.limits.bulk_slot_len as usize,
+            });
+        }
+        if self.granted.len() >= self.limits.bulk_slots as usize {
+            return Err(SendError::NoSlot(conn));
+        }
+        if !self.credits.take_for_data() {
+            return Err(SendError::NoCredits(conn));
+        }
+        let slot = self.next_slot;
+        self.next_slot = self.next_slot.wrapping_add(1).max(1);
+        self.granted.push(LocalGrant { slot, len });
+        let mut p = [0u8; GRANT_LEN];
+        p[0..4].copy_from_slice(&slot.to_le_bytes());
+        p[4..8].copy_from_slice(&len.to_le_bytes());
+        p[8..16].copy_from_slice(&addr.to_le_bytes());
+        p[16..20].copy_from_slice(&rkey.to_le_bytes());
+        self.send_counted(
+            conn,
+            Kind::BulkGrant,
+            0,
+            0,
+            &Bytes::copy_from_slice(&p),
+            sink,
+        );
+        Ok(slot)
+    }
+
+    /// Consumes the peer's grant of `slot` for a chunk of `len` bytes and, for in-band backends,
+    /// sends the chunk. Returns the grant (verbs writes to its address).
+    pub fn send_bulk(
+        &mut self,
+        slot: SlotId,
+        data: &Bytes,
+        sink: &mut dyn FrameSink,
+    ) -> Result<RemoteGrant, SendError> {
+        let conn = self.established().map_err(|_| self.no_conn())?;
+        let at = self
+            .grants_to_us
+            .iter()
+            .position(|g| g.slot == slot)
+            .ok_or(SendError::NotGranted { conn, slot })?;
+        let grant = self.grants_to_us[at];
+        if data.len() > grant.len as usize {
+            return Err(SendError::TooLarge {
+                len: data.len(),
+                max: grant.len as usize,
+            });
+        }
+        if !self.credits.take_for_data() {
+            return Err(SendError::NoCredits(conn));
+        }
+        self.grants_to_us.swap_remove(at);
+        if self.limits.bulk_in_band {
+            self.send_counted(
+                conn,
+                Kind::BulkData,
+                flags::NO_PAYLOAD_SUM,
+                slot as u64,
+                data,
+                sink,
+            );
+        } else {
+            // The chunk goes as an RDMA write; keep the peer's `freed` view current anyway.
+            self.credits.report();
+        }
+        Ok(grant)
+    }
+
+    /// Sends an orderly close (if a credit allows) and ends the session.
+    pub fn close(&mut self, sink: &mut dyn FrameSink, ctx: &mut Ctx<'_>) {
+        if let Ok(conn) = self.established() {
+            if self.credits.take_for_control() {
+                self.send_counted(conn, Kind::Close, 0, 0, &Bytes::new(), sink);
+            }
+            ctx.events.push(Event::Down(conn, DownReason::Local));
+        }
+        self.state = State::Closed;
+    }
+
+    /// The connection broke underneath (EOF, reset, QP error, handshake timeout).
+    pub fn broken(&mut self, why: &str, ctx: &mut Ctx<'_>) {
+        match self.state {
+            State::Established { conn } => ctx
+                .events
+                .push(Event::Down(conn, DownReason::Broken(why.to_owned()))),
+            State::Closed => {}
+            _ => ctx.events.push(Event::Refused {
+                addr: self.addr,
+                reason: RefuseReason::Broken(why.to_owned()),
+            }),
+        }
+        self.state = State::Closed;
+    }
+
+    /// The handshake took too long.
+    pub fn timed_out(&mut self, ctx: &mut Ctx<'_>) {
+        if self.conn().is_none() && !self.is_closed() {
+            ctx.events.push(Event::Refused {
+                addr: self.addr,
+                reason: RefuseReason::Timeout,
+            });
+            self.state = State::Closed;
+        }
+    }
+
+    /// A frame that failed to decode: the connection is cut.
+    pub fn malformed(&mut self, err: FrameError, ctx: &mut Ctx<'_>) -> Ended {
+        ctx.stats.protocol_errors += 1;
+        match self.state {
+            State::Established { conn } => ctx.events.push(Event::Down(
+                conn,
+                DownReason::Protocol(format!("malformed frame: {err}")),
+            )),
+            State::Closed => {}
+            _ => ctx.events.push(Event::Refused {
+                addr: self.addr,
+                reason: RefuseReason::Malformed(err),
+            }),
+        }
+        self.state = State::Closed;
+        Ended
+    }
+
+    fn refuse(&mut self, reason: RefuseReason, ctx: &mut Ctx<'_>) -> Ended {
+        if reason == RefuseReason::Authentication {
+            ctx.stats.auth_failures += 1;
+        } else {
+            ctx.stats.protocol_errors += 1;
+        }
+        ctx.events.push(Event::Refused {
+            addr: self.addr,
+            reason,
+        });
+        self.state = State::Closed;
+        Ended
+    }
+
+    fn violation(&mut self, conn: ConnId, what: String, ctx: &mut Ctx<'_>) -> Ended {
+        ctx.stats.protocol_errors += 1;
+        ctx.events
+            .push(Event::Down(conn, DownReason::Protocol(what)));
+        self.state = State::Closed;
+        Ended
+    }
+
+    /// Handles one decoded, checksummed frame.
+    pub fn on_frame(
+        &mut self,
+        h: &FrameHeader,
+        payload: Bytes,
+        sink: &mut dyn FrameSink,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Ended> {
+        match self.state {
+            State::Established { conn } => self.on_established(conn, h, payload, sink, ctx),
+            State::Closed => Err(Ended),
+            _ => self.on_handshake(h, &payload, sink, ctx),
+        }
+    }
+
+    fn on_handshake(
+        &mut self,
+        h: &FrameHeader,
+        p: &[u8],
+        sink: &mut dyn FrameSink,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Ended> {
+        let expected = match self.state {
+            State::AwaitHello => Kind::Hello,
+            State::AwaitChallenge { .. } => Kind::Challenge,
+            State::AwaitResponse { .. } => Kind::Response,
+            _ => Kind::Welcome,
+        };
+        let want_len = match expected {
+            Kind::Hello => HELLO_LEN,
+            Kind::Challenge => CHALLENGE_LEN,
+            Kind::Response => MAC_LEN,
+            _ => WELCOME_LEN,
+        };
+        if h.kind() != expected || p.len() != want_len || h.seq() != self.rx_seq {
+            let what = format!(
+                "expected {expected:?} of {want_len} bytes (seq {}), got {:?} of {} bytes (seq {})",
+                self.rx_seq,
+                h.kind(),
+                p.len(),
+                h.seq()
+            );
+            return Err(self.refuse(RefuseReason::Handshake(what), ctx));
+        }
+        self.rx_seq += 1;
+        let src = h.src();
+        if src == 0 || src == self.local {
+            let what = format!("peer claims node id {src}");
+            return Err(self.refuse(RefuseReason::Handshake(what), ctx));
+        }
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::AwaitHello => {
+                let nonce_c: Nonce = p[..NONCE_LEN].try_into().expect("nonce");
+                let proposed = u64_at(p, NONCE_LEN);
+                let peer_window = u32_at(p, NONCE_LEN + 8);
+                if peer_window < MIN_WINDOW {
+                    let what = format!("peer window {peer_window} below {MIN_WINDOW}");
+                    return Err(self.refuse(RefuseReason::Handshake(what), ctx));
+                }
+                let nonce_a = auth::nonce();
+                let proof = self.key.accept_proof(&nonce_c, &nonce_a, src, self.local);
+                let mut out = Vec::with_capacity(CHALLENGE_LEN);
+                out.extend_from_slice(&nonce_a);
+                out.extend_from_slice(&proof);
+                out.extend_from_slice(&self.limits.window.to_le_bytes());
+                self.send_handshake(Kind::Challenge, src, 0, Bytes::from(out), sink);
+                self.state = State::AwaitResponse {
+                    peer: src,
+                    nonce_c,
+                    nonce_a,
+                    proposed,
+                    peer_window,
+                };
+                Ok(())
+            }
+            State::AwaitChallenge { nonce_c, proposed } => {
+                let nonce_a: Nonce = p[..NONCE_LEN].try_into().expect("nonce");
+                let proof = &p[NONCE_LEN..NONCE_LEN + MAC_LEN];
+                let peer_window = u32_at(p, NONCE_LEN + MAC_LEN);
+                if !self
+                    .key
+                    .verify_accept(&nonce_c, &nonce_a, [self.local, src], proof)
+                {
+                    return Err(self.refuse(RefuseReason::Authentication, ctx));
+                }
+                if peer_window < MIN_WINDOW {
+                    let what = format!("peer window {peer_window} below {MIN_WINDOW}");
+                    return Err(self.refuse(RefuseReason::Handshake(what), ctx));
+                }
+                let mine = self.key.connect_proof(&nonce_c, &nonce_a, self.local, src);
+                self.send_handshake(Kind::Response, src, 0, Bytes::copy_from_slice(&mine), sink);
+                self.state = State::AwaitWelcome {
+                    peer: src,
+                    proposed,
+                    peer_window,
+                };
+                Ok(())
+            }
+            State::AwaitResponse {
+                peer,
+                nonce_c,
+                nonce_a,
+                proposed,
+                peer_window,
+            } => {
+                if src != peer
+                    || !self
+                        .key
+                        .verify_connect(&nonce_c, &nonce_a, [peer, self.local], p)
+                {
+                    return Err(self.refuse(RefuseReason::Authentication, ctx));
+                }
+                let last = ctx.generations.get(&peer).copied().unwrap_or(0);
+                let generation = last.max(proposed) + 1;
+                ctx.generations.insert(peer, generation);
+                self.send_handshake(
+                    Kind::Welcome,
+                    peer,
+                    generation,
+                    Bytes::copy_from_slice(&generation.to_le_bytes()),
+                    sink,
+                );
+                self.establish(peer, generation, peer_window, ctx);
+                Ok(())
+            }
+            State::AwaitWelcome {
+                peer,
+                proposed,
+                peer_window,
+            } => {
+                let generation = u64_at(p, 0);
+                let last = ctx.generations.get(&peer).copied().unwrap_or(0);
+                if src != peer || generation <= proposed.max(last) || h.generation() != generation {
+                    let what = format!("generation {generation} does not follow {last}");
+                    return Err(self.refuse(RefuseReason::Handshake(what), ctx));
+                }
+                ctx.generations.insert(peer, generation);
+                self.establish(peer, generation, peer_window, ctx);
+                Ok(())
+            }
+            State::Established { .. } | State::Closed => Err(Ended),
+        }
+    }
+
+    fn establish(&mut self, peer: NodeId, generation: u64, peer_window: u32, ctx: &mut Ctx<'_>) {
+        let conn = ConnId { peer, generation };
+        self.state = State::Established { conn };
+        self.credits = Credits::new(self.limits.window, peer_window);
+        self.tx_seq = 0;
+        self.rx_seq = 0;
+        ctx.stats.connections_up += 1;
+        ctx.events.push(Event::Up(conn));
+    }
+
+    fn on_established(
+        &mut self,
+        conn: ConnId,
+        h: &FrameHeader,
+        payload: Bytes,
+        sink: &mut dyn FrameSink,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Ended> {
+        if h.src() != conn.peer || h.dst() != self.local || h.generation() != conn.generation {
+            let what = format!(
+                "frame {}→{} generation {} on connection {:?}",
+                h.src(),
+                h.dst(),
+                h.generation(),
+                conn
+            );
+            return Err(self.violation(conn, what, ctx));
+        }
+        if h.seq() != self.rx_seq {
+            let what = format!("sequence {} where {} was due", h.seq(), self.rx_seq);
+            return Err(self.violation(conn, what, ctx));
+        }
+        if h.kind().is_handshake() {
+            let what = format!("{:?} after the handshake", h.kind());
+            return Err(self.violation(conn, what, ctx));
+        }
+        self.rx_seq += 1;
+        match self.credits.on_receive(h.freed()) {
+            Ok(true) => ctx.events.push(Event::Writable(conn)),
+            Ok(false) => {}
+            Err(e) => return Err(self.violation(conn, e.to_string(), ctx)),
+        }
+        match h.kind() {
+            Kind::Data => {
+                ctx.stats.messages_received += 1;
+                ctx.events.push(Event::Message(conn, payload));
+            }
+            Kind::Credit => {}
+            Kind::BulkGrant => {
+                if payload.len() != GRANT_LEN || self.grants_to_us.len() >= MAX_REMOTE_GRANTS {
+                    let what = format!(
+                        "bulk grant of {} bytes with {} grants open",
+                        payload.len(),
+                        self.grants_to_us.len()
+                    );
+                    return Err(self.violation(conn, what, ctx));
+                }
+                let g = RemoteGrant {
+                    slot: u32_at(&payload, 0),
+                    len: u32_at(&payload, 4),
+                    addr: u64_at(&payload, 8),
+                    rkey: u32_at(&payload, 16),
+                };
+                if self.grants_to_us.iter().any(|o| o.slot == g.slot) {
+                    let what = format!("slot {} granted twice", g.slot);
+                    return Err(self.violation(conn, what, ctx));
+                }
+                self.grants_to_us.push(g);
+                ctx.events.push(Event::BulkGrant {
+                    conn,
+                    slot: g.slot,
+                    len: g.len,
+                });
+            }
+            Kind::BulkData => {
+                let slot = h.aux() as u32;
+                if h.aux() > u32::MAX as u64 {
+                    let what = format!("bulk slot {} out of range", h.aux());
+                    return Err(self.violation(conn, what, ctx));
+                }
+                self.take_grant(conn, slot, payload.len(), ctx)?;
+                ctx.stats.bulk_received += 1;
+                ctx.events.push(Event::Bulk {
+                    conn,
+                    slot,
+                    data: payload,
+                });
+            }
+            Kind::Close => {
+                ctx.events.push(Event::Down(conn, DownReason::Closed));
+                self.state = State::Closed;
+                return Err(Ended);
+            }
+            Kind::Hello | Kind::Challenge | Kind::Response | Kind::Welcome => {
+                unreachable!("handshake kinds refused above")
+            }
+        }
+        self.credits.free_one();
+        self.return_credits(sink);
+        Ok(())
+    }
+
+    /// Checks that a chunk of `len` bytes for `slot` was granted, and consumes the grant.
+    pub fn take_grant(
+        &mut self,
+        conn: ConnId,
+        slot: SlotId,
+        len: usize,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Ended> {
+        let Some(at) = self.granted.iter().position(|g| g.slot == slot) else {
+            let what = format!("bulk chunk for slot {slot}, which is not granted");
+            return Err(self.violation(conn, what, ctx));
+        };
+        if len > self.granted[at].len as usize {
+            let what = format!(
+                "bulk chunk of {len} bytes for slot {slot} of {} bytes",
+                self.granted[at].len
+            );
+            return Err(self.violation(conn, what, ctx));
+        }
+        self.granted.swap_remove(at);
+        Ok(())
+    }
+
+    /// An out-of-band bulk arrival (verbs WRITE WITH IMM): accounts its credit and grant.
+    pub fn on_bulk_arrival(
+        &mut self,
+        slot: SlotId,
+        len: usize,
+        sink: &mut dyn FrameSink,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<ConnId, Ended> {
+        let conn = self.established().map_err(|_| Ended)?;
+        // A write carries no header: the peer's `freed` is unchanged.
+        let freed = self.credits.peer_freed();
+        if let Err(e) = self.credits.on_receive(freed) {
+            return Err(self.violation(conn, e.to_string(), ctx));
+        }
+        self.take_grant(conn, slot, len, ctx)?;
+        ctx.stats.bulk_received += 1;
+        self.credits.free_one();
+        self.return_credits(sink);
+        Ok(conn)
+    }
+
+    /// Sends a `Credit` frame when enough freed buffers are unreported.
+    pub fn return_credits(&mut self, sink: &mut dyn FrameSink) {
+        if let Ok(conn) = self.established() {
+            if self.credits.should_return() && self.credits.take_for_control() {
+                self.send_counted(conn, Kind::Credit, 0, 0, &Bytes::new(), sink);
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! One TCP connection: the byte stream under a [`Session`], read into a reusable buffer that
+//! payloads are split from without copying, written with `writev` straight from the payload.
+
+use crate::frame::{FrameHeader, Kind, HEADER_LEN};
+use crate::session::{Ctx, FrameSink, Session};
+use crate::transport::SlotId;
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, IoSlice, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+/// Initial read buffer size; it grows to the largest frame seen and is then reused.
+const READ_BUFFER: usize = 64 << 10;
+/// Least free space offered to one `read`.
+const MIN_READ: usize = 16 << 10;
+
+/// A frame waiting for the socket to take it.
+struct OutFrame {
+    header: [u8; HEADER_LEN],
+    payload: Bytes,
+    written: usize,
+    bulk_slot: Option<SlotId>,
+}
+
+impl OutFrame {
+    fn len(&self) -> usize {
+        HEADER_LEN + self.payload.len()
+    }
+}
+
+/// The socket side of a connection: what a [`FrameSink`] needs.
+pub struct Io {
+    pub(super) stream: TcpStream,
+    queue: VecDeque<OutFrame>,
+    /// Bulk chunks fully handed to the kernel, reported as `BulkSent`.
+    pub(super) sent_slots: Vec<SlotId>,
+    /// Why the socket failed, if it did.
+    pub(super) broken: Option<String>,
+}
+
+impl Io {
+    /// Whether frames wait for the socket to become writable.
+    pub fn wants_write(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Writes queued frames until the socket would block.
+    pub fn flush(&mut self) {
+        while let Some(f) = self.queue.front_mut() {
+            let at = f.written;
+            let res = if at < HEADER_LEN {
+                let bufs = [IoSlice::new(&f.header[at..]), IoSlice::new(&f.payload)];
+                self.stream.write_vectored(&bufs)
+            } else {
+                self.stream.write(&f.payload[at - HEADER_LEN..])
+            };
+            match res {
+                Ok(0) => {
+                    self.broken = Some("socket accepted no bytes".into());
+                    return;
+                }
+                Ok(n) => {
+                    f.written += n;
+                    if f.written == f.len() {
+                        if let Some(slot) = f.bulk_slot {
+                            self.sent_slots.push(slot);
+                        }
+                        self.queue.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.broken = Some(format!("write failed: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl FrameSink for Io {
+    fn send_frame(&mut self, header: &FrameHeader, payload: &Bytes) {
+        if self.broken.is_some() {
+            return;
+        }
+        let bulk_slot = (header.kind() == Kind::BulkData).then(|| header.aux() as SlotId);
+        self.queue.push_back(OutFrame {
+            header: *header.bytes(),
+            payload: payload.clone(),
+            written: 0,
+            bulk_slot,
+        });
+        if self.queue.len() == 1 {
+            self.flush();
+        }
+    }
+}
+
+/// One TCP connection and its session.
+pub struct TcpConn {
+    pub(super) io: Io,
+    pub(super) session: Session,
+    rbuf: BytesMut,
+    pub(super) started: Instant,
+    /// Whether EPOLLOUT is registered.
+    pub(super) polling_out: bool,
+}
+
+impl TcpConn {
+    /// Wraps a connected, non-blocking stream.
+    pub fn new(stream: TcpStream, session: Session) -> TcpConn {
+        TcpConn {
+            io: Io {
+                stream,
+                queue: VecDeque::with_capacity(128),
+                sent_slots: Vec::with_capacity(8),
+                broken: None,
+            },
+            session,
+            rbuf: BytesMut::with_capacity(READ_BUFFER),
+            started: Instant::now(),
+            polling_out: false,
+        }
+    }
+
+    /// Reads what the socket has and feeds whole frames to the session.
+    pub fn on_readable(&mut self, ctx: &mut Ctx<'_>) {
+        loop {
+            if self.session.is_closed() {
+                return;
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < MIN_READ {
+                self.rbuf.reserve(MIN_READ);
+            }
+            let spare = self.rbuf.spare_capacity_mut();
+            let want = spare.len();
+            // SAFETY: `spare` is writable memory owned by `rbuf`, valid for `want` bytes; `read(2)`
+            // writes at most `want` bytes there and reads none. No reference to the uninitialised
+            // bytes is created.
+            let n =
+                unsafe { libc::read(self.io.stream.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    ErrorKind::WouldBlock => return,
+                    ErrorKind::Interrupted => continue,
+                    _ => {
+                        self.session.broken(&format!("read failed: {e}"), ctx);
+                        return;
+                    }
+                }
+            }
+            if n == 0 {
+                self.session.broken("the peer closed the connection", ctx);
+                return;
+            }
+            let n = n as usize;
+            // SAFETY: `read` initialised the first `n` bytes of the spare capacity.
+            unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
+            self.parse(ctx);
+            if n < want {
+                return; // drained: level-triggered epoll reports the rest
+            }
+        }
+    }
+
+    fn parse(&mut self, ctx: &mut Ctx<'_>) {
+        while self.rbuf.len() >= HEADER_LEN && !self.session.is_closed() {
+            let header = match FrameHeader::decode(&self.rbuf) {
+                Ok(h) => *h,
+                Err(e) => {
+                    self.session.malformed(e, ctx);
+                    return;
+                }
+            };
+            let total = HEADER_LEN + header.len();
+            if self.rbuf.len() < total {
+                self.rbuf.reserve(total - self.rbuf.len());
+                return;
+            }
+            self.rbuf.advance(HEADER_LEN);
+            let payload = self.rbuf.split_to(header.len()).freeze();
+            if let Err(e) = header.verify_payload(&payload) {
+                self.session.malformed(e, ctx);
+                return;
+            }
+            if self
+                .session
+                .on_frame(&header, payload, &mut self.io, ctx)
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}

@@ -65,11 +65,9 @@ pub struct Progress {
 impl Progress {
     /// Whole percent done (100 for an empty image).
     pub fn percent(&self) -> u8 {
-        if self.total == 0 {
-            100
-        } else {
-            (self.done.min(self.total) * 100 / self.total) as u8
-        }
+        (self.done.min(self.total) * 100)
+            .checked_div(self.total)
+            .map_or(100, |p| p as u8)
     }
 }
 

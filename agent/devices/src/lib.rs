@@ -1,5 +1,19 @@
 //! entente-devices: the `Device` trait, hw-profiles and device backends.
+//!
+//! - [`profile`]: hw-profiles (`hw-profiles/<name>.toml`): loading, validation with
+//!   `file:line` errors, and the typed [`profile::Profile`] the agent reads.
+//! - [`device`]: the [`Device`] trait every backend implements (inventory, stage with progress,
+//!   activate with a method the profile allows, rollback, link epochs, health) and its errors.
+//! - [`sim`]: the simulated backend: file-backed A/B banks with fault injection.
+//!
+//! The devlink, Redfish and NVML backends will implement the same trait; the profile schema
+//! already names them. This crate depends on no other project crate: images arrive as a reader
+//! with their expected length and sha256.
 #![forbid(unsafe_code)]
 
 pub mod device;
 pub mod profile;
+pub mod sim;
+
+pub use device::{Device, DeviceError, Health, ImageInfo, Inventory, Progress};
+pub use profile::{ActivationMethod, Profile};

@@ -10,6 +10,7 @@
 //! already names them. This crate depends on no other project crate: images arrive as a reader
 //! with their expected length and sha256.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod device;
 pub mod profile;

@@ -17,16 +17,20 @@
 //! accepts it (buffered otherwise), registered buffers (by default 4 × 1 MiB, so staging
 //! memory stays small whatever the image size), write-combining of consecutive chunks.
 //!
-//! The partial file is preallocated with `fallocate` when staging begins, so a disk that cannot
-//! hold the image fails at once; that failure, or `ENOSPC`/`EDQUOT` from any later write,
-//! removes the partial file and its journal and returns [`StoreError::NoSpace`].
+//! When staging begins, the free space of the filesystem (`statvfs`) is compared with what the
+//! image still needs, so a disk that cannot hold it fails at once; that, or `ENOSPC`/`EDQUOT`
+//! from any later write or the `fdatasync`, removes the partial file and its journal and returns
+//! [`StoreError::NoSpace`]. Space is deliberately not reserved with `fallocate`: on ext4 every
+//! `O_DIRECT` write into a preallocated (unwritten) extent then converts it, which cost about
+//! 10 % of staging throughput in `docs/bench/staging.md`'s setting.
 //!
 //! The whole-image SHA-256 is computed while chunks arrive in order (including the verified
 //! prefix of a resumed staging); whatever could not be hashed in order is read back through the
 //! engine before the rename.
 //!
 //! One staging per image at a time: the partial file is locked with `flock`, and a second
-//! [`Store::begin`] of the same image gets [`StoreError::Busy`].
+//! [`Store::begin`] of the same image gets [`StoreError::Busy`] (after waiting up to a second:
+//! a staging process that was just killed holds the lock until its in-flight writes finish).
 
 #[allow(unsafe_code)]
 mod uring;
@@ -37,9 +41,12 @@ use crate::verify::VerifyError;
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use uring::{Engine, ALIGN};
+
+/// How many times (10 ms apart) [`Store::begin`] tries the partial file's lock.
+const LOCK_TRIES: u32 = 100;
 
 /// Tuning of the store's I/O.
 #[derive(Clone, Copy, Debug)]
@@ -351,25 +358,38 @@ impl Staging {
 
         let (file, direct) =
             open_file(&s.part, true, store.cfg.direct).map_err(io_err("open", &s.part))?;
-        if !uring::try_lock_exclusive(&file).map_err(io_err("lock", &s.part))? {
-            return Err(StoreError::Busy {
-                path: s.part.clone(),
-            });
+        // A staging process killed a moment ago keeps its lock until the kernel has finished
+        // the writes it had in flight: wait a little before calling the image busy.
+        let mut tries = 0;
+        while !uring::try_lock_exclusive(&file).map_err(io_err("lock", &s.part))? {
+            tries += 1;
+            if tries > LOCK_TRIES {
+                return Err(StoreError::Busy {
+                    path: s.part.clone(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let mut engine = Engine::new(
+        let engine = Engine::new(
             file,
             direct,
             store.cfg.buffers,
             buffer_size(&store.cfg, image),
         )
         .map_err(io_err("io_uring setup", &s.part))?;
-        match engine.fallocate(image.size.next_multiple_of(ALIGN as u64)) {
-            Ok(_) => {}
-            Err(e) if is_no_space(&e) => {
-                drop(engine);
-                return Err(s.no_space());
-            }
-            Err(e) => return Err(io_err("fallocate", &s.part)(e)),
+        // Refuse at once if the rest of the image cannot fit. The space is not reserved
+        // (`fallocate` made every O_DIRECT write convert an unwritten extent, measurably slower),
+        // so ENOSPC from a later write is handled the same way.
+        let allocated = engine
+            .file()
+            .metadata()
+            .map(|m| m.blocks() * 512)
+            .unwrap_or(0);
+        let needed = image.size.saturating_sub(allocated);
+        let available = uring::available_bytes(&s.part).map_err(io_err("statvfs", &s.part))?;
+        if available < needed {
+            drop(engine);
+            return Err(s.no_space());
         }
         s.engine = Some(engine);
         s.resume()?;

@@ -382,19 +382,6 @@ impl Engine {
         unsafe { self.one_off(sqe) }.map(drop)
     }
 
-    /// Reserves `len` bytes from offset 0 (`fallocate`, mode 0: data is kept). Returns
-    /// `Ok(false)` where the filesystem does not support it.
-    pub(crate) fn fallocate(&mut self, len: u64) -> io::Result<bool> {
-        let fd = types::Fd(self.file.as_raw_fd());
-        let sqe = opcode::Fallocate::new(fd, len).build();
-        // SAFETY: the operation refers to no memory, and `fd` is open for the engine's life.
-        match unsafe { self.one_off(sqe) } {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Reads up to `len` bytes at `offset` (aligned to [`ALIGN`] in direct mode; `len` at most
     /// one buffer) after finishing every write. Returns fewer bytes only at the end of the file.
     pub(crate) fn read_at(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
@@ -449,6 +436,21 @@ impl Drop for Engine {
             }
         }
     }
+}
+
+/// Bytes available to an unprivileged user on the filesystem holding `path` (`statvfs`).
+pub(crate) fn available_bytes(path: &std::path::Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: an all-zero `statvfs` is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated string and `st` a writable `statvfs`, both alive for the
+    // call; the kernel writes only into `st`.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Takes an exclusive advisory lock on `file` without waiting; `Ok(false)` if another open

@@ -278,7 +278,6 @@ impl MemTransport {
             }
         }
         self.conns.retain(|c| !c.session.is_closed());
-        drop(ctx);
         replace_older(&mut self.conns, events, &mut self.stats);
     }
 

@@ -162,6 +162,9 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long `connect` waits for the remote to answer.
     pub connect_timeout: Duration,
+    /// How long `poll` spins on the sockets before sleeping (tcp; zero: sleep at once). A short
+    /// spin trades a little CPU for lower latency when replies come quickly.
+    pub busy_poll: Duration,
 }
 
 impl Default for Config {
@@ -173,6 +176,7 @@ impl Default for Config {
             max_pending_handshakes: 64,
             handshake_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
+            busy_poll: Duration::from_micros(50),
         }
     }
 }

@@ -99,14 +99,45 @@ impl FrameSink for Io {
     }
 }
 
+/// What the next bytes from the socket are.
+enum Rx {
+    /// Frames, read into the connection's read buffer.
+    Frames,
+    /// The rest of a bulk chunk, read straight into a chunk buffer.
+    Bulk { header: FrameHeader, buf: BytesMut },
+}
+
 /// One TCP connection and its session.
 pub struct TcpConn {
     pub(super) io: Io,
     pub(super) session: Session,
     rbuf: BytesMut,
+    rx: Rx,
+    /// Chunk buffers, used in turn; a buffer whose chunk the application dropped is reused.
+    chunk_buffers: VecDeque<BytesMut>,
     pub(super) started: Instant,
     /// Whether EPOLLOUT is registered.
     pub(super) polling_out: bool,
+}
+
+/// Chunk buffers kept per connection (one more than the slots a peer can fill at once).
+const CHUNK_BUFFERS: usize = 5;
+
+/// Reads from `stream` into the spare capacity of `buf`, at most `max` bytes.
+fn read_into(stream: &TcpStream, buf: &mut BytesMut, max: usize) -> std::io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(max);
+    // SAFETY: `spare` is writable memory owned by `buf`, valid for at least `want` bytes; `read(2)`
+    // writes at most `want` bytes there and reads none. No reference to the uninitialised bytes
+    // is created.
+    let n = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: `read` initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 impl TcpConn {
@@ -121,6 +152,8 @@ impl TcpConn {
             },
             session,
             rbuf: BytesMut::with_capacity(READ_BUFFER),
+            rx: Rx::Frames,
+            chunk_buffers: VecDeque::with_capacity(CHUNK_BUFFERS),
             started: Instant::now(),
             polling_out: false,
         }
@@ -132,34 +165,32 @@ impl TcpConn {
             if self.session.is_closed() {
                 return;
             }
-            if self.rbuf.capacity() - self.rbuf.len() < MIN_READ {
-                self.rbuf.reserve(MIN_READ);
-            }
-            let spare = self.rbuf.spare_capacity_mut();
-            let want = spare.len();
-            // SAFETY: `spare` is writable memory owned by `rbuf`, valid for `want` bytes; `read(2)`
-            // writes at most `want` bytes there and reads none. No reference to the uninitialised
-            // bytes is created.
-            let n =
-                unsafe { libc::read(self.io.stream.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                match e.kind() {
-                    ErrorKind::WouldBlock => return,
-                    ErrorKind::Interrupted => continue,
-                    _ => {
-                        self.session.broken(&format!("read failed: {e}"), ctx);
-                        return;
+            let (res, want) = match &mut self.rx {
+                Rx::Frames => {
+                    if self.rbuf.capacity() - self.rbuf.len() < MIN_READ {
+                        self.rbuf.reserve(MIN_READ);
                     }
+                    let want = self.rbuf.capacity() - self.rbuf.len();
+                    (read_into(&self.io.stream, &mut self.rbuf, want), want)
                 }
-            }
-            if n == 0 {
-                self.session.broken("the peer closed the connection", ctx);
-                return;
-            }
-            let n = n as usize;
-            // SAFETY: `read` initialised the first `n` bytes of the spare capacity.
-            unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
+                Rx::Bulk { header, buf } => {
+                    let want = header.len() - buf.len();
+                    (read_into(&self.io.stream, buf, want), want)
+                }
+            };
+            let n = match res {
+                Ok(0) => {
+                    self.session.broken("the peer closed the connection", ctx);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.session.broken(&format!("read failed: {e}"), ctx);
+                    return;
+                }
+            };
             self.parse(ctx);
             if n < want {
                 return; // drained: level-triggered epoll reports the rest
@@ -167,7 +198,34 @@ impl TcpConn {
         }
     }
 
+    /// A buffer for a chunk of `len` bytes: the oldest one, reused in place if the application
+    /// has dropped what it held.
+    fn chunk_buffer(&mut self, len: usize) -> BytesMut {
+        let mut buf = if self.chunk_buffers.len() < CHUNK_BUFFERS {
+            BytesMut::with_capacity(len)
+        } else {
+            self.chunk_buffers.pop_front().expect("non-empty")
+        };
+        buf.clear();
+        buf.reserve(len);
+        buf
+    }
+
     fn parse(&mut self, ctx: &mut Ctx<'_>) {
+        if let Rx::Bulk { header, buf } = &mut self.rx {
+            if buf.len() < header.len() {
+                return;
+            }
+            let header = *header;
+            let payload = buf.split().freeze();
+            let Rx::Bulk { buf, .. } = std::mem::replace(&mut self.rx, Rx::Frames) else {
+                unreachable!()
+            };
+            self.chunk_buffers.push_back(buf);
+            if self.deliver(&header, payload, ctx).is_err() {
+                return;
+            }
+        }
         while self.rbuf.len() >= HEADER_LEN && !self.session.is_closed() {
             let header = match FrameHeader::decode(&self.rbuf) {
                 Ok(h) => *h,
@@ -178,22 +236,35 @@ impl TcpConn {
             };
             let total = HEADER_LEN + header.len();
             if self.rbuf.len() < total {
-                self.rbuf.reserve(total - self.rbuf.len());
+                if header.kind() == Kind::BulkData {
+                    // Read the rest of the chunk straight into its own buffer.
+                    self.rbuf.advance(HEADER_LEN);
+                    let mut buf = self.chunk_buffer(header.len());
+                    buf.extend_from_slice(&self.rbuf);
+                    self.rbuf.clear();
+                    self.rx = Rx::Bulk { header, buf };
+                } else {
+                    self.rbuf.reserve(total - self.rbuf.len());
+                }
                 return;
             }
             self.rbuf.advance(HEADER_LEN);
             let payload = self.rbuf.split_to(header.len()).freeze();
-            if let Err(e) = header.verify_payload(&payload) {
-                self.session.malformed(e, ctx);
-                return;
-            }
-            if self
-                .session
-                .on_frame(&header, payload, &mut self.io, ctx)
-                .is_err()
-            {
+            if self.deliver(&header, payload, ctx).is_err() {
                 return;
             }
         }
+    }
+
+    fn deliver(
+        &mut self,
+        header: &FrameHeader,
+        payload: Bytes,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), crate::session::Ended> {
+        if let Err(e) = header.verify_payload(&payload) {
+            return Err(self.session.malformed(e, ctx));
+        }
+        self.session.on_frame(header, payload, &mut self.io, ctx)
     }
 }

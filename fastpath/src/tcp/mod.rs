@@ -189,6 +189,19 @@ impl TcpTransport {
                 EpollTimeout::try_from(d.max(Duration::from_millis(1))).unwrap_or(EpollTimeout::MAX)
             }
         };
+        if ms != EpollTimeout::ZERO && !self.config.busy_poll.is_zero() {
+            // Spin briefly before sleeping: a reply that comes within the spin skips the
+            // scheduler's sleep and wake-up, which dominate a round trip on loopback.
+            let spin = timeout.map_or(self.config.busy_poll, |t| t.min(self.config.busy_poll));
+            let until = Instant::now() + spin;
+            while Instant::now() < until {
+                match self.epoll.wait(&mut self.ready, EpollTimeout::ZERO) {
+                    Ok(0) | Err(nix::Error::EINTR) => std::hint::spin_loop(),
+                    Ok(n) => return Ok(n),
+                    Err(e) => return Err(errno("epoll_wait", e)),
+                }
+            }
+        }
         match self.epoll.wait(&mut self.ready, ms) {
             Ok(n) => Ok(n),
             Err(nix::Error::EINTR) => Ok(0),
@@ -266,7 +279,6 @@ impl TcpTransport {
                 }
             }
         }
-        drop(ctx);
         self.replace_older(events);
     }
 

@@ -33,3 +33,5 @@ pub use transport::{
     Config, ConnId, DownReason, Event, NodeId, RefuseReason, SendError, SlotId, Stats, Transport,
     TransportError,
 };
+#[cfg(feature = "rdma")]
+pub use verbs::VerbsTransport;

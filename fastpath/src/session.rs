@@ -93,6 +93,8 @@ pub struct Limits {
     /// Whether bulk chunks travel as frames with sequence numbers (tcp, mem) or as RDMA writes
     /// with an immediate value (verbs).
     pub bulk_in_band: bool,
+    /// Largest peer window we honour (verbs: what our send ring holds).
+    pub max_peer_window: u32,
 }
 
 /// One connection's protocol state.
@@ -588,6 +590,7 @@ impl Session {
     fn establish(&mut self, peer: NodeId, generation: u64, peer_window: u32, ctx: &mut Ctx<'_>) {
         let conn = ConnId { peer, generation };
         self.state = State::Established { conn };
+        let peer_window = peer_window.min(self.limits.max_peer_window);
         self.credits = Credits::new(self.limits.window, peer_window);
         self.tx_seq = 0;
         self.rx_seq = 0;

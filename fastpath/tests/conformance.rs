@@ -306,13 +306,15 @@ pub fn authentication_failure(b: &mut dyn Backend) {
         "the connector saw a bad proof"
     );
 
+    let Some(mut raw) = b.raw(good.local_addr()) else {
+        return;
+    };
     // A raw peer that skips the handshake and sends data is refused; nothing is delivered.
-    let mut raw = b.raw(good.local_addr());
     let payload = b"let me in";
     let h = FrameHeader::new(fields(Kind::Data, 66, 1, 0, 1), payload);
     raw.send(h.bytes(), payload);
     // A raw peer with the wrong key fails the proof.
-    let mut raw2 = b.raw(good.local_addr());
+    let mut raw2 = b.raw(good.local_addr()).expect("raw connections");
     let mut log = Log::new();
     log.push(Vec::new());
     let got = raw_handshake(raw2.as_mut(), 67, &wrong_key(), &mut good, &mut log[0]);
@@ -346,7 +348,9 @@ pub fn oversized_and_malformed(b: &mut dyn Backend) {
         .is_ok());
 
     // Garbage instead of a HELLO.
-    let mut raw = b.raw(c.local_addr());
+    let Some(mut raw) = b.raw(c.local_addr()) else {
+        return;
+    };
     raw.send(&[0xffu8; 64], b"");
     let mut log = Log::new();
     pump(&mut [&mut c], &mut log, LIMIT, |l| {
@@ -355,7 +359,7 @@ pub fn oversized_and_malformed(b: &mut dyn Backend) {
 
     // An authenticated raw peer that then sends an oversized frame, and one with a bad checksum.
     for corrupt in [false, true] {
-        let mut raw = b.raw(c.local_addr());
+        let mut raw = b.raw(c.local_addr()).expect("raw connections");
         let mut log = Log::new();
         log.push(Vec::new());
         let (acceptor, generation) =
@@ -384,42 +388,51 @@ pub fn oversized_and_malformed(b: &mut dyn Backend) {
 }
 
 macro_rules! suite {
-    ($backend:ident, $make:expr) => {
+    ($backend:ident, $make:expr $(, #[$attr:meta])*) => {
         mod $backend {
             use super::*;
             #[test]
+            $(#[$attr])*
             fn conformance_ordering() {
                 ordering(&mut $make);
             }
             #[test]
+            $(#[$attr])*
             fn conformance_backpressure() {
                 backpressure(&mut $make);
             }
             #[test]
+            $(#[$attr])*
             fn conformance_bidirectional_small_window() {
                 bidirectional(&mut $make);
             }
             #[test]
+            $(#[$attr])*
             fn conformance_bulk_integrity() {
                 bulk_integrity(&mut $make);
             }
             #[test]
+            $(#[$attr])*
             fn conformance_disconnect_mid_transfer() {
                 disconnect_mid_transfer(&mut $make);
             }
             #[test]
+            $(#[$attr])*
             fn conformance_reconnect_new_generation() {
                 reconnect_new_generation(&mut $make);
             }
             #[test]
+            $(#[$attr])*
             fn conformance_replaced_connection() {
                 replaced(&mut $make);
             }
             #[test]
+            $(#[$attr])*
             fn conformance_authentication_failure() {
                 authentication_failure(&mut $make);
             }
             #[test]
+            $(#[$attr])*
             fn conformance_oversized_and_malformed() {
                 oversized_and_malformed(&mut $make);
             }
@@ -429,3 +442,9 @@ macro_rules! suite {
 
 suite!(mem, Mem::new());
 suite!(tcp, Tcp);
+#[cfg(feature = "rdma")]
+suite!(
+    verbs,
+    Verbs::new(),
+    #[ignore = "needs an RDMA device: run in the rxe lab with ENTENTE_RDMA_ADDR set"]
+);

@@ -98,6 +98,7 @@ impl TcpTransport {
             bulk_slots: self.config.bulk_slots,
             bulk_slot_len: self.config.bulk_slot_len,
             bulk_in_band: true,
+            max_peer_window: u32::MAX,
         }
     }
 

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 pub trait Backend {
     /// A new endpoint as node `id`.
     fn endpoint(&mut self, id: u64, key: ClusterKey, config: Config) -> Box<dyn Transport>;
-    /// A raw connection to `addr` that moves frames without any session logic.
-    fn raw(&mut self, addr: SocketAddr) -> Box<dyn RawConn>;
+    /// A raw connection to `addr` that moves frames without any session logic (`None` where the
+    /// backend has no such thing: verbs, whose frames go through the same decoder and session).
+    fn raw(&mut self, addr: SocketAddr) -> Option<Box<dyn RawConn>>;
 }
 
 /// A connection that sends and receives raw frames (a hostile or broken peer).
@@ -46,8 +47,8 @@ impl Backend for Mem {
         let addr = SocketAddr::from(([10, 0, 0, 1], self.next));
         Box::new(entente_fastpath::MemTransport::bind(&self.net, addr, id, key, config).unwrap())
     }
-    fn raw(&mut self, addr: SocketAddr) -> Box<dyn RawConn> {
-        Box::new(self.net.raw_connect(addr).unwrap())
+    fn raw(&mut self, addr: SocketAddr) -> Option<Box<dyn RawConn>> {
+        Some(Box::new(self.net.raw_connect(addr).unwrap()))
     }
 }
 
@@ -68,8 +69,42 @@ impl Backend for Tcp {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         Box::new(entente_fastpath::TcpTransport::bind(addr, id, key, config).unwrap())
     }
-    fn raw(&mut self, addr: SocketAddr) -> Box<dyn RawConn> {
-        Box::new(RawTcp(TcpStream::connect(addr).unwrap()))
+    fn raw(&mut self, addr: SocketAddr) -> Option<Box<dyn RawConn>> {
+        Some(Box::new(RawTcp(TcpStream::connect(addr).unwrap())))
+    }
+}
+
+/// The verbs backend on an RDMA device (rxe in the lab): endpoints bind to the address in
+/// `ENTENTE_RDMA_ADDR`, each on its own port.
+#[cfg(feature = "rdma")]
+pub struct Verbs {
+    ip: std::net::IpAddr,
+    next_port: u16,
+}
+
+#[cfg(feature = "rdma")]
+impl Verbs {
+    pub fn new() -> Verbs {
+        let ip = std::env::var("ENTENTE_RDMA_ADDR")
+            .expect("ENTENTE_RDMA_ADDR names the IP address of the RDMA interface")
+            .parse()
+            .expect("ENTENTE_RDMA_ADDR is an IP address");
+        Verbs {
+            ip,
+            next_port: 20000 + (std::process::id() % 20000) as u16,
+        }
+    }
+}
+
+#[cfg(feature = "rdma")]
+impl Backend for Verbs {
+    fn endpoint(&mut self, id: u64, key: ClusterKey, config: Config) -> Box<dyn Transport> {
+        self.next_port += 1;
+        let addr = SocketAddr::new(self.ip, self.next_port);
+        Box::new(entente_fastpath::VerbsTransport::bind(addr, id, key, config).unwrap())
+    }
+    fn raw(&mut self, _addr: SocketAddr) -> Option<Box<dyn RawConn>> {
+        None
     }
 }
 

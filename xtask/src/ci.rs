@@ -3,8 +3,31 @@
 use crate::{entente_release, sh, sim_json};
 use anyhow::{ensure, Result};
 
-/// Format, lints, tests, then the simulator's acceptance runs on release builds.
+/// Where rdma-sys's bindgen finds a libclang it works with (it breaks with libclang >= 16).
+const LIBCLANG_14: &str = "/usr/lib/llvm-14/lib";
+
+/// The `rdma` feature builds against libibverbs and librdmacm with bindgen: check they are here.
+fn rdma_build_environment() -> Result<()> {
+    let have = |p: &str| std::path::Path::new(p).exists();
+    ensure!(
+        have("/usr/include/infiniband/verbs.h") && have("/usr/include/rdma/rdma_cma.h"),
+        "the rdma feature needs libibverbs-dev and librdmacm-dev (apt-get install libibverbs-dev librdmacm-dev)"
+    );
+    ensure!(
+        have(LIBCLANG_14),
+        "the rdma feature needs libclang 14 (apt-get install libclang1-14 libclang-common-14-dev)"
+    );
+    if std::env::var_os("LIBCLANG_PATH").is_none() {
+        // Children (cargo, rustc, build scripts) inherit it.
+        std::env::set_var("LIBCLANG_PATH", LIBCLANG_14);
+    }
+    Ok(())
+}
+
+/// Format, lints, tests (every feature, the RDMA backend included), then the simulator's
+/// acceptance runs on release builds.
 pub fn run() -> Result<()> {
+    rdma_build_environment()?;
     sh("cargo", &["fmt", "--all", "--", "--check"])?;
     sh(
         "cargo",

@@ -32,31 +32,10 @@ fn target_config(hosts: usize) -> SimConfig {
     }
 }
 
-/// CPU time consumed by the calling thread so far (Linux: `CLOCK_THREAD_CPUTIME_ID`).
-#[cfg(target_os = "linux")]
+/// CPU time consumed by the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`).
 fn thread_cpu() -> Option<Duration> {
-    #[repr(C)]
-    struct Timespec {
-        tv_sec: i64,
-        tv_nsec: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
-    }
-    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-    let mut ts = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call (64-bit Linux
-    // layout: two i64s), and the clock id is a constant the kernel defines.
-    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn thread_cpu() -> Option<Duration> {
-    None
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some(Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32))
 }
 
 /// One timed run: the report, its elapsed time and the thread's CPU time (if measurable).

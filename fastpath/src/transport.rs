@@ -162,8 +162,10 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long `connect` waits for the remote to answer.
     pub connect_timeout: Duration,
-    /// How long `poll` spins on the sockets before sleeping (tcp; zero: sleep at once). A short
-    /// spin trades a little CPU for lower latency when replies come quickly.
+    /// How long `poll` spins before sleeping (tcp, verbs; zero, the default: sleep at once). A
+    /// spin lowers round trips on an idle machine, but it takes CPU from whatever else runs, and
+    /// on a busy node (the GPU jobs the agent shares it with) it makes things worse: opt in only
+    /// where a core is reserved for the agent.
     pub busy_poll: Duration,
 }
 
@@ -176,7 +178,7 @@ impl Default for Config {
             max_pending_handshakes: 64,
             handshake_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
-            busy_poll: Duration::from_micros(50),
+            busy_poll: Duration::ZERO,
         }
     }
 }

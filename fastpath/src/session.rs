@@ -690,6 +690,17 @@ impl Session {
         Ok(())
     }
 
+    /// Withdraws a grant of ours that the peer will not use; returns whether it was open.
+    pub fn revoke_grant(&mut self, slot: SlotId) -> bool {
+        match self.granted.iter().position(|g| g.slot == slot) {
+            Some(at) => {
+                self.granted.swap_remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Checks that a chunk of `len` bytes for `slot` was granted, and consumes the grant.
     pub fn take_grant(
         &mut self,

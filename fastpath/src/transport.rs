@@ -210,6 +210,13 @@ pub trait Transport {
     fn send(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError>;
     /// Grants the peer one bulk slot of up to `len` bytes; returns the slot id.
     fn grant_bulk(&mut self, conn: ConnId, len: u32) -> Result<SlotId, SendError>;
+    /// Withdraws a grant the peer declined to use (it said it has nothing to send into it), so
+    /// the slot can be granted again. Returns whether the grant was open. A chunk written into
+    /// a withdrawn slot afterwards is a protocol violation.
+    fn revoke_bulk(&mut self, conn: ConnId, slot: SlotId) -> bool {
+        let _ = (conn, slot);
+        false
+    }
     /// Writes one chunk into a slot the peer granted us.
     fn send_bulk(&mut self, conn: ConnId, slot: SlotId, data: Bytes) -> Result<(), SendError>;
     /// Frames we may still send on `conn` before the peer frees buffers (None: no such connection).

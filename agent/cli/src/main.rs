@@ -1,5 +1,8 @@
 //! `entente`: the operator CLI.
 
+mod agentcmd;
+mod client;
+mod demo;
 mod keygen;
 mod manifest;
 mod profiles;
@@ -28,6 +31,20 @@ enum Command {
     /// Check hw-profiles.
     #[command(subcommand)]
     Profiles(profiles::ProfilesCommand),
+    /// Run a real campaign on this machine: N agents on loopback, no setup.
+    Demo(demo::DemoArgs),
+    /// The local agent's state and its view of the campaign.
+    Status(agentcmd::StatusArgs),
+    /// The local agent's devices and firmware versions.
+    Inventory(agentcmd::ReadArgs),
+    /// The local agent's history.
+    History(agentcmd::ReadArgs),
+    /// Start or follow a campaign.
+    #[command(subcommand)]
+    Campaign(agentcmd::CampaignCommand),
+    /// Retire a link.
+    #[command(subcommand)]
+    Link(agentcmd::LinkCommand),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +54,12 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(args),
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Profiles(cmd) => profiles::run(cmd),
+        Command::Demo(args) => demo::run(args),
+        Command::Status(args) => agentcmd::status(args),
+        Command::Inventory(args) => agentcmd::inventory(args),
+        Command::History(args) => agentcmd::history(args),
+        Command::Campaign(cmd) => agentcmd::campaign(cmd),
+        Command::Link(cmd) => agentcmd::link(cmd),
     };
     match result {
         Ok(code) => code,

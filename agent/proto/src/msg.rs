@@ -61,6 +61,7 @@ pub struct LinkSnapshot {
 }
 
 /// An open link transaction at one end.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Pending {
     /// No open transaction.
@@ -206,6 +207,7 @@ pub enum Lease {
 }
 
 /// What a campaign tells every node (the signed manifest's protocol-relevant part).
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Campaign {
     /// The epoch this campaign introduces.
@@ -223,6 +225,7 @@ pub struct Campaign {
 }
 
 /// Operator control of a running campaign.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ControlAction {
     /// No new staging or activation; transactions in flight complete.
@@ -234,6 +237,7 @@ pub enum ControlAction {
 }
 
 /// A flooded campaign control statement.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Control {
     /// Campaign concerned.

@@ -3,6 +3,7 @@
 use crate::types::Epoch;
 
 /// Where a node stands in the campaign for one epoch (docs/protocol.md, "Node phases").
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Phase {
     /// No campaign known.
@@ -62,6 +63,7 @@ impl Phase {
 }
 
 /// Orders a node's phase reports: phases can move back, so each carries a version.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Version {
     /// Bumped on every start of the agent whose disk state was lost.
@@ -71,6 +73,7 @@ pub struct Version {
 }
 
 /// A phase report: the phase, the campaign epoch it refers to, and its version.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct PhaseEntry {
     /// Campaign epoch.

@@ -3,14 +3,17 @@
 use core::fmt;
 
 /// A node's stable identity in the cluster.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct NodeId(pub u64);
 
 /// A transition counter: epoch `e` names the semantics links speak after the `e`-th campaign.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Epoch(pub u64);
 
 /// A per-(link, epoch) proposal counter chosen by the initiator; 0 means "none yet".
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Nonce(pub u64);
 
@@ -55,6 +58,7 @@ impl fmt::Display for Epoch {
 }
 
 /// The inclusive range `[min, max]` of epochs a firmware image can speak.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Window {
     /// Oldest semantics the firmware still speaks.

@@ -360,6 +360,12 @@ impl Transport for TcpTransport {
         c.session.grant_bulk(len, 0, 0, &mut c.io)
     }
 
+    fn revoke_bulk(&mut self, conn: ConnId, slot: SlotId) -> bool {
+        self.find(conn)
+            .map(|c| c.session.revoke_grant(slot))
+            .unwrap_or(false)
+    }
+
     fn send_bulk(&mut self, conn: ConnId, slot: SlotId, data: Bytes) -> Result<(), SendError> {
         let c = self.find(conn)?;
         c.session.send_bulk(slot, &data, &mut c.io)?;

@@ -9,6 +9,7 @@ use crate::Mutant;
 use table::{Class, Next, Note, Rel, Reply, Stimulus};
 
 /// The persisted state of one end of a link. The driver stores it whenever the node emits it.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LinkState {
     /// Last committed epoch of the link.

@@ -5,7 +5,8 @@ use crate::msg::{GossipDelta, Message};
 use crate::types::{Nanos, NodeId};
 
 /// Entries per gossip message: within the wire's per-list limit and its 64 KiB frame.
-const GOSSIP_CHUNK: usize = 2000;
+/// Default most entries of each kind in one gossip message.
+pub(super) const GOSSIP_CHUNK: usize = 2000;
 const _: () = assert!(GOSSIP_CHUNK <= crate::wire::MAX_GOSSIP_ENTRIES);
 
 /// Per-peer delta bookkeeping.
@@ -88,7 +89,13 @@ impl Node {
             );
             while from < seq {
                 let mut delta = GossipDelta::default();
-                self.summary.delta_chunk(from, GOSSIP_CHUNK, &mut delta);
+                self.summary.delta_chunk(
+                    from,
+                    self.cfg
+                        .gossip_chunk
+                        .clamp(1, crate::wire::MAX_GOSSIP_ENTRIES),
+                    &mut delta,
+                );
                 if delta.upto <= from {
                     break;
                 }
@@ -179,5 +186,19 @@ mod tests {
             assert!(bytes.len() <= MAX_MESSAGE_LEN, "{} bytes", bytes.len());
             assert!(decode(&bytes).is_ok());
         }
+    }
+
+    #[test]
+    fn sixty_four_entries_of_each_kind_fit_a_4k_control_frame() {
+        let big = NodeId(u64::MAX);
+        let d = GossipDelta {
+            upto: u64::MAX,
+            phases: vec![(big, PhaseEntry::default()); 64],
+            links: vec![(big, big, Epoch(u64::MAX)); 64],
+            ..GossipDelta::default()
+        };
+        let n = encoded(&Message::Gossip(d)).len();
+        // fastpath's largest control payload is 4032 bytes; the agent adds one tag byte.
+        assert!(n < 4031, "{n} bytes");
     }
 }

@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub rtt: Nanos,
     /// Interval between gossip rounds (100 ms).
     pub gossip_interval: Nanos,
+    /// Most entries of each kind in one gossip message (2000; a driver whose transport carries
+    /// small messages sets fewer: 64 entries of each kind encode in under 4 KiB).
+    pub gossip_chunk: usize,
     /// Lease length a grantor gives (120 s).
     pub lease: Nanos,
     /// Wait before asking a neighbour that denied a lease again (1 s, jittered).
@@ -71,6 +74,7 @@ impl NodeConfig {
             neighbours,
             rtt,
             gossip_interval: 100 * MS,
+            gossip_chunk: gossip::GOSSIP_CHUNK,
             lease: 120 * SEC,
             lease_retry: SEC,
             max_drift_ppm: 200,

@@ -63,6 +63,7 @@ pub enum Record {
 }
 
 /// Node-level durable state.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct NodeRecord {
     /// Current phase, its epoch and version.
@@ -202,6 +203,7 @@ pub enum Event {
 }
 
 /// Counters a node keeps (never reset while it runs).
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Stale messages ignored.

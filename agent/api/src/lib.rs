@@ -1,0 +1,245 @@
+//! entente-api: the control socket's requests and responses, shared by `entented` and `entente`.
+//!
+//! The socket speaks newline-delimited JSON: a client writes one [`Request`] envelope per line
+//! and reads one [`Response`] line back. The envelope carries [`API_VERSION`]; a daemon refuses
+//! a version it does not speak. Field names are the stable contract of `entente ... --json`.
+
+#![deny(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+
+/// The version of this API.
+pub const API_VERSION: u32 = 1;
+
+/// Default path of the control socket.
+pub const DEFAULT_SOCKET: &str = "/run/entente/control.sock";
+
+/// A request line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// [`API_VERSION`] of the client.
+    pub api: u32,
+    /// The request.
+    pub request: Request,
+}
+
+/// What a client asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Request {
+    /// The node's state, its links and what it knows of the cluster (read).
+    Status,
+    /// The node's devices and their firmware versions (read).
+    Inventory,
+    /// The node's history of events (read).
+    History {
+        /// Most recent entries to return.
+        limit: u32,
+    },
+    /// Starts a campaign from a signed manifest (mutating).
+    CampaignStart {
+        /// The canonical manifest bytes, as a UTF-8 string (the manifest is JSON).
+        manifest: String,
+        /// The detached signature line.
+        signature: String,
+        /// Image files (readable by the daemon) to seed the campaign with; each is staged for
+        /// every manifest profile whose image it is, verified chunk by chunk.
+        images: Vec<String>,
+    },
+    /// Retires a dead link so convergence ignores it (mutating).
+    LinkRetire {
+        /// The neighbour at the other end.
+        peer: u64,
+    },
+}
+
+impl Request {
+    /// Whether the request changes state (and so needs the admin group).
+    pub fn is_mutating(&self) -> bool {
+        matches!(
+            self,
+            Request::CampaignStart { .. } | Request::LinkRetire { .. }
+        )
+    }
+}
+
+/// A response line: either a result or an error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Response {
+    /// The request succeeded.
+    Ok {
+        /// Its result.
+        result: Reply,
+    },
+    /// The request failed.
+    Error {
+        /// What went wrong, for a person.
+        message: String,
+        /// Machine-readable class.
+        code: ErrorCode,
+    },
+}
+
+/// Classes of failure (they map to the CLI's exit codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The caller may not do this.
+    Unauthorized,
+    /// The request is malformed or names something unknown.
+    BadRequest,
+    /// The request was understood and refused (bad signature, rollback, ...).
+    Refused,
+    /// Nothing to do (e.g. the campaign is already running).
+    NothingToDo,
+    /// The daemon failed.
+    Internal,
+}
+
+/// The result of a successful request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    /// For [`Request::Status`].
+    Status(Status),
+    /// For [`Request::Inventory`].
+    Inventory(Inventory),
+    /// For [`Request::History`].
+    History {
+        /// Entries, oldest first.
+        entries: Vec<HistoryEntry>,
+    },
+    /// For [`Request::CampaignStart`].
+    CampaignStarted {
+        /// The campaign's epoch.
+        epoch: u64,
+        /// The manifest's sha256 (hex).
+        manifest: String,
+    },
+    /// For mutating requests with nothing more to say.
+    Done,
+}
+
+/// A node's view of itself and of the cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// This node.
+    pub node: u64,
+    /// The campaign epoch this node is in (0: none).
+    pub epoch: u64,
+    /// This node's phase (`idle`, `announced`, `staged`, `activated`, `converged`, ...).
+    pub phase: String,
+    /// Whether `Conv(P, epoch)` holds as far as this node knows (every live link it watches
+    /// committed `epoch`); meaningful on the node a campaign started on.
+    pub converged: bool,
+    /// Links of the watched topology that committed `epoch` (the origin watches all of them).
+    pub links_committed: u64,
+    /// Links of the watched topology.
+    pub links_total: u64,
+    /// This node's links.
+    pub links: Vec<LinkStatus>,
+    /// Phases of every node this node has heard of.
+    pub nodes: Vec<NodeStatus>,
+    /// Probes interpreted under another epoch than their sender's (a safety violation).
+    pub probe_mismatches: u64,
+    /// Messages a correct peer never sends.
+    pub protocol_errors: u64,
+    /// Transport counters.
+    pub transport: TransportStats,
+    /// Progress of a flash into the device, percent, while one runs.
+    pub flash_percent: Option<u8>,
+}
+
+/// One link of this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// The neighbour.
+    pub peer: u64,
+    /// Committed epoch.
+    pub committed: u64,
+    /// `idle`, `tentative`, `reflecting` or `fresh`.
+    pub state: String,
+    /// Whether the connection is up.
+    pub connected: bool,
+    /// Whether an operator retired the link.
+    pub retired: bool,
+}
+
+/// Another node's last reported phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: u64,
+    /// Campaign epoch of its report.
+    pub epoch: u64,
+    /// Its phase.
+    pub phase: String,
+}
+
+/// Transport counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportStats {
+    /// Connections that came up.
+    pub connections_up: u64,
+    /// Peers refused for failing the cluster-key proof.
+    pub auth_failures: u64,
+    /// Connections cut for framing violations.
+    pub protocol_errors: u64,
+}
+
+/// A node's devices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// One entry per device.
+    pub devices: Vec<DeviceEntry>,
+}
+
+/// One device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceEntry {
+    /// Its hw-profile.
+    pub profile: String,
+    /// Its components' versions.
+    pub components: Vec<ComponentEntry>,
+    /// `ok`, `degraded` or `failed`.
+    pub health: String,
+}
+
+/// One component's versions (devlink's fixed / running / stored).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentEntry {
+    /// Component name.
+    pub name: String,
+    /// Running version.
+    pub running: Option<String>,
+    /// Version staged in the inactive bank.
+    pub stored: Option<String>,
+}
+
+/// One history entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    /// What happened.
+    pub event: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_with_stable_names() {
+        let e = Envelope {
+            api: API_VERSION,
+            request: Request::History { limit: 5 },
+        };
+        let text = serde_json::to_string(&e).unwrap();
+        assert_eq!(text, r#"{"api":1,"request":{"kind":"history","limit":5}}"#);
+        assert_eq!(serde_json::from_str::<Envelope>(&text).unwrap(), e);
+        assert!(Request::LinkRetire { peer: 2 }.is_mutating());
+        assert!(!Request::Status.is_mutating());
+    }
+}

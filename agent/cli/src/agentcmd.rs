@@ -1,0 +1,272 @@
+//! Commands that talk to the local agent: `status`, `inventory`, `history`, `campaign start`,
+//! `link retire`. Read commands take `--json` (the stable format: entente-api's types).
+
+use crate::client::{call, AgentError, EXIT_NOTHING_TO_DO, EXIT_REFUSED};
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use entente_api::{ErrorCode, Reply, Request, Status};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Where the agent listens.
+#[derive(Args, Debug, Clone)]
+pub struct SocketArg {
+    /// The agent's control socket.
+    #[arg(long, env = "ENTENTE_SOCKET", default_value = entente_api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+/// `entente status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Print the links as a Graphviz graph (committed epoch on each edge).
+    #[arg(long)]
+    dot: bool,
+    /// Refresh every second until the campaign converged (or Ctrl-C).
+    #[arg(long)]
+    watch: bool,
+}
+
+/// `entente inventory` and `entente history`.
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Most entries (history).
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+}
+
+/// `entente campaign ...`.
+#[derive(Subcommand, Debug)]
+pub enum CampaignCommand {
+    /// Start a campaign on the local agent from a signed manifest.
+    Start {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// The canonical manifest (from `entente manifest sign`).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Its signature (default: the manifest path + ".sig").
+        #[arg(long)]
+        sig: Option<PathBuf>,
+        /// Image files to seed the campaign with (readable by the agent).
+        #[arg(long = "image")]
+        images: Vec<PathBuf>,
+    },
+    /// The campaign's progress as the local agent sees it (`status` by another name).
+    Status(StatusArgs),
+}
+
+/// `entente link ...`.
+#[derive(Subcommand, Debug)]
+pub enum LinkCommand {
+    /// Retire the link to a dead neighbour, so convergence no longer waits for it.
+    Retire {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// The neighbour's node id.
+        peer: u64,
+    },
+}
+
+/// Maps an agent's refusal to the documented exit codes; other errors propagate.
+fn exit_for(e: anyhow::Error) -> Result<ExitCode> {
+    match e.downcast_ref::<AgentError>() {
+        Some(a) => {
+            eprintln!("entente: {}", a.message);
+            Ok(ExitCode::from(match a.code {
+                ErrorCode::Refused | ErrorCode::Unauthorized => EXIT_REFUSED,
+                ErrorCode::NothingToDo => EXIT_NOTHING_TO_DO,
+                ErrorCode::BadRequest | ErrorCode::Internal => 1,
+            }))
+        }
+        None => Err(e),
+    }
+}
+
+fn print_status(s: &Status, dot: bool) {
+    if dot {
+        println!("graph entente {{");
+        for l in &s.links {
+            println!(
+                "  n{} -- n{} [label=\"{}{}\"];",
+                s.node.min(l.peer),
+                s.node.max(l.peer),
+                l.committed,
+                if l.connected { "" } else { " (down)" }
+            );
+        }
+        println!("}}");
+        return;
+    }
+    println!(
+        "node {}  epoch {}  phase {}  {}",
+        s.node,
+        s.epoch,
+        s.phase,
+        if s.converged {
+            "CONVERGED"
+        } else {
+            "converging"
+        }
+    );
+    println!(
+        "links committed {}/{} (as far as this node knows)",
+        s.links_committed, s.links_total
+    );
+    if let Some(p) = s.flash_percent {
+        println!("flashing {p}%");
+    }
+    for l in &s.links {
+        println!(
+            "  link to {:<6} epoch {:<4} {:<10} {}{}",
+            l.peer,
+            l.committed,
+            l.state,
+            if l.connected { "up" } else { "down" },
+            if l.retired { " retired" } else { "" }
+        );
+    }
+    if !s.nodes.is_empty() {
+        let phases: Vec<String> = s
+            .nodes
+            .iter()
+            .map(|n| format!("{}:{}", n.node, n.phase))
+            .collect();
+        println!("nodes: {}", phases.join(" "));
+    }
+    if s.probe_mismatches > 0 {
+        println!("SAFETY: {} probe mismatches", s.probe_mismatches);
+    }
+}
+
+/// Runs `entente status`.
+pub fn status(a: StatusArgs) -> Result<ExitCode> {
+    loop {
+        let s = match call(&a.socket.socket, Request::Status) {
+            Ok(Reply::Status(s)) => s,
+            Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
+            Err(e) => return exit_for(e),
+        };
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            print_status(&s, a.dot);
+        }
+        if !a.watch || s.converged {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        if !a.json {
+            println!();
+        }
+    }
+}
+
+/// Runs `entente inventory`.
+pub fn inventory(a: ReadArgs) -> Result<ExitCode> {
+    let inv = match call(&a.socket.socket, Request::Inventory) {
+        Ok(Reply::Inventory(i)) => i,
+        Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
+        Err(e) => return exit_for(e),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&inv)?);
+    } else {
+        for d in &inv.devices {
+            println!("{}  health {}", d.profile, d.health);
+            for c in &d.components {
+                println!(
+                    "  {:<12} running {:<20} stored {}",
+                    c.name,
+                    c.running.as_deref().unwrap_or("-"),
+                    c.stored.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `entente history`.
+pub fn history(a: ReadArgs) -> Result<ExitCode> {
+    let entries = match call(&a.socket.socket, Request::History { limit: a.limit }) {
+        Ok(Reply::History { entries }) => entries,
+        Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
+        Err(e) => return exit_for(e),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+    } else {
+        for e in entries {
+            println!("{:>14}  {}", e.at_ms, e.event);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `entente campaign ...`.
+pub fn campaign(c: CampaignCommand) -> Result<ExitCode> {
+    match c {
+        CampaignCommand::Start {
+            socket,
+            manifest,
+            sig,
+            images,
+        } => {
+            let sig = sig.unwrap_or_else(|| PathBuf::from(format!("{}.sig", manifest.display())));
+            let m = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("read {}", manifest.display()))?;
+            let s =
+                std::fs::read_to_string(&sig).with_context(|| format!("read {}", sig.display()))?;
+            let images = images
+                .iter()
+                .map(|p| {
+                    std::fs::canonicalize(p)
+                        .map(|p| p.display().to_string())
+                        .with_context(|| format!("image {}", p.display()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            match call(
+                &socket.socket,
+                Request::CampaignStart {
+                    manifest: m,
+                    signature: s,
+                    images,
+                },
+            ) {
+                Ok(Reply::CampaignStarted { epoch, manifest }) => {
+                    println!("campaign {epoch} started (manifest {manifest})");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
+                Err(e) => exit_for(e),
+            }
+        }
+        CampaignCommand::Status(a) => status(a),
+    }
+}
+
+/// Runs `entente link ...`.
+pub fn link(c: LinkCommand) -> Result<ExitCode> {
+    match c {
+        LinkCommand::Retire { socket, peer } => {
+            match call(&socket.socket, Request::LinkRetire { peer }) {
+                Ok(_) => {
+                    println!("link to {peer} retired");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => exit_for(e),
+            }
+        }
+    }
+}

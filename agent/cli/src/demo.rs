@@ -1,0 +1,495 @@
+//! `entente demo`: a real campaign on this machine, no setup. It starts N `entented` processes on
+//! loopback (TCP, simulated NICs) in a temporary directory, each linked to min(3, N−1) others (a
+//! ring with chords), makes the keys, signs a manifest for an 8 MiB image, starts the campaign on
+//! node 1, shows per-node progress and link convergence, and prints the report.
+
+use crate::client::call;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use entente_api::{Reply, Request, Status};
+use entente_stage::{CompatWindow, Manifest, ProfileImage, SecretKey};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+const SIM_NIC: &str = include_str!("../../../hw-profiles/sim-nic.toml");
+const IMAGE_BYTES: usize = 8 << 20;
+const CHUNK: u32 = 1 << 20;
+
+/// `entente demo` options.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Agents to start.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..=64))]
+    nodes: u64,
+    /// Kill an agent mid-campaign (and restart it), and another one later.
+    #[arg(long)]
+    faults: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Keep the temporary directory (configs, logs, state) afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_s: u64,
+    /// The `entented` binary (default: next to this one, built if missing).
+    #[arg(long)]
+    entented: Option<PathBuf>,
+}
+
+/// The report `--json` prints.
+#[derive(serde::Serialize)]
+struct Report {
+    converged: bool,
+    nodes: u64,
+    links: u64,
+    wall_ms: u64,
+    safety_violations: u64,
+    protocol_errors: u64,
+    agents_killed: u32,
+    dir: Option<String>,
+}
+
+/// The demo's edges: a ring plus chords to the opposite node.
+pub fn topology(n: u64) -> Vec<(u64, u64)> {
+    let mut edges = std::collections::BTreeSet::new();
+    for i in 0..n {
+        let j = (i + 1) % n;
+        if i != j {
+            edges.insert((i.min(j), i.max(j)));
+        }
+    }
+    if n > 3 {
+        for i in 0..n / 2 {
+            let j = i + n / 2;
+            edges.insert((i.min(j), i.max(j)));
+        }
+    }
+    edges.into_iter().map(|(a, b)| (a + 1, b + 1)).collect()
+}
+
+fn entented_binary(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let me = std::env::current_exe()?;
+    let beside = me.with_file_name("entented");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    // From a source tree: build the agent with the same profile as this binary.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if root.join("Cargo.toml").is_file() {
+        let release = me.parent().is_some_and(|p| p.ends_with("release"));
+        eprintln!(
+            "building entented ({})...",
+            if release { "release" } else { "debug" }
+        );
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-q", "-p", "entente-agent"])
+            .current_dir(&root);
+        if release {
+            cmd.arg("--release");
+        }
+        if cmd.status()?.success() && beside.is_file() {
+            return Ok(beside);
+        }
+    }
+    bail!(
+        "entented not found next to {} (build it: cargo build --release -p entente-agent)",
+        me.display()
+    )
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+struct Agent {
+    id: u64,
+    config: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    fn start(&mut self, bin: &Path) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&self.config)
+            .env(
+                "ENTENTE_LOG",
+                std::env::var("ENTENTE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn status(&self) -> Option<Status> {
+        match call(&self.socket, Request::Status) {
+            Ok(Reply::Status(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    f.write_all(data)?;
+    Ok(())
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Prepares the directory: keys, profile, image, manifest, one config per agent.
+fn prepare(dir: &Path, n: u64) -> Result<(Vec<Agent>, PathBuf, PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir.join("keys"))?;
+    std::fs::create_dir_all(dir.join("profiles"))?;
+    std::fs::write(dir.join("profiles/sim-nic.toml"), SIM_NIC)?;
+    let mut cluster = [0u8; 32];
+    getrandom::fill(&mut cluster).map_err(|e| anyhow::anyhow!("random cluster key: {e}"))?;
+    let hex: String = cluster.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&dir.join("cluster.key"), hex.as_bytes())?;
+    let sk = SecretKey::generate()?;
+    sk.write_pair(&dir.join("keys"), "demo")?;
+    std::fs::remove_file(dir.join("keys/demo.key"))?; // agents trust the public key only
+                                                      // The image: 8 MiB of pseudo-random bytes.
+    let mut image = vec![0u8; IMAGE_BYTES];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in image.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let image_path = dir.join("sim-nic-2.0.bin");
+    std::fs::write(&image_path, &image)?;
+    let img = ProfileImage::from_reader(
+        &image[..],
+        CHUNK,
+        "sim-nic 2.0",
+        CompatWindow {
+            min_epoch: 0,
+            max_epoch: 1,
+        },
+    )?;
+    let manifest = Manifest {
+        epoch: 1,
+        expires_at: entente_stage::unix_now() + 86_400,
+        format: entente_stage::manifest::MANIFEST_FORMAT,
+        manifest_version: 1,
+        profiles: BTreeMap::from([("sim-nic".to_owned(), img)]),
+        semantics: "demo: RoCE congestion control v2".to_owned(),
+    };
+    let bytes = manifest.to_canonical_bytes();
+    let manifest_path = dir.join("campaign.manifest");
+    std::fs::write(&manifest_path, &bytes)?;
+    let sig_path = dir.join("campaign.manifest.sig");
+    std::fs::write(&sig_path, sk.sign(&bytes).to_file_text())?;
+
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_>>()?;
+    let edges = topology(n);
+    let mut agents = Vec::new();
+    for id in 1..=n {
+        let home = dir.join(format!("node{id}"));
+        std::fs::create_dir_all(&home)?;
+        let mut cfg = format!(
+            "node_id = {id}\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ncluster_key = \"{}\"\n\
+             trusted_keys = \"{}\"\nprofiles = \"{}\"\ncontrol_socket = \"{}\"\n\n[transport]\nkind = \"tcp\"\nrtt_ms = 5\n\n\
+             [device]\nbackend = \"sim\"\nprofile = \"sim-nic\"\n\n",
+            ports[id as usize - 1],
+            home.join("data").display(),
+            dir.join("cluster.key").display(),
+            dir.join("keys").display(),
+            dir.join("profiles").display(),
+            home.join("control.sock").display(),
+        );
+        for &(a, b) in &edges {
+            let peer = if a == id {
+                b
+            } else if b == id {
+                a
+            } else {
+                continue;
+            };
+            cfg.push_str(&format!(
+                "[[peers]]\nid = {peer}\naddr = \"127.0.0.1:{}\"\n\n",
+                ports[peer as usize - 1]
+            ));
+        }
+        let config = home.join("entented.toml");
+        std::fs::write(&config, cfg)?;
+        agents.push(Agent {
+            id,
+            config,
+            socket: home.join("control.sock"),
+            log: home.join("entented.log"),
+            child: None,
+        });
+    }
+    Ok((agents, manifest_path, sig_path, image_path))
+}
+
+/// Runs `entente demo`.
+pub fn run(a: DemoArgs) -> Result<ExitCode> {
+    let bin = entented_binary(a.entented.clone())?;
+    let dir = std::env::temp_dir().join(format!("entente-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let n = a.nodes;
+    let (mut agents, manifest, sig, image) = prepare(&dir, n)?;
+    let links = topology(n).len() as u64;
+    let started = Instant::now();
+    let result = drive(
+        &a,
+        &bin,
+        &mut agents,
+        &manifest,
+        &sig,
+        &image,
+        links,
+        started,
+    );
+    for ag in agents.iter_mut() {
+        ag.stop();
+    }
+    let (report, ok) = match result {
+        Ok(r) => {
+            let ok = r.converged && r.safety_violations == 0;
+            (r, ok)
+        }
+        Err(e) => {
+            eprintln!("entente demo: {e:#} (logs in {})", dir.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let keep = a.keep || !ok;
+    let report = Report {
+        dir: keep.then(|| dir.display().to_string()),
+        ..report
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} nodes, {} links: {} in {:.1} s; safety violations {}, agents killed {}",
+            report.nodes,
+            report.links,
+            if report.converged {
+                "converged"
+            } else {
+                "NOT converged"
+            },
+            report.wall_ms as f64 / 1000.0,
+            report.safety_violations,
+            report.agents_killed
+        );
+        if let Some(d) = &report.dir {
+            println!("state and logs kept in {d}");
+        }
+    }
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    a: &DemoArgs,
+    bin: &Path,
+    agents: &mut [Agent],
+    manifest: &Path,
+    sig: &Path,
+    image: &Path,
+    links: u64,
+    started: Instant,
+) -> Result<Report> {
+    for ag in agents.iter_mut() {
+        ag.start(bin)?;
+    }
+    let deadline = started + Duration::from_secs(a.timeout_s);
+    for ag in agents.iter() {
+        while ag.status().is_none() {
+            if Instant::now() > deadline {
+                bail!("agent {} did not come up (see {})", ag.id, ag.log.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let reply = call(
+        &agents[0].socket,
+        Request::CampaignStart {
+            manifest: std::fs::read_to_string(manifest)?,
+            signature: std::fs::read_to_string(sig)?,
+            images: vec![image.display().to_string()],
+        },
+    )
+    .context("start the campaign on node 1")?;
+    if !a.json {
+        eprintln!("{reply:?}");
+    }
+    let bar = (!a.json).then(|| {
+        let b = indicatif::ProgressBar::new(links);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed:>4} [{bar:30}] {pos}/{len} links committed  {msg}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        b
+    });
+    let mut killed = 0u32;
+    let mut restart: Option<(usize, Instant)> = None;
+    let victims: Vec<usize> = if a.faults {
+        vec![agents.len() / 2, agents.len() - 1]
+    } else {
+        vec![]
+    };
+    loop {
+        if Instant::now() > deadline {
+            bail!("no convergence within {} s", a.timeout_s);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some((i, at)) = restart {
+            if Instant::now() >= at {
+                agents[i].start(bin)?;
+                restart = None;
+            }
+        }
+        let Some(s) = agents[0].status() else {
+            continue;
+        };
+        let phases: Vec<String> = s
+            .nodes
+            .iter()
+            .map(|n| format!("{}:{}", n.node, short(&n.phase)))
+            .collect();
+        if let Some(b) = &bar {
+            b.set_position(s.links_committed.min(links));
+            b.set_length(links);
+            b.set_message(phases.join(" "));
+        }
+        // Faults: kill an agent once a third of the links moved, another at two thirds.
+        if restart.is_none() && (killed as usize) < victims.len() {
+            let at = links * (killed as u64 + 1) / 3;
+            if s.links_committed >= at.max(1) {
+                let i = victims[killed as usize];
+                agents[i].kill();
+                killed += 1;
+                restart = Some((i, Instant::now() + Duration::from_millis(700)));
+            }
+        }
+        let all_reported = s.nodes.len() as u64 == a.nodes && s.links_total == links;
+        if s.converged && all_reported && restart.is_none() {
+            break;
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    // Every agent's own counters: probes read under the wrong epoch are safety violations.
+    let mut violations = 0;
+    let mut protocol_errors = 0;
+    for ag in agents.iter() {
+        // A restarted agent may still be opening its socket.
+        let until = Instant::now() + Duration::from_secs(10);
+        let s = loop {
+            match ag.status() {
+                Some(s) => break s,
+                None if Instant::now() < until => std::thread::sleep(Duration::from_millis(50)),
+                None => bail!("agent {} does not answer (see {})", ag.id, ag.log.display()),
+            }
+        };
+        violations += s.probe_mismatches;
+        protocol_errors += s.protocol_errors;
+    }
+    Ok(Report {
+        converged: true,
+        nodes: a.nodes,
+        links,
+        wall_ms: started.elapsed().as_millis() as u64,
+        safety_violations: violations,
+        protocol_errors,
+        agents_killed: killed,
+        dir: None,
+    })
+}
+
+fn short(phase: &str) -> &str {
+    match phase {
+        "announced" => "ann",
+        "staged" => "stg",
+        "activated" => "act",
+        "converged" => "conv",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topology;
+
+    #[test]
+    fn ring_with_chords_gives_min_3_n_minus_1_links_each() {
+        for n in 2..=12u64 {
+            let e = topology(n);
+            for v in 1..=n {
+                let d = e.iter().filter(|(a, b)| *a == v || *b == v).count() as u64;
+                assert!(d >= 3.min(n - 1), "n={n} v={v} degree {d}");
+            }
+        }
+    }
+}

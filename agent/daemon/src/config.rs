@@ -1,0 +1,411 @@
+//! Configuration: TOML layers merged in order (system defaults, then site, then runtime
+//! drop-ins), then validated into typed settings. Unknown keys and bad values are refused naming
+//! the file and the key.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The layers read when no `--config` is given, lowest priority first.
+pub const SYSTEM_DIRS: [&str; 3] = ["/usr/lib/entente", "/etc/entente", "/run/entente"];
+
+/// A peer: a node this one shares a link with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Its node id.
+    pub id: u64,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// Which transport carries the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// TCP (everywhere).
+    Tcp,
+    /// RDMA verbs (needs a build with the `rdma` feature and an RDMA device).
+    Verbs,
+}
+
+/// Transport settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportConfig {
+    /// tcp or verbs.
+    #[serde(default = "default_kind")]
+    pub kind: TransportKind,
+    /// Round-trip time the protocol's timers derive from, in milliseconds.
+    #[serde(default = "default_rtt")]
+    pub rtt_ms: u64,
+}
+
+fn default_kind() -> TransportKind {
+    TransportKind::Tcp
+}
+fn default_rtt() -> u64 {
+    5
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            kind: default_kind(),
+            rtt_ms: default_rtt(),
+        }
+    }
+}
+
+/// The device this agent updates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Backend: `sim` (devlink, redfish and nvml come later).
+    pub backend: String,
+    /// Its hw-profile name.
+    pub profile: String,
+    /// Fault injection for the sim backend (the `Faults` fields of entente-devices).
+    #[serde(default)]
+    pub faults: Option<toml::Table>,
+}
+
+/// Operator policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Most neighbours that may be disrupted at once because of this node's lease.
+    #[serde(default = "one")]
+    pub max_unavailable_neighbors: usize,
+    /// Command run before a disruptive activation (drain traffic); non-zero exit aborts it.
+    #[serde(default)]
+    pub drain_hook: Option<String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_unavailable_neighbors: 1,
+            drain_hook: None,
+        }
+    }
+}
+
+/// Validated settings of `entented`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id (non-zero, unique in the cluster).
+    pub node_id: u64,
+    /// Where to accept connections from peers.
+    pub listen: SocketAddr,
+    /// Durable state, history, images and the sim device live here.
+    pub data_dir: PathBuf,
+    /// The cluster key file (mode 0600).
+    pub cluster_key: PathBuf,
+    /// Directory of trusted manifest signing keys (`*.pub`).
+    pub trusted_keys: PathBuf,
+    /// Directory of hw-profiles.
+    pub profiles: PathBuf,
+    /// The control socket.
+    #[serde(default = "default_socket")]
+    pub control_socket: PathBuf,
+    /// Group whose members may run read commands (root always may).
+    #[serde(default)]
+    pub read_group: Option<String>,
+    /// Group whose members may run mutating commands (root always may).
+    #[serde(default)]
+    pub admin_group: Option<String>,
+    /// Transport settings.
+    #[serde(default)]
+    pub transport: TransportConfig,
+    /// Peers (one link each).
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+    /// The device.
+    pub device: DeviceConfig,
+    /// Policy.
+    #[serde(default)]
+    pub policy: Policy,
+    /// The file this configuration was loaded from (`None`: the system layers).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(entente_api::DEFAULT_SOCKET)
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is not valid TOML.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// The merged settings do not fit the schema (unknown key, wrong type, missing key).
+    #[error("{}: {message}", path.as_ref().map_or("configuration".to_owned(), |p| p.display().to_string()))]
+    Schema {
+        /// The file that set the offending key, when known.
+        path: Option<PathBuf>,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{path}: key `{key}`: {message}")]
+    Invalid {
+        /// The file that set it.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No configuration file was found.
+    #[error("no configuration found (looked for entented.toml in {0})")]
+    Missing(String),
+}
+
+/// The files of one layer: `dir/entented.toml`, then `dir/entented.d/*.toml` sorted.
+fn layer_files(main: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if main.is_file() {
+        files.push(main.to_owned());
+    }
+    let dropins = PathBuf::from(format!("{}.d", main.with_extension("").display()));
+    if let Ok(rd) = std::fs::read_dir(&dropins) {
+        let mut more: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        more.sort();
+        files.extend(more);
+    }
+    files
+}
+
+/// Merges `src` into `dst` (tables merge key by key; other values replace), recording which file
+/// set each key.
+fn merge(
+    dst: &mut toml::Table,
+    src: toml::Table,
+    file: &Path,
+    prefix: &str,
+    origin: &mut BTreeMap<String, PathBuf>,
+) {
+    for (k, v) in src {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match (dst.get_mut(&k), v) {
+            (Some(toml::Value::Table(d)), toml::Value::Table(s)) => {
+                merge(d, s, file, &path, origin)
+            }
+            (_, v) => {
+                origin.insert(path, file.to_owned());
+                dst.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` and its drop-ins (`<path without .toml>.d/*.toml`), or, without a path, the
+    /// system layers.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let files: Vec<PathBuf> = match path {
+            Some(p) => {
+                if !p.is_file() {
+                    return Err(ConfigError::Read {
+                        path: p.to_owned(),
+                        source: std::io::ErrorKind::NotFound.into(),
+                    });
+                }
+                layer_files(p)
+            }
+            None => SYSTEM_DIRS
+                .iter()
+                .flat_map(|d| layer_files(&Path::new(d).join("entented.toml")))
+                .collect(),
+        };
+        if files.is_empty() {
+            return Err(ConfigError::Missing(SYSTEM_DIRS.join(", ")));
+        }
+        let mut merged = toml::Table::new();
+        let mut origin = BTreeMap::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f).map_err(|source| ConfigError::Read {
+                path: f.clone(),
+                source,
+            })?;
+            let table: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                        path: f.clone(),
+                        message: e.to_string().trim().replace('\n', " "),
+                    })?;
+            merge(&mut merged, table, f, "", &mut origin);
+        }
+        let mut cfg: Config =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    let message = e.message().trim().to_owned();
+                    // Name the file that set the offending key, when the message names one.
+                    let key = message.split('`').nth(1).unwrap_or("");
+                    let path = origin
+                        .iter()
+                        .find(|(k, _)| {
+                            !key.is_empty()
+                                && (k.as_str() == key || k.ends_with(&format!(".{key}")))
+                        })
+                        .map(|(_, f)| f.clone())
+                        .or_else(|| files.last().cloned());
+                    ConfigError::Schema { path, message }
+                })?;
+        cfg.validate(&origin, files.last().expect("non-empty"))?;
+        cfg.source = path.map(Path::to_owned);
+        Ok(cfg)
+    }
+
+    fn validate(&self, origin: &BTreeMap<String, PathBuf>, last: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            path: origin.get(key).cloned().unwrap_or_else(|| last.to_owned()),
+            key: key.to_owned(),
+            message,
+        };
+        if self.node_id == 0 {
+            return Err(bad("node_id", "must not be 0".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.peers {
+            if p.id == 0 || p.id == self.node_id {
+                return Err(bad(
+                    "peers",
+                    format!("peer id {} is 0 or this node's own id", p.id),
+                ));
+            }
+            if !seen.insert(p.id) {
+                return Err(bad("peers", format!("peer {} listed twice", p.id)));
+            }
+        }
+        if self.transport.rtt_ms == 0 || self.transport.rtt_ms > 60_000 {
+            return Err(bad("transport.rtt_ms", "must be within 1..=60000".into()));
+        }
+        if self.device.backend != "sim" {
+            return Err(bad(
+                "device.backend",
+                format!(
+                    "unknown backend {:?} (this build has: sim)",
+                    self.device.backend
+                ),
+            ));
+        }
+        if self.policy.max_unavailable_neighbors == 0 {
+            return Err(bad(
+                "policy.max_unavailable_neighbors",
+                "must be at least 1, or no node could ever activate".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("entente-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    const BASE: &str = r#"
+node_id = 1
+listen = "127.0.0.1:7001"
+data_dir = "/tmp/x"
+cluster_key = "/tmp/k"
+trusted_keys = "/tmp/keys"
+profiles = "/tmp/p"
+[device]
+backend = "sim"
+profile = "sim-nic"
+[[peers]]
+id = 2
+addr = "127.0.0.1:7002"
+"#;
+
+    #[test]
+    fn drop_ins_override_in_order() {
+        let d = dir("dropins");
+        let main = d.join("entented.toml");
+        std::fs::write(&main, BASE).unwrap();
+        std::fs::create_dir_all(d.join("entented.d")).unwrap();
+        std::fs::write(
+            d.join("entented.d/10-policy.toml"),
+            "[policy]\nmax_unavailable_neighbors = 3\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("entented.d/20-rtt.toml"),
+            "[transport]\nrtt_ms = 9\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&main)).unwrap();
+        assert_eq!(c.policy.max_unavailable_neighbors, 3);
+        assert_eq!(c.transport.rtt_ms, 9);
+        assert_eq!(c.peers.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_file_and_key() {
+        let d = dir("bad");
+        let main = d.join("entented.toml");
+        std::fs::write(&main, BASE).unwrap();
+        std::fs::create_dir_all(d.join("entented.d")).unwrap();
+        let drop = d.join("entented.d/50-typo.toml");
+        std::fs::write(&drop, "[policy]\nmax_unavailable_neighbours = 3\n").unwrap();
+        let e = Config::load(Some(&main)).unwrap_err().to_string();
+        assert!(
+            e.contains("50-typo.toml") && e.contains("max_unavailable_neighbours"),
+            "{e}"
+        );
+        std::fs::write(&drop, "[transport]\nrtt_ms = 0\n").unwrap();
+        let e = Config::load(Some(&main)).unwrap_err().to_string();
+        assert!(
+            e.contains("50-typo.toml") && e.contains("transport.rtt_ms"),
+            "{e}"
+        );
+        std::fs::write(&drop, "node_id = 0\n").unwrap();
+        let e = Config::load(Some(&main)).unwrap_err().to_string();
+        assert!(e.contains("50-typo.toml") && e.contains("node_id"), "{e}");
+        std::fs::write(&drop, "node_id = \n").unwrap();
+        let e = Config::load(Some(&main)).unwrap_err().to_string();
+        assert!(e.contains("50-typo.toml"), "{e}");
+        std::fs::write(&drop, "[[peers]]\nid = 1\naddr = \"127.0.0.1:1\"\n").unwrap();
+        let e = Config::load(Some(&main)).unwrap_err().to_string();
+        assert!(e.contains("peers"), "{e}");
+    }
+}

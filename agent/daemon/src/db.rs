@@ -1,0 +1,210 @@
+//! Durable protocol state and history in SQLite (WAL, `synchronous=FULL`): a record is on disk
+//! before any message that depends on it is sent.
+
+use entente_proto::link::LinkState;
+use entente_proto::node::{Durable, NodeRecord, Record};
+use entente_proto::NodeId;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+/// The agent's database.
+pub struct Db {
+    conn: Connection,
+    /// Records written since the last commit.
+    pending: Vec<Record>,
+}
+
+/// A database failure (always fatal to the operation that hit it).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite refused.
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A stored record does not decode: the file was damaged or written by another version.
+    #[error("state database: record {key:?} does not decode: {message}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// The decoder's message.
+        message: String,
+    },
+}
+
+fn link_key(peer: NodeId) -> String {
+    format!("link:{}", peer.0)
+}
+
+impl Db {
+    /// Opens (creating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS history (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 at_ms INTEGER NOT NULL,
+                 event TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+        )?;
+        Ok(Db {
+            conn,
+            pending: Vec::new(),
+        })
+    }
+
+    /// Everything persisted, for `Node::new`.
+    pub fn load(&self) -> Result<Durable, DbError> {
+        let mut durable = Durable::default();
+        let mut stmt = self.conn.prepare("SELECT key, value FROM records")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (key, value) = row?;
+            let corrupt = |e: serde_json::Error| DbError::Corrupt {
+                key: key.clone(),
+                message: e.to_string(),
+            };
+            if key == "node" {
+                let rec: NodeRecord = serde_json::from_str(&value).map_err(corrupt)?;
+                durable.apply(&Record::Node(rec));
+            } else if let Some(peer) = key.strip_prefix("link:") {
+                let peer: u64 = peer.parse().map_err(|_| DbError::Corrupt {
+                    key: key.clone(),
+                    message: "bad peer id".into(),
+                })?;
+                let state: LinkState = serde_json::from_str(&value).map_err(corrupt)?;
+                durable.apply(&Record::Link(NodeId(peer), state));
+            }
+        }
+        Ok(durable)
+    }
+
+    /// Queues a record; [`Db::commit`] makes it durable.
+    pub fn stage(&mut self, record: Record) {
+        self.pending.push(record);
+    }
+
+    /// Whether records wait for a commit.
+    pub fn dirty(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Writes every queued record in one transaction, durably.
+    pub fn commit(&mut self) -> Result<(), DbError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut put =
+                tx.prepare_cached("INSERT OR REPLACE INTO records (key, value) VALUES (?1, ?2)")?;
+            for r in self.pending.drain(..) {
+                let (key, value) = match &r {
+                    Record::Node(n) => ("node".to_owned(), serde_json::to_string(n)),
+                    Record::Link(p, s) => (link_key(*p), serde_json::to_string(s)),
+                };
+                put.execute(params![key, value.expect("records serialise")])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Appends a history entry.
+    pub fn history(&self, at_ms: u64, event: &str) -> Result<(), DbError> {
+        self.conn.execute(
+            "INSERT INTO history (at_ms, event) VALUES (?1, ?2)",
+            params![at_ms as i64, event],
+        )?;
+        Ok(())
+    }
+
+    /// The last `limit` history entries, oldest first.
+    pub fn recent_history(&self, limit: u32) -> Result<Vec<(u64, String)>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT at_ms, event FROM history ORDER BY id DESC LIMIT ?1")?;
+        let mut rows: Vec<(u64, String)> = stmt
+            .query_map([limit], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// The window of the firmware the device runs, once an activation recorded it.
+    pub fn running_window(&self) -> Result<Option<entente_proto::Window>, DbError> {
+        let get = |k: &str| -> Result<Option<i64>, DbError> {
+            Ok(self
+                .conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                .optional()?)
+        };
+        Ok(match (get("running_min")?, get("running_max")?) {
+            (Some(a), Some(b)) => Some(entente_proto::Window::new(a as u64, b as u64)),
+            _ => None,
+        })
+    }
+
+    /// Records the window of the firmware the device now runs (durably).
+    pub fn set_running_window(&self, w: entente_proto::Window) -> Result<(), DbError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('running_min', ?1), ('running_max', ?2)",
+            params![w.min.0 as i64, w.max.0 as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Bumps and returns the start counter (the incarnation hint of a node with no records).
+    pub fn next_start(&self) -> Result<u32, DbError> {
+        let cur: Option<i64> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'starts'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let next = cur.unwrap_or(0) + 1;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('starts', ?1)",
+            [next],
+        )?;
+        Ok(next as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("entente-db-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.db");
+        let _ = std::fs::remove_file(&path);
+        let mut db = Db::open(&path).unwrap();
+        let rec = NodeRecord {
+            staged: true,
+            ..NodeRecord::default()
+        };
+        db.stage(Record::Node(rec.clone()));
+        db.stage(Record::Link(
+            NodeId(4),
+            LinkState::established(entente_proto::Epoch(3)),
+        ));
+        db.commit().unwrap();
+        db.history(5, "hello").unwrap();
+        assert_eq!(db.next_start().unwrap(), 1);
+        drop(db);
+        let db = Db::open(&path).unwrap();
+        let d = db.load().unwrap();
+        assert_eq!(d.node, Some(rec));
+        assert_eq!(d.links[0].0, NodeId(4));
+        assert_eq!(d.links[0].1.committed, entente_proto::Epoch(3));
+        assert_eq!(
+            db.recent_history(10).unwrap(),
+            vec![(5, "hello".to_owned())]
+        );
+        assert_eq!(db.next_start().unwrap(), 2);
+    }
+}

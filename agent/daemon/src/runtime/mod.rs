@@ -1,0 +1,324 @@
+//! The agent's main loop: one thread drives the protocol node over the transport, carries out
+//! its outputs in order (a record is durable before any later message is sent), hands slow
+//! device work to the device worker, and answers the control socket.
+
+mod fetch;
+mod net;
+mod outputs;
+mod status;
+
+use crate::config::Config;
+use crate::control::ControlServer;
+use crate::db::Db;
+use crate::worker::{Done, Worker};
+use anyhow::{Context, Result};
+use entente_devices::profile::Profile;
+use entente_fastpath::{ClusterKey, Config as FastConfig, Event as NetEvent, Transport};
+use entente_proto::node::{Output, TimerKey};
+use entente_proto::{Nanos, Node, NodeConfig, NodeId, Window};
+use entente_stage::{Store, TrustedKeys, Verifier};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use fetch::Fetch;
+pub use net::PeerLink;
+
+/// Longest the loop sleeps in the transport when nothing is due.
+const TICK: Duration = Duration::from_millis(20);
+
+/// Everything the agent runs.
+pub struct Agent {
+    cfg: Config,
+    node: Node,
+    db: Db,
+    transport: Box<dyn Transport>,
+    peers: BTreeMap<u64, PeerLink>,
+    timers: HashMap<TimerKey, Nanos>,
+    start: Instant,
+    worker: Worker,
+    store: Store,
+    verifier: Verifier,
+    profile: Profile,
+    fetch: Fetch,
+    /// Manifests this agent holds, by sha256: canonical bytes and signature line.
+    manifests: HashMap<[u8; 32], (Vec<u8>, String)>,
+    /// Images complete in the store, by sha256 (what this agent can serve).
+    images: HashMap<[u8; 32], entente_stage::ProfileImage>,
+    /// The window of the firmware the device runs.
+    running: Window,
+    /// Window the running firmware will have once the pending activation succeeds.
+    activating: Option<Window>,
+    next_probe: Instant,
+    probe_seq: u64,
+    control: ControlServer,
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    net_events: Vec<NetEvent>,
+    outs: Vec<Output>,
+    buf: Vec<u8>,
+    /// Last inventory reported by the device worker.
+    inventory: Option<(Result<entente_devices::Inventory, String>, String)>,
+    flash_percent: Option<u8>,
+}
+
+fn fast_config() -> FastConfig {
+    FastConfig {
+        // A dead peer must not stall the loop: connects are short and retried with back-off.
+        connect_timeout: Duration::from_millis(300),
+        bulk_slot_len: 4 << 20,
+        ..FastConfig::default()
+    }
+}
+
+impl Agent {
+    /// Opens the state, the store, the device and the transport, and restores the node.
+    pub fn open(cfg: Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Agent> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("create data dir {}", cfg.data_dir.display()))?;
+        let db = Db::open(&cfg.data_dir.join("state.db"))?;
+        let durable = db.load()?;
+        let starts = db.next_start()?;
+        let key = ClusterKey::load(&cfg.cluster_key)?;
+        let keys = TrustedKeys::load_dir(&cfg.trusted_keys)
+            .with_context(|| format!("trusted keys in {}", cfg.trusted_keys.display()))?;
+        let verifier = Verifier::open(keys, &cfg.data_dir.join("manifest-state.json"))
+            .context("manifest anti-rollback state")?;
+        let store = Store::open(&cfg.data_dir.join("store")).context("image store")?;
+        let profiles = entente_devices::profile::load_dir(&cfg.profiles).map_err(|errs| {
+            anyhow::anyhow!(
+                "hw-profiles in {}: {}",
+                cfg.profiles.display(),
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
+        let profile = profiles
+            .into_iter()
+            .find(|p| p.name == cfg.device.profile)
+            .with_context(|| {
+                format!(
+                    "no hw-profile named {:?} in {}",
+                    cfg.device.profile,
+                    cfg.profiles.display()
+                )
+            })?;
+        let faults = match &cfg.device.faults {
+            Some(t) => entente_devices::sim::Faults::from_toml(&t.to_string())
+                .map_err(|e| anyhow::anyhow!("device.faults: {e}"))?,
+            None => entente_devices::sim::Faults::default(),
+        };
+        let device = entente_devices::sim::SimDevice::open(
+            &cfg.data_dir.join("device"),
+            profile.clone(),
+            faults,
+        )
+        .context("open the sim device")?;
+        let worker = Worker::start(
+            Box::new(device),
+            Store::open(&cfg.data_dir.join("store")).context("image store")?,
+            cfg.policy.drain_hook.clone(),
+        );
+        let transport = net::open_transport(&cfg, key, fast_config())?;
+        let running = db.running_window()?.unwrap_or(Window::new(0, 0));
+        let start = Instant::now();
+        let mut ncfg = NodeConfig::new(
+            NodeId(cfg.node_id),
+            cfg.peers.iter().map(|p| NodeId(p.id)).collect(),
+            cfg.transport.rtt_ms * 1_000_000,
+        );
+        ncfg.max_unavailable_neighbors = cfg.policy.max_unavailable_neighbors;
+        ncfg.firmware_window = running;
+        ncfg.incarnation_hint = starts;
+        ncfg.gossip_chunk = 64;
+        ncfg.seed = cfg.node_id ^ (u64::from(starts) << 32);
+        let node = Node::new(ncfg, &durable, 0);
+        let peers = cfg
+            .peers
+            .iter()
+            .map(|p| (p.id, PeerLink::new(p.addr)))
+            .collect();
+        let control = ControlServer::bind(&cfg)?;
+        let mut agent = Agent {
+            node,
+            db,
+            transport,
+            peers,
+            timers: HashMap::new(),
+            start,
+            worker,
+            store,
+            verifier,
+            profile,
+            fetch: Fetch::Idle,
+            manifests: HashMap::new(),
+            images: HashMap::new(),
+            running,
+            activating: None,
+            next_probe: start,
+            probe_seq: 0,
+            control,
+            stop,
+            reload,
+            net_events: Vec::with_capacity(256),
+            outs: Vec::with_capacity(256),
+            buf: Vec::with_capacity(4096),
+            inventory: None,
+            flash_percent: None,
+            cfg,
+        };
+        agent.restore_manifests()?;
+        agent.carry_out()?;
+        Ok(agent)
+    }
+
+    /// Protocol time: nanoseconds since this agent started.
+    fn now(&self) -> Nanos {
+        self.start.elapsed().as_nanos() as Nanos
+    }
+
+    /// Runs until SIGTERM. `status` gets a one-line status (first when the agent serves, then
+    /// every few seconds); `healthy` is called every round after the health check (the systemd
+    /// watchdog is pinged from there, never from a free-running timer).
+    pub fn run(
+        &mut self,
+        mut status: impl FnMut(&str),
+        mut healthy: impl FnMut(bool),
+    ) -> Result<()> {
+        status(&format!(
+            "node {} serving on {}",
+            self.cfg.node_id,
+            self.transport.local_addr()
+        ));
+        let mut last_status = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.reload.swap(false, Ordering::Relaxed) {
+                self.reload_config();
+            }
+            self.step()?;
+            healthy(self.health_check());
+            if last_status.elapsed() > Duration::from_secs(2) {
+                last_status = Instant::now();
+                let s = self.status();
+                status(&format!(
+                    "epoch {} {} links {}/{} committed",
+                    s.epoch, s.phase, s.links_committed, s.links_total
+                ));
+            }
+        }
+        tracing::info!("stopping");
+        Ok(())
+    }
+
+    /// One round: network, device results, timers, control requests, then the outputs.
+    pub fn step(&mut self) -> Result<()> {
+        self.dial();
+        let wait = self.next_deadline().min(TICK);
+        let mut events = std::mem::take(&mut self.net_events);
+        self.transport.poll(&mut events, Some(wait))?;
+        for e in events.drain(..) {
+            self.on_net(e)?;
+        }
+        self.net_events = events;
+        while let Ok(done) = self.worker.done.try_recv() {
+            self.on_device(done)?;
+        }
+        self.fire_timers();
+        // The node's decisions go out before any probe: data tagged with a link's new epoch may
+        // only follow the COMMIT that moved it (FIFO on the connection does the rest).
+        self.carry_out()?;
+        self.probe();
+        self.fetch_step()?;
+        self.serve_control();
+        self.carry_out()
+    }
+
+    /// The loop is healthy when the device worker is alive and the database answers.
+    fn health_check(&self) -> bool {
+        self.worker.alive() && self.db.recent_history(1).is_ok()
+    }
+
+    fn next_deadline(&self) -> Duration {
+        let now = self.now();
+        self.timers
+            .values()
+            .map(|&at| Duration::from_nanos(at.saturating_sub(now)))
+            .min()
+            .unwrap_or(TICK)
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.now();
+        let due: Vec<TimerKey> = self
+            .timers
+            .iter()
+            .filter(|(_, &at)| at <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            self.timers.remove(&k);
+            self.node.handle_timer(now, k);
+        }
+    }
+
+    fn on_device(&mut self, done: Done) -> Result<()> {
+        let now = self.now();
+        match done {
+            Done::Staged { epoch, error } => {
+                self.flash_percent = None;
+                if let Some(e) = &error {
+                    tracing::warn!(epoch, "staging into the device failed: {e}");
+                    self.history(&format!("staging epoch {epoch} failed: {e}"));
+                } else {
+                    self.history(&format!("epoch {epoch} staged in the device"));
+                }
+                self.node
+                    .staged(now, entente_proto::Epoch(epoch), error.is_none());
+            }
+            Done::Activated { epoch, error } => {
+                if let Some(e) = &error {
+                    tracing::warn!(epoch, "activation failed: {e}");
+                    self.history(&format!("activation of epoch {epoch} failed: {e}"));
+                } else if let Some(w) = self.activating.take() {
+                    self.running = w;
+                    self.db.set_running_window(w)?;
+                    self.history(&format!("epoch {epoch} activated"));
+                }
+                self.node
+                    .activation_done(now, entente_proto::Epoch(epoch), error.is_none());
+            }
+            Done::LinkEpochFailed(e) => {
+                tracing::error!("device refused a link epoch: {e}");
+                self.history(&format!("device refused a link epoch: {e}"));
+            }
+            Done::Inventory(inv, health) => self.inventory = Some((inv, health)),
+            Done::Progress(p) => self.flash_percent = Some(p),
+        }
+        Ok(())
+    }
+
+    fn history(&self, event: &str) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if let Err(e) = self.db.history(at, event) {
+            tracing::error!("history: {e}");
+        }
+    }
+
+    fn reload_config(&mut self) {
+        match Config::load(self.cfg.source.as_deref()) {
+            Ok(new) => {
+                // Policy applies at once; identity, peers and paths need a restart.
+                self.cfg.policy = new.policy;
+                tracing::info!(
+                    "configuration reloaded (policy applied; other changes need a restart)"
+                );
+            }
+            Err(e) => tracing::error!("configuration reload refused: {e}"),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Carrying out the node's outputs, in order.
+
+use super::Agent;
+use crate::worker::Job;
+use anyhow::Result;
+use entente_proto::node::{Event, Output};
+
+impl Agent {
+    /// Takes the node's outputs and carries them out in order. Records are committed to the
+    /// database before the first message that follows them is sent.
+    pub(super) fn carry_out(&mut self) -> Result<()> {
+        let mut outs = std::mem::take(&mut self.outs);
+        self.node.take_outputs(&mut outs);
+        for out in outs.drain(..) {
+            match out {
+                Output::Persist(r) => self.db.stage(r),
+                Output::Send { to, conn, msg } => {
+                    self.db.commit()?;
+                    self.send_proto(to.0, conn, msg);
+                }
+                Output::Timer { at, key } => {
+                    self.timers.insert(key, at);
+                }
+                Output::Stage(c) => {
+                    self.db.commit()?;
+                    self.begin_stage(c)?;
+                }
+                Output::Activate { epoch, disruptive } => {
+                    self.db.commit()?;
+                    self.activate(epoch.0, disruptive);
+                }
+                Output::SetLinkEpoch { peer, epoch } => {
+                    self.db.commit()?;
+                    let _ = self.worker.jobs.send(Job::SetLinkEpoch {
+                        peer: peer.0,
+                        epoch: epoch.0,
+                    });
+                }
+                Output::Event(e) => self.on_event(e),
+            }
+        }
+        self.db.commit()?;
+        self.outs = outs;
+        Ok(())
+    }
+
+    fn activate(&mut self, epoch: u64, disruptive: bool) {
+        let campaign = self.node.record().campaign;
+        let Some(c) = campaign.filter(|c| c.epoch.0 == epoch) else {
+            tracing::error!(
+                epoch,
+                "activation asked for a campaign this node does not hold"
+            );
+            return;
+        };
+        // The least disruptive method the profile allows, matching what the campaign announced.
+        let method = self
+            .profile
+            .activations
+            .iter()
+            .find(|a| a.disruptive == disruptive)
+            .or(self.profile.least_disruptive())
+            .map(|a| a.method);
+        let Some(method) = method else {
+            tracing::error!("profile {} has no activation method", self.profile.name);
+            return;
+        };
+        self.activating = Some(c.window);
+        self.history(&format!("activating epoch {epoch} ({method:?})"));
+        let _ = self.worker.jobs.send(Job::Activate {
+            epoch,
+            disruptive,
+            method,
+        });
+    }
+
+    fn on_event(&mut self, e: Event) {
+        let text = match &e {
+            Event::Phase { from, to, epoch } => {
+                format!("phase {from:?} -> {to:?} (epoch {})", epoch.0)
+            }
+            Event::LinkCommitted { peer, epoch } => {
+                format!("link to {} committed epoch {}", peer.0, epoch.0)
+            }
+            Event::ProbeMismatch {
+                peer,
+                sent,
+                interpreted,
+            } => format!(
+                "SAFETY: probe from {} sent under epoch {} read under {}",
+                peer.0, sent.0, interpreted.0
+            ),
+            other => format!("{other:?}"),
+        };
+        match e {
+            Event::ProbeMismatch { .. } | Event::ProtocolError { .. } => tracing::error!("{text}"),
+            Event::CampaignRefused { .. }
+            | Event::StagingFailed { .. }
+            | Event::ActivationFailed { .. }
+            | Event::UnknownPeer(_)
+            | Event::HelloFailed { .. } => tracing::warn!("{text}"),
+            _ => tracing::info!("{text}"),
+        }
+        self.history(&text);
+    }
+}

@@ -1,0 +1,294 @@
+//! What the control socket reports: status, inventory, history; and the campaign start.
+
+use super::Agent;
+use crate::worker::Job;
+use entente_api::{
+    ComponentEntry, DeviceEntry, Inventory, LinkStatus, NodeStatus, Status, TransportStats,
+};
+use entente_proto::msg::Campaign;
+use entente_proto::{Epoch, NodeId, Pending, Window};
+use entente_stage::{Digest, Manifest, Signature};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Why a campaign start was refused.
+#[derive(Debug)]
+pub enum StartError {
+    /// The manifest or an image was refused.
+    Refused(String),
+    /// The request itself is wrong.
+    Bad(String),
+    /// This node already runs that campaign.
+    AlreadyRunning(u64),
+}
+
+fn phase_name(p: entente_proto::Phase) -> String {
+    format!("{p:?}").to_lowercase()
+}
+
+impl Agent {
+    /// The node's status and its view of the cluster.
+    pub fn status(&self) -> Status {
+        let rec = self.node.record();
+        let epoch = rec.campaign.map_or(Epoch(0), |c| c.epoch);
+        let summary = self.node.summary();
+        let mut pairs = BTreeSet::new();
+        for (a, b, _) in summary.links() {
+            pairs.insert((a.min(b), a.max(b)));
+        }
+        let links: Vec<(NodeId, NodeId)> = pairs.iter().copied().collect();
+        let committed = links
+            .iter()
+            .filter(|&&(a, b)| {
+                summary.is_retired(a, b) || summary.link_epoch(a, b).is_some_and(|e| e >= epoch)
+            })
+            .count();
+        let converged = epoch.0 > 0 && !links.is_empty() && committed == links.len();
+        let mut nodes: Vec<NodeStatus> = summary
+            .phases()
+            .map(|(n, p)| NodeStatus {
+                node: n.0,
+                epoch: p.epoch.0,
+                phase: phase_name(p.phase),
+            })
+            .collect();
+        nodes.sort_by_key(|n| n.node);
+        let t = self.transport.stats();
+        Status {
+            node: self.cfg.node_id,
+            epoch: epoch.0,
+            phase: phase_name(rec.phase.phase),
+            converged,
+            links_committed: committed as u64,
+            links_total: links.len() as u64,
+            links: self
+                .node
+                .links()
+                .iter()
+                .map(|l| LinkStatus {
+                    peer: l.peer.0,
+                    committed: l.state.committed.0,
+                    state: if l.state.fresh {
+                        "fresh".into()
+                    } else {
+                        match l.state.pending {
+                            Pending::None => "idle".into(),
+                            Pending::Tentative(_) => "tentative".into(),
+                            Pending::Reflecting(_) => "reflecting".into(),
+                        }
+                    },
+                    connected: self.peers.get(&l.peer.0).is_some_and(|p| p.conn.is_some()),
+                    retired: l.retired,
+                })
+                .collect(),
+            nodes,
+            probe_mismatches: self.node.stats().probe_mismatches,
+            protocol_errors: self.node.stats().protocol_errors,
+            transport: TransportStats {
+                connections_up: t.connections_up,
+                auth_failures: t.auth_failures,
+                protocol_errors: t.protocol_errors,
+            },
+            flash_percent: self.flash_percent,
+        }
+    }
+
+    /// The device inventory (as last reported; a fresh report is requested).
+    pub fn inventory(&mut self) -> Inventory {
+        let _ = self.worker.jobs.send(Job::Inventory);
+        // The worker answers between flashes; wait briefly for a fresh report.
+        if let Ok(d) = self
+            .worker
+            .done
+            .recv_timeout(std::time::Duration::from_millis(500))
+        {
+            let _ = self.on_device_report(d);
+        }
+        let (components, health) = match &self.inventory {
+            Some((Ok(inv), health)) => (
+                inv.components
+                    .iter()
+                    .map(|c| ComponentEntry {
+                        name: c.component.clone(),
+                        running: c.running.clone(),
+                        stored: c.stored.clone(),
+                    })
+                    .collect(),
+                health.clone(),
+            ),
+            Some((Err(e), _)) => (Vec::new(), format!("failed: {e}")),
+            None => (Vec::new(), "unknown".into()),
+        };
+        Inventory {
+            devices: vec![DeviceEntry {
+                profile: self.profile.name.clone(),
+                components,
+                health,
+            }],
+        }
+    }
+
+    fn on_device_report(&mut self, d: crate::worker::Done) -> anyhow::Result<()> {
+        self.on_device(d)
+    }
+
+    /// History, oldest first.
+    pub fn history_entries(&self, limit: u32) -> Vec<entente_api::HistoryEntry> {
+        self.db
+            .recent_history(limit)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(at_ms, event)| entente_api::HistoryEntry { at_ms, event })
+            .collect()
+    }
+
+    /// Starts a campaign on this node (the origin): verifies the manifest, stages the images
+    /// the operator provided, and floods the campaign.
+    pub fn start_campaign(
+        &mut self,
+        manifest: &str,
+        signature: &str,
+        images: &[String],
+    ) -> Result<(u64, String), StartError> {
+        let bytes = manifest.as_bytes();
+        let sig = Signature::parse(signature.trim(), Path::new("<request>"))
+            .map_err(|e| StartError::Bad(e.to_string()))?;
+        let digest = Digest::of(bytes);
+        if let Some(c) = self.node.record().campaign {
+            if c.image_digest == digest.0 {
+                return Err(StartError::AlreadyRunning(c.epoch.0));
+            }
+        }
+        let verified = self
+            .verifier
+            .accept(bytes, &sig, entente_stage::unix_now())
+            .map_err(|e| StartError::Refused(e.to_string()))?;
+        let m: Manifest = verified.manifest().clone();
+        let own = m
+            .profiles
+            .get(&self.profile.name)
+            .ok_or_else(|| {
+                StartError::Refused(format!(
+                    "the manifest has no image for this node's hw-profile {:?}",
+                    self.profile.name
+                ))
+            })?
+            .clone();
+        if !(own.compat.contains(m.epoch) && own.compat.contains(m.epoch.saturating_sub(1))) {
+            return Err(StartError::Refused(format!(
+                "the image for {:?} speaks epochs {}..={}, it must speak {} and {}",
+                self.profile.name,
+                own.compat.min_epoch,
+                own.compat.max_epoch,
+                m.epoch.saturating_sub(1),
+                m.epoch
+            )));
+        }
+        // Seed every image the operator gave, each verified chunk by chunk.
+        for path in images {
+            let p = Path::new(path);
+            let len = std::fs::metadata(p)
+                .map_err(|e| StartError::Bad(format!("{path}: {e}")))?
+                .len();
+            for img in m.profiles.values().filter(|i| i.size == len) {
+                if self.store.contains(img) {
+                    continue;
+                }
+                if self.store.stage_file(img, p).is_ok() {
+                    self.history(&format!("seeded image {} from {path}", img.sha256.to_hex()));
+                }
+            }
+        }
+        if !self.store.contains(&own) {
+            return Err(StartError::Refused(format!(
+                "no image for this node's hw-profile {:?} was given (or it does not match the manifest)",
+                self.profile.name
+            )));
+        }
+        self.keep_manifest(bytes.to_vec(), signature.trim().to_owned())
+            .map_err(|e| StartError::Refused(e.to_string()))?;
+        let act = self.profile.least_disruptive();
+        let campaign = Campaign {
+            epoch: Epoch(m.epoch),
+            window: Window::new(own.compat.min_epoch, own.compat.max_epoch),
+            image_digest: digest.0,
+            disruptive: act.is_none_or(|a| a.disruptive),
+            max_activation_ms: act.map_or(60_000, |a| a.max_ms.min(u32::MAX as u64) as u32),
+            origin: NodeId(self.cfg.node_id),
+        };
+        let now = self.now();
+        self.history(&format!(
+            "campaign {} started here ({})",
+            m.epoch, m.semantics
+        ));
+        self.node.start_campaign(now, campaign);
+        Ok((m.epoch, digest.to_hex()))
+    }
+
+    /// Retires the link to `peer`.
+    pub fn retire(&mut self, peer: u64) -> bool {
+        let now = self.now();
+        self.node.retire_link(now, NodeId(peer))
+    }
+}
+
+impl Agent {
+    /// Answers waiting control requests.
+    pub(super) fn serve_control(&mut self) {
+        use entente_api::{ErrorCode, Reply, Request, Response};
+        for p in self.control.accept() {
+            let response = match &p.request {
+                Err((code, message)) => Response::Error {
+                    message: message.clone(),
+                    code: *code,
+                },
+                Ok(req) => {
+                    let result = match req {
+                        Request::Status => Ok(Reply::Status(self.status())),
+                        Request::Inventory => Ok(Reply::Inventory(self.inventory())),
+                        Request::History { limit } => Ok(Reply::History {
+                            entries: self.history_entries(*limit),
+                        }),
+                        Request::CampaignStart {
+                            manifest,
+                            signature,
+                            images,
+                        } => {
+                            tracing::info!(uid = p.caller.uid, "campaign start requested");
+                            match self.start_campaign(manifest, signature, images) {
+                                Ok((epoch, manifest)) => {
+                                    Ok(Reply::CampaignStarted { epoch, manifest })
+                                }
+                                Err(StartError::Refused(m)) => Err((ErrorCode::Refused, m)),
+                                Err(StartError::Bad(m)) => Err((ErrorCode::BadRequest, m)),
+                                Err(StartError::AlreadyRunning(e)) => Err((
+                                    ErrorCode::NothingToDo,
+                                    format!("campaign {e} with this manifest is already running"),
+                                )),
+                            }
+                        }
+                        Request::LinkRetire { peer } => {
+                            if self.retire(*peer) {
+                                self.history(&format!(
+                                    "link to {peer} retired by uid {}",
+                                    p.caller.uid
+                                ));
+                                Ok(Reply::Done)
+                            } else {
+                                Err((
+                                    ErrorCode::BadRequest,
+                                    format!("node {peer} is not a neighbour of this node"),
+                                ))
+                            }
+                        }
+                    };
+                    match result {
+                        Ok(result) => Response::Ok { result },
+                        Err((code, message)) => Response::Error { message, code },
+                    }
+                }
+            };
+            p.answer(&response);
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The device worker: a thread that owns the device and does its slow work (flashing,
+//! activating) so the protocol loop keeps answering peers meanwhile. Jobs go in, results come
+//! back over channels, in order.
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use entente_devices::device::{Device, ImageInfo, Inventory};
+use entente_devices::profile::ActivationMethod;
+use entente_stage::manifest::ProfileImage;
+use entente_stage::store::Store;
+use std::io::Read;
+use std::thread::JoinHandle;
+
+/// Work for the device.
+#[derive(Debug)]
+pub enum Job {
+    /// Flash the staged image of campaign `epoch` from the store into the inactive bank.
+    Stage {
+        /// Campaign epoch.
+        epoch: u64,
+        /// The image, as the manifest describes it.
+        image: ProfileImage,
+    },
+    /// Activate the staged image (run the drain hook first when `disruptive`).
+    Activate {
+        /// Campaign epoch.
+        epoch: u64,
+        /// Whether the method disrupts traffic.
+        disruptive: bool,
+        /// The method.
+        method: ActivationMethod,
+    },
+    /// Record a link's epoch in the device.
+    SetLinkEpoch {
+        /// Neighbour.
+        peer: u64,
+        /// Epoch.
+        epoch: u64,
+    },
+    /// Report the inventory.
+    Inventory,
+}
+
+/// What the device did.
+#[derive(Debug)]
+pub enum Done {
+    /// Staging finished.
+    Staged {
+        /// Campaign epoch.
+        epoch: u64,
+        /// The error, if it failed.
+        error: Option<String>,
+    },
+    /// Activation finished.
+    Activated {
+        /// Campaign epoch.
+        epoch: u64,
+        /// The error, if it failed.
+        error: Option<String>,
+    },
+    /// Setting a link epoch failed.
+    LinkEpochFailed(String),
+    /// The inventory and health.
+    Inventory(Result<Inventory, String>, String),
+    /// Flash progress, percent.
+    Progress(u8),
+}
+
+/// Handle of the worker thread.
+pub struct Worker {
+    /// Jobs in.
+    pub jobs: Sender<Job>,
+    /// Results out.
+    pub done: Receiver<Done>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Reads an image out of the store chunk by chunk (each chunk re-verified).
+struct StoreReader {
+    reader: entente_stage::store::ImageReader,
+    next: u32,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Read for StoreReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.buf.len() {
+            if self.next == self.reader.chunk_count() {
+                return Ok(0);
+            }
+            let chunk = self
+                .reader
+                .read_chunk(self.next)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            self.buf.clear();
+            self.buf.extend_from_slice(chunk);
+            self.at = 0;
+            self.next += 1;
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Worker {
+    /// Starts the worker over `device`; staged images are read from `store`.
+    pub fn start(
+        mut device: Box<dyn Device + Send>,
+        store: Store,
+        drain_hook: Option<String>,
+    ) -> Worker {
+        let (jobs, job_rx) = unbounded::<Job>();
+        let (done_tx, done) = unbounded::<Done>();
+        let thread = std::thread::Builder::new()
+            .name("device".into())
+            .spawn(move || {
+                let component = device
+                    .profile()
+                    .components
+                    .first()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                for job in job_rx {
+                    let reply = match job {
+                        Job::Stage { epoch, image } => {
+                            let error =
+                                stage(&mut *device, &component, &store, &image, &done_tx).err();
+                            Done::Staged { epoch, error }
+                        }
+                        Job::Activate {
+                            epoch,
+                            disruptive,
+                            method,
+                        } => {
+                            let error = drain(disruptive, drain_hook.as_deref())
+                                .and_then(|()| {
+                                    device
+                                        .activate(&component, method)
+                                        .map(|_| ())
+                                        .map_err(|e| e.to_string())
+                                })
+                                .err();
+                            Done::Activated { epoch, error }
+                        }
+                        Job::SetLinkEpoch { peer, epoch } => {
+                            match device.set_link_epoch(peer, epoch) {
+                                Ok(()) => continue,
+                                Err(e) => Done::LinkEpochFailed(e.to_string()),
+                            }
+                        }
+                        Job::Inventory => Done::Inventory(
+                            device.inventory().map_err(|e| e.to_string()),
+                            format!("{:?}", device.health()).to_lowercase(),
+                        ),
+                    };
+                    if done_tx.send(reply).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawn the device thread");
+        Worker {
+            jobs,
+            done,
+            thread: Some(thread),
+        }
+    }
+}
+
+fn stage(
+    device: &mut dyn Device,
+    component: &str,
+    store: &Store,
+    image: &ProfileImage,
+    progress: &Sender<Done>,
+) -> Result<(), String> {
+    let reader = store.open_image(image).map_err(|e| e.to_string())?;
+    let mut r = StoreReader {
+        reader,
+        next: 0,
+        buf: Vec::new(),
+        at: 0,
+    };
+    let info = ImageInfo {
+        version: image.version.clone(),
+        len: image.size,
+        sha256: image.sha256.0,
+    };
+    let mut last = 0u8;
+    device
+        .stage(component, &info, &mut r, &mut |p| {
+            let pct = p.percent();
+            if pct >= last.saturating_add(10) || pct == 100 {
+                last = pct;
+                let _ = progress.send(Done::Progress(pct));
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn drain(disruptive: bool, hook: Option<&str>) -> Result<(), String> {
+    let (true, Some(hook)) = (disruptive, hook) else {
+        return Ok(());
+    };
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(hook)
+        .status()
+        .map_err(|e| format!("drain hook {hook:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("drain hook {hook:?} failed with {status}"))
+    }
+}
+
+impl Worker {
+    /// Whether the device thread is still running.
+    pub fn alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let (tx, _) = unbounded();
+        drop(std::mem::replace(&mut self.jobs, tx));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -10,7 +10,8 @@
 //! process that reads the same source file (hot in the page cache) in 1 MiB pieces and leaves a
 //! durable copy. The stager is `stage-worker`: it verifies every chunk against the manifest,
 //! computes the whole-image digest, writes through io_uring and renames into the store. Its
-//! time includes opening the store, preallocation, `fdatasync`, the rename and directory fsyncs.
+//! time includes opening the store, the free-space check, `fdatasync`, the rename and directory
+//! fsyncs.
 
 use entente_stage::{CompatWindow, ProfileImage};
 use std::fs::{self, File};
@@ -24,6 +25,38 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Write requests and sectors written so far on the block device holding `dir`
+/// (`/sys/dev/block/MAJ:MIN/stat`), or `None` where that is not available.
+fn disk_writes(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs::metadata(dir).ok()?.dev();
+    let stat = fs::read_to_string(format!(
+        "/sys/dev/block/{}:{}/stat",
+        libc::major(dev),
+        libc::minor(dev)
+    ))
+    .ok()?;
+    let f: Vec<u64> = stat
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    Some((*f.get(4)?, *f.get(6)?))
+}
+
+/// Runs `f` and returns its result with the average size in KiB of the disk's write requests
+/// meanwhile (everything written to the disk, the filesystem journal included).
+fn with_requests<T>(dir: &Path, f: impl FnOnce() -> T) -> (T, Option<f64>) {
+    let before = disk_writes(dir);
+    let out = f();
+    let kib = match (before, disk_writes(dir)) {
+        (Some((r0, s0)), Some((r1, s1))) if r1 > r0 => {
+            Some((s1 - s0) as f64 / 2.0 / (r1 - r0) as f64)
+        }
+        _ => None,
+    };
+    (out, kib)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -151,9 +184,12 @@ fn main() {
     let store = dir.join("store");
 
     let (mut dd, mut stdw, mut stage, mut hwm) = (vec![], vec![], vec![], 0u64);
+    // Average write request (KiB) of each writer's runs.
+    let mut req: [Vec<f64>; 3] = Default::default();
     for round in 0..rounds {
         for k in 0..3 {
-            match (round + k) % 3 {
+            let w = (round + k) % 3;
+            let (_, kib) = with_requests(&dir, || match w {
                 0 => dd.push(run_dd(&src, &dst)),
                 1 => stdw.push(run_std(&src, &dst)),
                 _ => {
@@ -161,7 +197,8 @@ fn main() {
                     stage.push(secs);
                     hwm = hwm.max(kib);
                 }
-            }
+            });
+            req[w].extend(kib);
         }
         eprintln!(
             "round {round}: dd {:.3}s std {:.3}s stage {:.3}s",
@@ -172,25 +209,40 @@ fn main() {
 
     let mb = (mib << 20) as f64 / 1e6;
     let (dd_s, std_s, stage_s) = (median(&mut dd), median(&mut stdw), median(&mut stage));
+    let [req_dd, req_std, req_stage] = req.map(|mut v| {
+        if v.is_empty() {
+            "n/a".to_owned()
+        } else {
+            format!("{:.0} KiB", median(&mut v))
+        }
+    });
     let report = format!(
         "# Staging benchmark\n\n\
          Regenerate: `ENTENTE_BENCH_REPORT=1 cargo bench -p entente-stage --bench staging`\n\n\
          {mib} MiB image, 1 MiB chunks, {rounds} rounds, the three writers interleaved (order \
          rotated each round), same disk (`{}`), medians. Each writer is a separate process reading \
          the same source file (hot in the page cache) and leaving a durable copy.\n\n\
-         | writer | median | throughput | ratio to dd |\n\
-         |---|---|---|---|\n\
-         | `dd bs=1M oflag=direct conv=fsync` | {dd_s:.3} s | {:.0} MB/s | 1.00 |\n\
-         | `std::fs` write 1 MiB + fsync | {std_s:.3} s | {:.0} MB/s | {:.2} |\n\
-         | entente-stage (verify + io_uring + fdatasync + rename) | {stage_s:.3} s | {:.0} MB/s | {:.2} |\n\n\
+         | writer | median | throughput | ratio to dd | disk write request (median of averages) |\n\
+         |---|---|---|---|---|\n\
+         | `dd bs=1M oflag=direct conv=fsync` | {dd_s:.3} s | {:.0} MB/s | 1.00 | {req_dd} |\n\
+         | `std::fs` write 1 MiB + fsync | {std_s:.3} s | {:.0} MB/s | {:.2} | {req_std} |\n\
+         | entente-stage (verify + io_uring + fdatasync + rename) | {stage_s:.3} s | {:.0} MB/s | {:.2} | {req_stage} |\n\n\
          Stager peak RSS (VmHWM of `stage-worker`, largest over the rounds): {:.1} MiB.\n\n\
          Targets: stage ≥ 0.9 × dd: **{}** ({:.2}); stage faster than std::fs: **{}** \
          ({:.2}×); RSS ≤ 64 MiB: **{}**.\n\n\
-         Notes: the stager does more than dd: it hashes every byte twice (the chunk digest before \
-         the write, the whole-image digest before the rename), and its time includes opening the \
-         store, the free-space check, the `fdatasync`, the rename and the directory fsyncs. On a \
-         virtual disk shared with other work single rounds vary by up to 50 %: compare ratios \
-         within one run only.\n",
+         Notes: the stager does more than dd: it hashes every byte twice (the chunk digest on the \
+         staging thread before the write, the whole-image digest on a helper thread), and its \
+         time includes opening the store, the free-space check, the `fdatasync`, the rename and \
+         the directory fsyncs. The last column is the average size of the write requests the \
+         disk received during each run (the filesystem journal included; other work on the disk \
+         counts too): on a virtio disk a request takes at most 254 physically contiguous \
+         segments, so a 1 MiB `O_DIRECT` write from scattered 4 KiB pages is split into two \
+         512 KiB requests; on this disk a 512 KiB request costs nearly as much as a 1 MiB one \
+         (the same 512 MiB of queue-depth-4 `O_DIRECT` writes took about twice as long from 4 KiB \
+         pages as from huge pages, while 4 MiB requests were no faster than 1 MiB ones). The \
+         stager's buffers are therefore in 2 MiB huge pages, so each 1 MiB write is one request; \
+         dd's buffer is contiguous only by chance, which is part of why its rounds vary. On a virtual disk shared with other work \
+         single rounds vary by up to 50 %: compare ratios within one run only.\n",
         base.display(),
         mb / dd_s,
         mb / std_s,

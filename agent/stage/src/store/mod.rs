@@ -15,7 +15,8 @@
 //! Every chunk is checked against the manifest (length, then SHA-256) *before* it is queued for
 //! writing. Writes go through the io_uring [`uring`] engine: `O_DIRECT` where the filesystem
 //! accepts it (buffered otherwise), registered buffers (by default 4 × 1 MiB, so staging
-//! memory stays small whatever the image size), write-combining of consecutive chunks.
+//! memory stays small whatever the image size) backed by huge pages so that each write reaches
+//! the disk as one request, write-combining of consecutive chunks.
 //!
 //! When staging begins, the free space of the filesystem (`statvfs`) is compared with what the
 //! image still needs, so a disk that cannot hold it fails at once; that, or `ENOSPC`/`EDQUOT`
@@ -25,19 +26,22 @@
 //! 10 % of staging throughput in `docs/bench/staging.md`'s setting.
 //!
 //! The whole-image SHA-256 is computed while chunks arrive in order (including the verified
-//! prefix of a resumed staging); whatever could not be hashed in order is read back through the
-//! engine before the rename.
+//! prefix of a resumed staging), on a helper thread ([`hasher`]) so that the staging thread
+//! only verifies chunk digests and the two hashes of every byte run on two cores; whatever could
+//! not be hashed in order is read back through the engine before the rename.
 //!
 //! One staging per image at a time: the partial file is locked with `flock`, and a second
 //! [`Store::begin`] of the same image gets [`StoreError::Busy`] (after waiting up to a second:
 //! a staging process that was just killed holds the lock until its in-flight writes finish).
 
+mod hasher;
 #[allow(unsafe_code)]
 mod uring;
 
 use crate::fsutil::fsync_dir;
 use crate::manifest::{Digest, ProfileImage};
 use crate::verify::VerifyError;
+use hasher::ImageHasher;
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -306,7 +310,7 @@ pub struct Staging {
     have: Vec<bool>,
     missing: u32,
     resumed: u32,
-    hasher: Sha256,
+    hasher: ImageHasher,
     hashed_through: u32,
     done: Vec<u32>,
     journal_buf: Vec<u8>,
@@ -340,7 +344,7 @@ impl Staging {
             have: vec![true; count as usize],
             missing: 0,
             resumed: count,
-            hasher: Sha256::new(),
+            hasher: ImageHasher::new(image.chunk_size as usize),
             hashed_through: count,
             done: Vec::new(),
             journal_buf: Vec::new(),
@@ -599,13 +603,14 @@ impl Staging {
             return Err(self.fail("fdatasync", e));
         }
         let engine = self.engine.as_mut().expect("engine");
+        let mut hasher = std::mem::replace(&mut self.hasher, ImageHasher::new(0)).finish();
         for i in self.hashed_through..self.image.chunk_count() {
             let data = engine
                 .read_at(self.image.chunk_offset(i), self.image.chunk_len(i))
                 .map_err(io_err("read", &part))?;
-            self.hasher.update(data);
+            hasher.update(data);
         }
-        let actual = Digest(std::mem::take(&mut self.hasher).finalize().into());
+        let actual = Digest(hasher.finalize().into());
         if actual != self.image.sha256 {
             self.aborted = true;
             self.engine = None;

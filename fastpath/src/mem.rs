@@ -386,6 +386,12 @@ impl Transport for MemTransport {
         c.session.grant_bulk(len, 0, 0, &mut sink)
     }
 
+    fn decline_bulk(&mut self, conn: ConnId, slot: SlotId) -> bool {
+        self.find(conn)
+            .map(|c| c.session.decline_grant(slot))
+            .unwrap_or(false)
+    }
+
     fn revoke_bulk(&mut self, conn: ConnId, slot: SlotId) -> bool {
         self.find(conn)
             .map(|c| c.session.revoke_grant(slot))

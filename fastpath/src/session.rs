@@ -359,10 +359,9 @@ impl Session {
                 data,
                 sink,
             );
-        } else {
-            // The chunk goes as an RDMA write; keep the peer's `freed` view current anyway.
-            self.credits.report();
         }
+        // Otherwise the chunk goes as an RDMA write, which carries no header: the buffers we
+        // freed stay unreported until a frame (a Credit frame at the latest) carries them.
         Ok(grant)
     }
 
@@ -695,6 +694,17 @@ impl Session {
         match self.granted.iter().position(|g| g.slot == slot) {
             Some(at) => {
                 self.granted.swap_remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops a grant the peer made us, unused; returns whether it was held.
+    pub fn decline_grant(&mut self, slot: SlotId) -> bool {
+        match self.grants_to_us.iter().position(|g| g.slot == slot) {
+            Some(at) => {
+                self.grants_to_us.swap_remove(at);
                 true
             }
             None => false,

@@ -217,6 +217,13 @@ pub trait Transport {
         let _ = (conn, slot);
         false
     }
+    /// Gives up a grant the peer made us, without writing into it (we have nothing to send);
+    /// the peer learns it from the layer above and revokes its side. Returns whether the grant
+    /// was held.
+    fn decline_bulk(&mut self, conn: ConnId, slot: SlotId) -> bool {
+        let _ = (conn, slot);
+        false
+    }
     /// Writes one chunk into a slot the peer granted us.
     fn send_bulk(&mut self, conn: ConnId, slot: SlotId, data: Bytes) -> Result<(), SendError>;
     /// Frames we may still send on `conn` before the peer frees buffers (None: no such connection).

@@ -387,6 +387,47 @@ pub fn oversized_and_malformed(b: &mut dyn Backend) {
     }
 }
 
+/// Grants the peer declined and we revoked are free again, on both ends, however many times.
+pub fn declined_grants_are_freed(b: &mut dyn Backend) {
+    let mut a = b.endpoint(1, key(), Config::default());
+    let mut c = b.endpoint(2, key(), Config::default());
+    let (ac, ca) = connect(&mut a, &mut c);
+    for round in 0..40 {
+        let slots: Vec<u32> = (0..4).map(|_| c.grant_bulk(ca, 1024).unwrap()).collect();
+        assert_eq!(
+            c.grant_bulk(ca, 1024),
+            Err(SendError::NoSlot(ca)),
+            "round {round}"
+        );
+        let mut log = Log::new();
+        pump(&mut [&mut a, &mut c], &mut log, LIMIT, |l| {
+            grants(&l[0]).len() == 4
+        });
+        for s in &slots {
+            assert!(a.decline_bulk(ac, *s), "declined {s}");
+            assert!(!a.decline_bulk(ac, *s), "declined twice");
+            assert!(c.revoke_bulk(ca, *s), "revoked {s}");
+        }
+    }
+    // Still up: the peer never saw more grants than it may hold.
+    assert!(a.send(ac, Bytes::from_static(b"still here")).is_ok());
+    let mut log = Log::new();
+    pump(&mut [&mut a, &mut c], &mut log, LIMIT, |l| {
+        !messages(&l[1]).is_empty()
+    });
+    assert!(log[1].iter().all(|e| !matches!(e, Event::Down(..))));
+}
+
+#[test]
+fn mem_conformance_declined_grants_are_freed() {
+    declined_grants_are_freed(&mut Mem::new());
+}
+
+#[test]
+fn tcp_conformance_declined_grants_are_freed() {
+    declined_grants_are_freed(&mut Tcp);
+}
+
 macro_rules! suite {
     ($backend:ident, $make:expr $(, #[$attr:meta])*) => {
         mod $backend {

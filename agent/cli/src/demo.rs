@@ -41,6 +41,10 @@ pub struct DemoArgs {
     /// The `entented` binary (default: next to this one, built if missing).
     #[arg(long)]
     entented: Option<PathBuf>,
+    /// Only write the cluster (keys, profile, image, signed manifest, one config per agent)
+    /// into this directory and print what is where as JSON; start nothing.
+    #[arg(long)]
+    setup: Option<PathBuf>,
 }
 
 /// The report `--json` prints.
@@ -80,26 +84,25 @@ fn entented_binary(given: Option<PathBuf>) -> Result<PathBuf> {
     }
     let me = std::env::current_exe()?;
     let beside = me.with_file_name("entented");
-    if beside.is_file() {
-        return Ok(beside);
-    }
-    // From a source tree: build the agent with the same profile as this binary.
+    // In a source tree, build the agent with this binary's profile (a no-op when it is fresh):
+    // it is another package, so `cargo run -p entente-cli` does not rebuild it.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    if root.join("Cargo.toml").is_file() {
+    let in_tree =
+        root.join("Cargo.toml").is_file() && me.starts_with(root.canonicalize()?.join("target"));
+    if in_tree {
         let release = me.parent().is_some_and(|p| p.ends_with("release"));
-        eprintln!(
-            "building entented ({})...",
-            if release { "release" } else { "debug" }
-        );
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.args(["build", "-q", "-p", "entente-agent"])
             .current_dir(&root);
         if release {
             cmd.arg("--release");
         }
-        if cmd.status()?.success() && beside.is_file() {
-            return Ok(beside);
+        if !cmd.status()?.success() {
+            bail!("building entented failed");
         }
+    }
+    if beside.is_file() {
+        return Ok(beside);
     }
     bail!(
         "entented not found next to {} (build it: cargo build --release -p entente-agent)",
@@ -107,8 +110,18 @@ fn entented_binary(given: Option<PathBuf>) -> Result<PathBuf> {
     )
 }
 
+/// A port free now, below Linux's ephemeral range (32768+), so an outgoing connection of
+/// another process cannot take it before the agent binds it.
 fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    for _ in 0..1000 {
+        let mut b = [0u8; 2];
+        getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random port: {e}"))?;
+        let port = 20_000 + u16::from_le_bytes(b) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port found in 20000..32000")
 }
 
 struct Agent {
@@ -278,6 +291,21 @@ fn prepare(dir: &Path, n: u64) -> Result<(Vec<Agent>, PathBuf, PathBuf, PathBuf)
 
 /// Runs `entente demo`.
 pub fn run(a: DemoArgs) -> Result<ExitCode> {
+    if let Some(dir) = &a.setup {
+        std::fs::create_dir_all(dir)?;
+        let (agents, manifest, sig, image) = prepare(dir, a.nodes)?;
+        let out = serde_json::json!({
+            "manifest": manifest,
+            "signature": sig,
+            "image": image,
+            "links": topology(a.nodes),
+            "agents": agents.iter().map(|ag| serde_json::json!({
+                "id": ag.id, "config": ag.config, "socket": ag.socket, "log": ag.log,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let bin = entented_binary(a.entented.clone())?;
     let dir = std::env::temp_dir().join(format!("entente-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

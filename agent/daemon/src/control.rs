@@ -138,44 +138,44 @@ impl ControlServer {
             let mut line = String::new();
             let read = BufReader::new(&stream).read_line(&mut line);
             let request = match read {
-                Ok(n) if n > 0 && line.len() <= 64 << 20 => match serde_json::from_str::<Envelope>(
-                    &line,
-                ) {
-                    Ok(e) if e.api != API_VERSION => Err((
-                        ErrorCode::BadRequest,
-                        format!(
+                Ok(n) if n > 0 && line.len() <= 64 << 20 => {
+                    match serde_json::from_str::<Envelope>(&line) {
+                        Ok(e) if e.api != API_VERSION => Err((
+                            ErrorCode::BadRequest,
+                            format!(
                             "API version {} is not spoken here (this agent speaks {API_VERSION})",
                             e.api
                         ),
-                    )),
-                    Ok(e) if !self.allowed(&caller, e.request.is_mutating()) => {
-                        tracing::warn!(
-                            uid = caller.uid,
-                            pid = caller.pid,
-                            "control request refused: {:?}",
-                            e.request
-                        );
-                        Err((
-                            ErrorCode::Unauthorized,
-                            format!(
-                                "uid {} may not {} (needs root or the {} group)",
-                                caller.uid,
-                                if e.request.is_mutating() {
-                                    "change this agent"
-                                } else {
-                                    "read this agent's state"
-                                },
-                                if e.request.is_mutating() {
-                                    "admin"
-                                } else {
-                                    "read"
-                                }
-                            ),
-                        ))
+                        )),
+                        Ok(e) if !self.allowed(&caller, e.request.is_mutating()) => {
+                            tracing::warn!(
+                                uid = caller.uid,
+                                pid = caller.pid,
+                                "control request refused: {:?}",
+                                e.request
+                            );
+                            Err((
+                                ErrorCode::Unauthorized,
+                                format!(
+                                    "uid {} may not {} (needs root or the {} group)",
+                                    caller.uid,
+                                    if e.request.is_mutating() {
+                                        "change this agent"
+                                    } else {
+                                        "read this agent's state"
+                                    },
+                                    if e.request.is_mutating() {
+                                        "admin"
+                                    } else {
+                                        "read"
+                                    }
+                                ),
+                            ))
+                        }
+                        Ok(e) => Ok(e.request),
+                        Err(e) => Err((ErrorCode::BadRequest, format!("malformed request: {e}"))),
                     }
-                    Ok(e) => Ok(e.request),
-                    Err(e) => Err((ErrorCode::BadRequest, format!("malformed request: {e}"))),
-                },
+                }
                 _ => Err((ErrorCode::BadRequest, "no request line".into())),
             };
             out.push(Pending {

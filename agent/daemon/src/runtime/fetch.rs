@@ -462,6 +462,8 @@ impl Agent {
     }
 
     fn not_yet(&mut self, conn: ConnId, slot: u32) {
+        // Both ends forget the grant: we here, the requester when NOT_YET arrives.
+        self.transport.decline_bulk(conn, slot);
         let mut b = Vec::new();
         Envelope::NotYet { slot }.encode(&mut b);
         self.send_on(conn, Bytes::from(b));

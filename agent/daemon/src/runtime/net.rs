@@ -135,7 +135,12 @@ impl Agent {
                     return Ok(()); // a replaced connection's leftovers
                 }
                 match Envelope::decode(&payload) {
-                    Ok(Envelope::Proto(m)) => self.node.handle_message(now, NodeId(conn.peer), m),
+                    Ok(Envelope::Proto(m)) => {
+                        if matches!(m, Message::Txn(_) | Message::Hello(_)) {
+                            tracing::debug!(peer = conn.peer, "recv {m:?}");
+                        }
+                        self.node.handle_message(now, NodeId(conn.peer), m)
+                    }
                     Ok(Envelope::ManifestReq { digest, slot }) => {
                         self.serve_manifest(conn, digest, slot)
                     }
@@ -169,6 +174,11 @@ impl Agent {
         };
         if conn.generation != generation {
             return;
+        }
+        if matches!(msg, Message::Txn(_) | Message::Hello(_)) {
+            tracing::debug!(peer = to, generation, "send {msg:?}");
+        } else {
+            tracing::trace!(peer = to, generation, "send {msg:?}");
         }
         Envelope::Proto(msg).encode(&mut self.buf);
         let payload = Bytes::copy_from_slice(&self.buf);

@@ -57,6 +57,8 @@ pub struct Endpoint<S> {
     max_inline: u32,
     send_head: u64,
     send_tail: u64,
+    /// Signal every send (set when closing, so the last frame's completion is seen).
+    signal_all: bool,
     _state: PhantomData<S>,
 }
 
@@ -107,6 +109,7 @@ impl Endpoint<Prepared> {
             max_inline,
             send_head: 0,
             send_tail: 0,
+            signal_all: false,
             _state: PhantomData,
         };
         for slot in 0..shape.recv_slots {
@@ -142,6 +145,7 @@ impl Endpoint<Prepared> {
             max_inline: self.max_inline,
             send_head: self.send_head,
             send_tail: self.send_tail,
+            signal_all: self.signal_all,
             _state: PhantomData,
         }
     }
@@ -212,6 +216,17 @@ impl<S> Endpoint<S> {
     pub fn send_completed(&mut self, seq: u64) {
         self.send_tail = self.send_tail.max(seq + 1);
     }
+
+    /// Signals every send from now on (before the last frames of a connection: their completion
+    /// tells when they have reached the peer, so the connection can be taken down after them).
+    pub fn signal_all(&mut self) {
+        self.signal_all = true;
+    }
+
+    /// Whether every posted send has completed (exact once `signal_all` was set before them).
+    pub fn sends_done(&self) -> bool {
+        self.send_tail >= self.send_head
+    }
 }
 
 impl Endpoint<Connected> {
@@ -235,7 +250,7 @@ impl Endpoint<Connected> {
         };
         let free = slots - (self.send_head - self.send_tail) - 1;
         let mut send_flags = 0;
-        if seq % SIGNAL_EVERY == SIGNAL_EVERY - 1 || free < SIGNAL_EVERY * 2 {
+        if self.signal_all || seq % SIGNAL_EVERY == SIGNAL_EVERY - 1 || free < SIGNAL_EVERY * 2 {
             send_flags |= ffi::ibv_send_flags::IBV_SEND_SIGNALED.0;
         }
         if len as u32 <= self.max_inline {

@@ -20,9 +20,9 @@ mod resources;
 
 use crate::auth::ClusterKey;
 use crate::frame::FrameHeader;
-use crate::session::{Ctx, FrameSink, Limits, Session, MIN_WINDOW};
+use crate::session::{Ctx, FrameSink, Limits, RemoteGrant, Session, MIN_WINDOW};
 use crate::transport::{
-    Config, ConnId, Event, NodeId, RefuseReason, SendError, SlotId, Stats, Transport,
+    Config, ConnId, DownReason, Event, NodeId, RefuseReason, SendError, SlotId, Stats, Transport,
     TransportError,
 };
 use bytes::{Bytes, BytesMut};
@@ -31,7 +31,7 @@ use endpoint::{Connected, Endpoint, Prepared, Shape, TAG_BULK, TAG_MASK, TAG_REC
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use rdma_sys as ffi;
 use resources::SlotLease;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +42,11 @@ use std::time::{Duration, Instant};
 pub const MAX_WINDOW: u32 = 1024;
 const CM_TOKEN: u64 = u64::MAX;
 const RESOLVE_TIMEOUT_MS: i32 = 2000;
+/// How long a connection we closed waits for its last frames (the CLOSE) to reach the peer
+/// before it is disconnected: a disconnect flushes whatever has not been sent yet.
+const LINGER: Duration = Duration::from_secs(1);
+/// A busy poll reads the connection manager and the clock once in this many rounds.
+const SPIN_FULL_EVERY: u32 = 32;
 
 /// Where a connection is in its setup.
 enum Link {
@@ -72,9 +77,14 @@ struct VerbsConn {
     rx_slots: Vec<RxSlot>,
     /// Bulk send buffers in use: the grant slot each one carries.
     tx_busy: Vec<Option<SlotId>>,
+    /// Chunks accepted by `send_bulk` (their grant consumed) waiting for a free send buffer;
+    /// bounded by the grants the peer may hold open towards us.
+    tx_queue: VecDeque<(SlotId, Bytes, RemoteGrant)>,
     broken: Option<String>,
     /// Failed before or after its session: to be taken apart.
     dead: bool,
+    /// We closed it: it stays until its last sends completed, or until this instant.
+    linger: Option<Instant>,
 }
 
 /// The sink that posts a session's frames as SENDs.
@@ -123,6 +133,22 @@ impl VerbsConn {
             || matches!(self.link, Link::Gone)
             || self.session.as_ref().is_some_and(|s| s.is_closed())
     }
+
+    /// Closed, and nothing of ours is still on its way out: it can be taken apart.
+    fn finished(&self) -> bool {
+        if !self.closed() {
+            return false;
+        }
+        match (&self.link, self.linger) {
+            (Link::Up(ep), Some(until)) if !self.dead => ep.sends_done() || Instant::now() >= until,
+            _ => true,
+        }
+    }
+
+    /// Still setting up (no session established yet, not failed).
+    fn handshaking(&self) -> bool {
+        self.conn().is_none() && !self.closed()
+    }
 }
 
 /// An RDMA verbs transport endpoint.
@@ -143,6 +169,8 @@ pub struct VerbsTransport {
     deferred: Vec<Event>,
     wcs: Vec<ffi::ibv_wc>,
     rbuf: BytesMut,
+    /// Scratch list of connection tokens (reused: no allocation per poll).
+    tokens: Vec<usize>,
 }
 
 fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> TransportError + '_ {
@@ -202,6 +230,7 @@ impl VerbsTransport {
             // SAFETY: a zeroed work completion is a valid out-parameter.
             wcs: (0..32).map(|_| unsafe { std::mem::zeroed() }).collect(),
             rbuf: BytesMut::with_capacity(64 << 10),
+            tokens: Vec::new(),
         })
     }
 
@@ -238,8 +267,10 @@ impl VerbsTransport {
                 })
                 .collect(),
             tx_busy: vec![None; self.config.bulk_slots as usize],
+            tx_queue: VecDeque::new(),
             broken: None,
             dead: false,
+            linger: None,
         }
     }
 
@@ -259,6 +290,34 @@ impl VerbsTransport {
         });
     }
 
+    /// The connection is established: its session starts (the connector sends HELLO).
+    fn establish(&mut self, c: &mut VerbsConn) {
+        let Link::Pending(ep) = std::mem::replace(&mut c.link, Link::Gone) else {
+            return;
+        };
+        let mut ep = ep.established();
+        let mut session = if c.connector {
+            Session::connector(
+                self.local,
+                self.key.clone(),
+                self.limits(),
+                c.addr,
+                &self.generations,
+            )
+        } else {
+            Session::acceptor(self.local, self.key.clone(), self.limits(), c.addr)
+        };
+        if c.connector {
+            let mut sink = PostSink {
+                ep: Some(&mut ep),
+                broken: &mut c.broken,
+            };
+            session.send_hello(&mut sink);
+        }
+        c.session = Some(session);
+        c.link = Link::Up(ep);
+    }
+
     /// Handles connection-manager events.
     fn on_cm_events(&mut self, events: &mut Vec<Event>) {
         use ffi::rdma_cm_event_type::*;
@@ -272,13 +331,13 @@ impl VerbsTransport {
                 continue;
             };
             let link = std::mem::replace(&mut c.link, Link::Gone);
-            c.link = match (ev.kind, link) {
+            match (ev.kind, link) {
                 (RDMA_CM_EVENT_ADDR_RESOLVED, Link::Resolving(mut id)) => {
                     match id.resolve_route(RESOLVE_TIMEOUT_MS) {
-                        Ok(()) => Link::Resolving(id),
+                        Ok(()) => c.link = Link::Resolving(id),
                         Err(e) => {
                             Self::refuse(events, c.addr, e.to_string());
-                            Link::Gone
+                            c.dead = true;
                         }
                     }
                 }
@@ -286,38 +345,26 @@ impl VerbsTransport {
                     match Endpoint::new(id, self.shape()).and_then(|ep| ep.connect()) {
                         Ok(mut ep) => {
                             self.watch_cq(token, &mut ep);
-                            Link::Pending(ep)
+                            c.link = Link::Pending(ep);
                         }
                         Err(e) => {
                             Self::refuse(events, c.addr, format!("connect: {e}"));
-                            Link::Gone
+                            c.dead = true;
                         }
                     }
                 }
                 (RDMA_CM_EVENT_ESTABLISHED, Link::Pending(ep)) => {
-                    let mut ep = ep.established();
-                    let mut session = if c.connector {
-                        Session::connector(
-                            self.local,
-                            self.key.clone(),
-                            self.limits(),
-                            c.addr,
-                            &self.generations,
-                        )
-                    } else {
-                        Session::acceptor(self.local, self.key.clone(), self.limits(), c.addr)
-                    };
-                    if c.connector {
-                        let mut sink = PostSink {
-                            ep: Some(&mut ep),
-                            broken: &mut c.broken,
-                        };
-                        session.send_hello(&mut sink);
-                    }
-                    c.session = Some(session);
-                    Link::Up(ep)
+                    c.link = Link::Pending(ep);
+                    self.establish(&mut c);
                 }
+                // The acceptor already took its first receive as the sign of establishment.
+                (RDMA_CM_EVENT_ESTABLISHED, Link::Up(ep)) => c.link = Link::Up(ep),
                 (kind, link) => {
+                    // Anything else ends the connection (DISCONNECTED, REJECTED, UNREACHABLE,
+                    // errors). What the peer sent before it went away is delivered first: its
+                    // CLOSE, typically, completes on the queue before the disconnect is seen.
+                    c.link = link;
+                    self.drain_cq(&mut c, events);
                     let why = format!("rdma_cm event {kind} (status {})", ev.status);
                     match c.session.as_mut() {
                         Some(s) => {
@@ -328,19 +375,13 @@ impl VerbsTransport {
                             };
                             s.broken(&why, &mut ctx);
                         }
-                        None => Self::refuse(events, c.addr, why),
+                        None if !c.dead => Self::refuse(events, c.addr, why),
+                        None => {}
                     }
-                    match link {
-                        Link::Up(ep) => Link::Up(ep),
-                        Link::Pending(ep) => Link::Pending(ep),
-                        _ => Link::Gone,
-                    }
+                    c.dead = true;
                 }
-            };
-            if c.closed()
-                || c.session.is_none() && !c.connector && !matches!(c.link, Link::Pending(_))
-            {
-                c.dead = true;
+            }
+            if c.finished() {
                 self.drop_conn(c);
             } else {
                 self.conns.insert(token, c);
@@ -354,7 +395,7 @@ impl VerbsTransport {
         // SAFETY: the new id's peer address is valid while the id lives.
         let addr = unsafe { cm::socket_addr(ffi::rdma_get_peer_addr(&*raw)) }
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let pending = self.conns.values().filter(|c| c.conn().is_none()).count();
+        let pending = self.conns.values().filter(|c| c.handshaking()).count();
         if pending >= self.config.max_pending_handshakes {
             id.reject();
             events.push(Event::Refused {
@@ -393,18 +434,21 @@ impl VerbsTransport {
 
     /// Polls every completion queue and feeds the completions to the sessions.
     fn on_completions(&mut self, events: &mut Vec<Event>) {
-        let tokens: Vec<usize> = self.conns.keys().copied().collect();
-        for token in tokens {
+        let mut tokens = std::mem::take(&mut self.tokens);
+        tokens.clear();
+        tokens.extend(self.conns.keys().copied());
+        for &token in &tokens {
             let Some(mut c) = self.conns.remove(&token) else {
                 continue;
             };
             self.drain_cq(&mut c, events);
-            if c.closed() {
+            if c.finished() {
                 self.drop_conn(c);
             } else {
                 self.conns.insert(token, c);
             }
         }
+        self.tokens = tokens;
     }
 
     fn drain_cq(&mut self, c: &mut VerbsConn, events: &mut Vec<Event>) {
@@ -421,6 +465,16 @@ impl VerbsTransport {
                     0
                 }
             };
+            // The passive side's queue pair is ready to receive before ESTABLISHED reaches
+            // us, and the connector sends HELLO as soon as it has its own: a successful
+            // completion on a pending endpoint establishes it (dropping it would lose HELLO).
+            if matches!(c.link, Link::Pending(_))
+                && self.wcs[..n]
+                    .iter()
+                    .any(|wc| wc.status == ffi::ibv_wc_status::IBV_WC_SUCCESS)
+            {
+                self.establish(c);
+            }
             for i in 0..n {
                 let wc = &self.wcs[i];
                 let (wr_id, status, opcode, len) = (wc.wr_id, wc.status, wc.opcode, wc.byte_len);
@@ -477,8 +531,15 @@ impl VerbsTransport {
             TAG_SEND => ep.send_completed(index),
             TAG_BULK => {
                 let buf = index as usize;
-                if let (Some(slot), Some(conn)) = (c.tx_busy[buf].take(), c.conn()) {
+                let conn = c.session.as_ref().and_then(Session::conn);
+                if let (Some(slot), Some(conn)) = (c.tx_busy[buf].take(), conn) {
                     ctx.events.push(Event::BulkSent { conn, slot });
+                }
+                if let Some((slot, data, grant)) = c.tx_queue.pop_front() {
+                    match ep.post_bulk(buf as u32, &data, grant.addr, grant.rkey, slot) {
+                        Ok(()) => c.tx_busy[buf] = Some(slot),
+                        Err(e) => c.broken = Some(format!("post bulk write: {e}")),
+                    }
                 }
             }
             TAG_RECV if opcode == ffi::ibv_wc_opcode::IBV_WC_RECV => {
@@ -549,7 +610,7 @@ impl VerbsTransport {
         let late: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.conn().is_none() && c.started.elapsed() > limit)
+            .filter(|(_, c)| c.handshaking() && c.started.elapsed() > limit)
             .map(|(t, _)| *t)
             .collect();
         for t in late {
@@ -579,10 +640,73 @@ impl VerbsTransport {
         }
     }
 
-    fn pump(&mut self, events: &mut Vec<Event>) {
-        self.on_cm_events(events);
+    /// Does pending work. `full`: the connection manager and the handshake timers too (a
+    /// system call and a clock read: a busy poll does them once in `SPIN_FULL_EVERY` rounds,
+    /// and polls the completion queues, in user space, every round).
+    fn pump(&mut self, events: &mut Vec<Event>, full: bool) {
+        let from = events.len();
+        if full {
+            self.on_cm_events(events);
+        }
         self.on_completions(events);
-        self.time_out_handshakes(events);
+        if full {
+            self.time_out_handshakes(events);
+        }
+        self.replace_older(events, from);
+    }
+
+    /// When a peer's new connection comes up, its older ones go down as `Replaced`.
+    fn replace_older(&mut self, events: &mut Vec<Event>, from: usize) {
+        let ups: Vec<ConnId> = events[from..]
+            .iter()
+            .filter_map(|e| match e {
+                Event::Up(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        for up in ups {
+            let older: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| {
+                    c.conn()
+                        .is_some_and(|o| o.peer == up.peer && o.generation < up.generation)
+                })
+                .map(|(t, _)| *t)
+                .collect();
+            for token in older {
+                self.retire(token, events, DownReason::Replaced);
+            }
+        }
+    }
+
+    /// Ends connection `token` from our side: sends CLOSE (the peer sees `Down(Closed)`),
+    /// reports `Down(conn, reason)`, and takes the queue pair down once the CLOSE has left.
+    fn retire(&mut self, token: usize, events: &mut Vec<Event>, reason: DownReason) {
+        let Some(mut c) = self.conns.remove(&token) else {
+            return;
+        };
+        if let Link::Up(ep) = &mut c.link {
+            ep.signal_all();
+        }
+        let mut ctx = Ctx {
+            events,
+            stats: &mut self.stats,
+            generations: &mut self.generations,
+        };
+        let (mut sink, session) = c.sink();
+        if let Some(s) = session {
+            s.close(&mut sink, &mut ctx);
+            if let Some(Event::Down(_, why)) = ctx.events.last_mut() {
+                *why = reason;
+            }
+        }
+        c.linger = Some(Instant::now() + LINGER);
+        if c.finished() {
+            self.drop_conn(c);
+        } else {
+            self.conns.insert(token, c);
+        }
     }
 }
 
@@ -631,6 +755,22 @@ impl Transport for VerbsTransport {
         Ok(slot)
     }
 
+    fn revoke_bulk(&mut self, conn: ConnId, slot: SlotId) -> bool {
+        let Ok(c) = self.find(conn) else {
+            return false;
+        };
+        if !c.session.as_mut().is_some_and(|s| s.revoke_grant(slot)) {
+            return false;
+        }
+        // The physical slot can be granted again. A peer that writes into it afterwards is cut
+        // (the session no longer knows the slot id); its rkey stays valid on this connection
+        // (no memory windows), and the layer above verifies every chunk's digest.
+        if let Some(p) = c.rx_slots.iter_mut().find(|p| p.granted == Some(slot)) {
+            p.granted = None;
+        }
+        true
+    }
+
     fn send_bulk(&mut self, conn: ConnId, slot: SlotId, data: Bytes) -> Result<(), SendError> {
         let max = self.config.bulk_slot_len as usize;
         let c = self.find(conn)?;
@@ -640,16 +780,17 @@ impl Transport for VerbsTransport {
                 max,
             });
         }
-        let buf = c
-            .tx_busy
-            .iter()
-            .position(Option::is_none)
-            .ok_or(SendError::NoSlot(conn))?;
         let (mut sink, session) = c.sink();
         let session = session.ok_or(SendError::NoConnection(conn))?;
         let grant = session.send_bulk(slot, &data, &mut sink)?;
         let Link::Up(ep) = &mut c.link else {
             return Err(SendError::NoConnection(conn));
+        };
+        // Every send buffer busy: the chunk waits (its grant is consumed, so the queue holds
+        // at most the peer's open grants) and goes out when a write completes.
+        let Some(buf) = c.tx_busy.iter().position(Option::is_none) else {
+            c.tx_queue.push_back((slot, data, grant));
+            return Ok(());
         };
         match ep.post_bulk(buf as u32, &data, grant.addr, grant.rkey, slot) {
             Ok(()) => c.tx_busy[buf] = Some(slot),
@@ -671,20 +812,11 @@ impl Transport for VerbsTransport {
             .iter()
             .find(|(_, c)| c.conn() == Some(conn))
             .map(|(t, _)| *t);
-        let Some(mut c) = token.and_then(|t| self.conns.remove(&t)) else {
-            return;
-        };
-        let mut scratch = HashMap::new();
-        let mut ctx = Ctx {
-            events: &mut self.deferred,
-            stats: &mut self.stats,
-            generations: &mut scratch,
-        };
-        let (mut sink, session) = c.sink();
-        if let Some(s) = session {
-            s.close(&mut sink, &mut ctx);
+        if let Some(token) = token {
+            let mut events = std::mem::take(&mut self.deferred);
+            self.retire(token, &mut events, DownReason::Local);
+            self.deferred = events;
         }
-        self.drop_conn(c);
     }
 
     fn poll(
@@ -694,20 +826,33 @@ impl Transport for VerbsTransport {
     ) -> Result<(), TransportError> {
         let before = events.len();
         events.append(&mut self.deferred);
-        self.pump(events);
+        let spin = timeout.map_or(self.config.busy_poll, |t| t.min(self.config.busy_poll));
+        // About to spin: the spin reads the connection manager soon enough.
+        self.pump(events, spin.is_zero());
         if events.len() > before || timeout == Some(Duration::ZERO) {
             return Ok(());
         }
-        let spin_until = Instant::now()
-            + timeout.map_or(self.config.busy_poll, |t| t.min(self.config.busy_poll));
-        while Instant::now() < spin_until && events.len() == before {
-            self.pump(events);
-        }
-        if events.len() > before {
-            return Ok(());
+        if !spin.is_zero() {
+            // The clock is read on full rounds only (it may be a system call: HPET).
+            let mut spin_until = None;
+            let mut round = 0u32;
+            while events.len() == before {
+                round = round.wrapping_add(1);
+                let full = round.is_multiple_of(SPIN_FULL_EVERY);
+                if full {
+                    let now = Instant::now();
+                    if now >= *spin_until.get_or_insert(now + spin) {
+                        break;
+                    }
+                }
+                self.pump(events, full);
+            }
+            if events.len() > before {
+                return Ok(());
+            }
         }
         self.arm_all();
-        self.pump(events); // completions that raced the arming
+        self.pump(events, true); // completions that raced the arming
         if events.len() > before {
             return Ok(());
         }
@@ -718,7 +863,7 @@ impl Transport for VerbsTransport {
             }
         };
         let _ = self.epoll.wait(&mut self.ready, ms);
-        self.pump(events);
+        self.pump(events, true);
         Ok(())
     }
 
@@ -729,6 +874,14 @@ impl Transport for VerbsTransport {
 
 impl Drop for VerbsTransport {
     fn drop(&mut self) {
+        // Connections closed just before (`close` then drop) get their CLOSE out first.
+        let until = Instant::now() + LINGER;
+        let mut scratch = Vec::new();
+        while Instant::now() < until && self.conns.values().any(|c| c.linger.is_some()) {
+            self.on_completions(&mut scratch);
+            scratch.clear();
+            std::thread::sleep(Duration::from_micros(200));
+        }
         let conns: Vec<VerbsConn> = self.conns.drain().map(|(_, c)| c).collect();
         for c in conns {
             self.drop_conn(c);

@@ -2,8 +2,11 @@
 //!
 //! - `ci`: everything CI checks (format, lints, tests, the simulator's acceptance runs).
 //! - `sim-report`: regenerates `docs/sim-report.md` from release-build simulator runs.
+//! - `lab [--keep] [--json FILE]`: the rxe lab (a QEMU guest with soft RoCE): the verbs backend's
+//!   conformance suite and its latency and throughput against rdma-core's tools.
 
 mod ci;
+mod lab;
 mod sim_report;
 
 use anyhow::{bail, Context, Result};
@@ -15,8 +18,12 @@ fn main() -> Result<()> {
     match task.as_str() {
         "ci" => ci::run(),
         "sim-report" => sim_report::run(),
+        "lab" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            lab::run(&args)
+        }
         _ => {
-            eprintln!("usage: cargo xtask <ci|sim-report>");
+            eprintln!("usage: cargo xtask <ci|sim-report|lab [--keep] [--json FILE]>");
             bail!("unknown task {task:?}")
         }
     }

@@ -45,6 +45,19 @@ pub struct DemoArgs {
     /// into this directory and print what is where as JSON; start nothing.
     #[arg(long)]
     setup: Option<PathBuf>,
+    /// With --setup: the transport the agents use (tcp or verbs).
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "verbs"])]
+    transport: String,
+    /// With --setup: the agents' IP addresses, one per agent, comma-separated (default: all on
+    /// 127.0.0.1, each on its own port).
+    #[arg(long, value_delimiter = ',')]
+    addresses: Vec<std::net::IpAddr>,
+}
+
+/// Where the agents listen and which transport they use.
+struct Net {
+    transport: String,
+    addresses: Vec<std::net::IpAddr>,
 }
 
 /// The report `--json` prints.
@@ -57,7 +70,52 @@ struct Report {
     safety_violations: u64,
     protocol_errors: u64,
     agents_killed: u32,
+    /// Largest resident set of an agent, idle after convergence (KiB).
+    idle_rss_max_kib: u64,
+    /// Largest CPU share of an agent over 2 s idle after convergence (percent of one core).
+    idle_cpu_max_percent: f64,
     dir: Option<String>,
+}
+
+/// Resident set (KiB) and CPU time (clock ticks) of a process, from /proc.
+fn proc_usage(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): utime and stime are 14th and 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some((rss, ticks))
+}
+
+/// Samples every agent over `window` while idle: (max RSS KiB, max CPU percent).
+fn idle_usage(agents: &[Agent], window: Duration) -> (u64, f64) {
+    let pids: Vec<u32> = agents
+        .iter()
+        .filter_map(|a| a.child.as_ref().map(|c| c.id()))
+        .collect();
+    let before: Vec<Option<(u64, u64)>> = pids.iter().map(|&p| proc_usage(p)).collect();
+    std::thread::sleep(window);
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let mut rss_max = 0;
+    let mut cpu_max: f64 = 0.0;
+    for (p, b) in pids.iter().zip(before) {
+        if let (Some((_, t0)), Some((rss, t1))) = (b, proc_usage(*p)) {
+            rss_max = rss_max.max(rss);
+            cpu_max = cpu_max.max((t1 - t0) as f64 / tick / window.as_secs_f64() * 100.0);
+        }
+    }
+    (rss_max, cpu_max)
 }
 
 /// The demo's edges: a ring plus chords to the opposite node.
@@ -112,12 +170,13 @@ fn entented_binary(given: Option<PathBuf>) -> Result<PathBuf> {
 
 /// A port free now, below Linux's ephemeral range (32768+), so an outgoing connection of
 /// another process cannot take it before the agent binds it.
-fn free_port() -> Result<u16> {
+fn free_port(taken: &mut std::collections::HashSet<u16>) -> Result<u16> {
     for _ in 0..1000 {
         let mut b = [0u8; 2];
         getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random port: {e}"))?;
         let port = 20_000 + u16::from_le_bytes(b) % 12_000;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !taken.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
             return Ok(port);
         }
     }
@@ -201,7 +260,19 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Prepares the directory: keys, profile, image, manifest, one config per agent.
-fn prepare(dir: &Path, n: u64) -> Result<(Vec<Agent>, PathBuf, PathBuf, PathBuf)> {
+fn prepare(dir: &Path, n: u64, net: &Net) -> Result<(Vec<Agent>, PathBuf, PathBuf, PathBuf)> {
+    if !net.addresses.is_empty() && net.addresses.len() as u64 != n {
+        bail!(
+            "--addresses names {} addresses for {n} agents",
+            net.addresses.len()
+        );
+    }
+    let ip = |id: u64| -> std::net::IpAddr {
+        net.addresses
+            .get(id as usize - 1)
+            .copied()
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+    };
     std::fs::create_dir_all(dir.join("keys"))?;
     std::fs::create_dir_all(dir.join("profiles"))?;
     std::fs::write(dir.join("profiles/sim-nic.toml"), SIM_NIC)?;
@@ -246,22 +317,26 @@ fn prepare(dir: &Path, n: u64) -> Result<(Vec<Agent>, PathBuf, PathBuf, PathBuf)
     let sig_path = dir.join("campaign.manifest.sig");
     std::fs::write(&sig_path, sk.sign(&bytes).to_file_text())?;
 
-    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_>>()?;
+    let mut taken = std::collections::HashSet::new();
+    let ports: Vec<u16> = (0..n)
+        .map(|_| free_port(&mut taken))
+        .collect::<Result<_>>()?;
     let edges = topology(n);
     let mut agents = Vec::new();
     for id in 1..=n {
         let home = dir.join(format!("node{id}"));
         std::fs::create_dir_all(&home)?;
         let mut cfg = format!(
-            "node_id = {id}\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ncluster_key = \"{}\"\n\
-             trusted_keys = \"{}\"\nprofiles = \"{}\"\ncontrol_socket = \"{}\"\n\n[transport]\nkind = \"tcp\"\nrtt_ms = 5\n\n\
+            "node_id = {id}\nlisten = \"{}\"\ndata_dir = \"{}\"\ncluster_key = \"{}\"\n\
+             trusted_keys = \"{}\"\nprofiles = \"{}\"\ncontrol_socket = \"{}\"\n\n[transport]\nkind = \"{}\"\nrtt_ms = 5\n\n\
              [device]\nbackend = \"sim\"\nprofile = \"sim-nic\"\n\n",
-            ports[id as usize - 1],
+            std::net::SocketAddr::new(ip(id), ports[id as usize - 1]),
             home.join("data").display(),
             dir.join("cluster.key").display(),
             dir.join("keys").display(),
             dir.join("profiles").display(),
             home.join("control.sock").display(),
+            net.transport,
         );
         for &(a, b) in &edges {
             let peer = if a == id {
@@ -272,8 +347,8 @@ fn prepare(dir: &Path, n: u64) -> Result<(Vec<Agent>, PathBuf, PathBuf, PathBuf)
                 continue;
             };
             cfg.push_str(&format!(
-                "[[peers]]\nid = {peer}\naddr = \"127.0.0.1:{}\"\n\n",
-                ports[peer as usize - 1]
+                "[[peers]]\nid = {peer}\naddr = \"{}\"\n\n",
+                std::net::SocketAddr::new(ip(peer), ports[peer as usize - 1])
             ));
         }
         let config = home.join("entented.toml");
@@ -293,7 +368,11 @@ fn prepare(dir: &Path, n: u64) -> Result<(Vec<Agent>, PathBuf, PathBuf, PathBuf)
 pub fn run(a: DemoArgs) -> Result<ExitCode> {
     if let Some(dir) = &a.setup {
         std::fs::create_dir_all(dir)?;
-        let (agents, manifest, sig, image) = prepare(dir, a.nodes)?;
+        let net = Net {
+            transport: a.transport.clone(),
+            addresses: a.addresses.clone(),
+        };
+        let (agents, manifest, sig, image) = prepare(dir, a.nodes, &net)?;
         let out = serde_json::json!({
             "manifest": manifest,
             "signature": sig,
@@ -312,7 +391,11 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     let n = a.nodes;
-    let (mut agents, manifest, sig, image) = prepare(&dir, n)?;
+    let net = Net {
+        transport: "tcp".into(),
+        addresses: Vec::new(),
+    };
+    let (mut agents, manifest, sig, image) = prepare(&dir, n, &net)?;
     let links = topology(n).len() as u64;
     let started = Instant::now();
     let result = drive(
@@ -468,6 +551,8 @@ fn drive(
     if let Some(b) = &bar {
         b.finish();
     }
+    let wall_ms = started.elapsed().as_millis() as u64;
+    let (idle_rss_max_kib, idle_cpu_max_percent) = idle_usage(agents, Duration::from_secs(2));
     // Every agent's own counters: probes read under the wrong epoch are safety violations.
     let mut violations = 0;
     let mut protocol_errors = 0;
@@ -488,10 +573,12 @@ fn drive(
         converged: true,
         nodes: a.nodes,
         links,
-        wall_ms: started.elapsed().as_millis() as u64,
+        wall_ms,
         safety_violations: violations,
         protocol_errors,
         agents_killed: killed,
+        idle_rss_max_kib,
+        idle_cpu_max_percent,
         dir: None,
     })
 }

@@ -26,7 +26,7 @@ pub use fetch::Fetch;
 pub use net::PeerLink;
 
 /// Longest the loop sleeps in the transport when nothing is due.
-const TICK: Duration = Duration::from_millis(20);
+const TICK: Duration = Duration::from_millis(40);
 
 /// Everything the agent runs.
 pub struct Agent {

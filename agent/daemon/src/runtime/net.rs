@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 /// Messages queued for a peer whose credits ran out; past this the connection is cut (and the
 /// protocol resynchronises on the next one) rather than a queue growing without bound.
 const MAX_QUEUED: usize = 4096;
-/// Interval between probes on a link.
+/// Interval between probes on a link while a campaign moves links.
 const PROBE_EVERY: Duration = Duration::from_millis(50);
+/// Interval between probes when this node has nothing in motion.
+const PROBE_IDLE: Duration = Duration::from_millis(500);
 
 /// One configured peer.
 pub struct PeerLink {
@@ -232,7 +234,17 @@ impl Agent {
         if Instant::now() < self.next_probe {
             return;
         }
-        self.next_probe = Instant::now() + PROBE_EVERY;
+        let settled = matches!(
+            self.node.phase().phase,
+            entente_proto::Phase::Idle
+                | entente_proto::Phase::Converged
+                | entente_proto::Phase::Finalized
+        ) && self
+            .node
+            .links()
+            .iter()
+            .all(|l| l.state.pending == entente_proto::Pending::None);
+        self.next_probe = Instant::now() + if settled { PROBE_IDLE } else { PROBE_EVERY };
         let targets: Vec<(u64, ConnId)> = self
             .peers
             .iter()

@@ -72,7 +72,7 @@ struct Report {
     agents_killed: u32,
     /// Largest resident set of an agent, idle after convergence (KiB).
     idle_rss_max_kib: u64,
-    /// Largest CPU share of an agent over 2 s idle after convergence (percent of one core).
+    /// Largest CPU share of an agent over 4 s idle after convergence (percent of one core).
     idle_cpu_max_percent: f64,
     dir: Option<String>,
 }
@@ -552,7 +552,7 @@ fn drive(
         b.finish();
     }
     let wall_ms = started.elapsed().as_millis() as u64;
-    let (idle_rss_max_kib, idle_cpu_max_percent) = idle_usage(agents, Duration::from_secs(2));
+    let (idle_rss_max_kib, idle_cpu_max_percent) = idle_usage(agents, Duration::from_secs(4));
     // Every agent's own counters: probes read under the wrong epoch are safety violations.
     let mut violations = 0;
     let mut protocol_errors = 0;

@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 pub use fetch::Fetch;
 pub use net::PeerLink;
 
-/// Longest the loop sleeps in the transport when nothing is due.
+/// Longest the loop sleeps in the transport when nothing is due, while a campaign moves here.
 const TICK: Duration = Duration::from_millis(40);
+/// The same when this node has nothing in motion (keeps an idle agent near zero CPU).
+const IDLE_TICK: Duration = Duration::from_millis(250);
 
 /// Everything the agent runs.
 pub struct Agent {
@@ -216,7 +218,8 @@ impl Agent {
     /// One round: network, device results, timers, control requests, then the outputs.
     pub fn step(&mut self) -> Result<()> {
         self.dial();
-        let wait = self.next_deadline().min(TICK);
+        let tick = if self.busy() { TICK } else { IDLE_TICK };
+        let wait = self.next_deadline().min(tick);
         let mut events = std::mem::take(&mut self.net_events);
         self.transport.poll(&mut events, Some(wait))?;
         for e in events.drain(..) {
@@ -234,6 +237,19 @@ impl Agent {
         self.fetch_step()?;
         self.serve_control();
         self.carry_out()
+    }
+
+    /// Whether anything is in motion here: a fetch or flash, a peer to dial, a campaign phase
+    /// that is not settled.
+    fn busy(&self) -> bool {
+        !matches!(self.fetch, Fetch::Idle)
+            || self.peers.values().any(|p| p.conn.is_none())
+            || !matches!(
+                self.node.phase().phase,
+                entente_proto::Phase::Idle
+                    | entente_proto::Phase::Converged
+                    | entente_proto::Phase::Finalized
+            )
     }
 
     /// The loop is healthy when the device worker is alive and the database answers.

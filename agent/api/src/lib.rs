@@ -36,6 +36,14 @@ pub enum Request {
         /// Most recent entries to return.
         limit: u32,
     },
+    /// A dry run of a campaign on this node: what would change, and whether the node would
+    /// refuse it (read).
+    CampaignPlan {
+        /// The canonical manifest bytes.
+        manifest: String,
+        /// The detached signature line.
+        signature: String,
+    },
     /// Starts a campaign from a signed manifest (mutating).
     CampaignStart {
         /// The canonical manifest bytes, as a UTF-8 string (the manifest is JSON).
@@ -117,8 +125,44 @@ pub enum Reply {
         /// The manifest's sha256 (hex).
         manifest: String,
     },
+    /// For [`Request::CampaignPlan`].
+    Plan(Plan),
     /// For mutating requests with nothing more to say.
     Done,
+}
+
+/// What a campaign would do on one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The node.
+    pub node: u64,
+    /// The campaign's epoch.
+    pub epoch: u64,
+    /// What the epoch means.
+    pub semantics: String,
+    /// The node's hw-profile.
+    pub profile: String,
+    /// Component changes.
+    pub changes: Vec<PlannedChange>,
+    /// Why the node would refuse the campaign (empty: it would run it).
+    pub refusals: Vec<String>,
+}
+
+/// One component's change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedChange {
+    /// Component.
+    pub component: String,
+    /// Version running now.
+    pub from: Option<String>,
+    /// Version the campaign brings.
+    pub to: String,
+    /// The activation method the node would use.
+    pub activation: String,
+    /// Whether it disrupts traffic (then neighbour leases bound the disruption).
+    pub disruptive: bool,
+    /// Image size in bytes.
+    pub bytes: u64,
 }
 
 /// A node's view of itself and of the cluster.

@@ -64,6 +64,20 @@ pub enum CampaignCommand {
     },
     /// The campaign's progress as the local agent sees it (`status` by another name).
     Status(StatusArgs),
+    /// A dry run on the local agent: what would change, and whether it would refuse (exit 3).
+    Plan {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// The canonical manifest.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Its signature (default: the manifest path + ".sig").
+        #[arg(long)]
+        sig: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `entente link ...`.
@@ -253,6 +267,56 @@ pub fn campaign(c: CampaignCommand) -> Result<ExitCode> {
             }
         }
         CampaignCommand::Status(a) => status(a),
+        CampaignCommand::Plan {
+            socket,
+            manifest,
+            sig,
+            json,
+        } => {
+            let sig = sig.unwrap_or_else(|| PathBuf::from(format!("{}.sig", manifest.display())));
+            let m = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("read {}", manifest.display()))?;
+            let s =
+                std::fs::read_to_string(&sig).with_context(|| format!("read {}", sig.display()))?;
+            let plan = match call(
+                &socket.socket,
+                Request::CampaignPlan {
+                    manifest: m,
+                    signature: s,
+                },
+            ) {
+                Ok(Reply::Plan(p)) => p,
+                Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
+                Err(e) => return exit_for(e),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                println!(
+                    "node {} ({}): campaign {} — {}",
+                    plan.node, plan.profile, plan.epoch, plan.semantics
+                );
+                for c in &plan.changes {
+                    println!(
+                        "  {}: {} -> {} ({} bytes), activation {}{}",
+                        c.component,
+                        c.from.as_deref().unwrap_or("?"),
+                        c.to,
+                        c.bytes,
+                        c.activation,
+                        if c.disruptive { ", disruptive" } else { "" }
+                    );
+                }
+                for r in &plan.refusals {
+                    println!("  REFUSED: {r}");
+                }
+            }
+            Ok(if plan.refusals.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_REFUSED)
+            })
+        }
     }
 }
 

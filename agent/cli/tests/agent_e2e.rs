@@ -229,6 +229,19 @@ fn a_campaign_converges_and_a_killed_agent_catches_up_after_restart() {
         .map(|e| e["event"].as_str().unwrap())
         .collect();
     assert!(events.iter().any(|e| e.contains("Converged")), "{events:?}");
+    // Planning it again is refused: this node already took that epoch.
+    let plan = run(entente()
+        .args(["campaign", "plan", "--socket"])
+        .arg(c.socket(0))
+        .arg("--manifest")
+        .arg(c.path("manifest")));
+    assert_eq!(
+        plan.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("already took campaign 1"));
     // Starting the same campaign again is nothing to do (exit 2).
     let again = c.start_campaign(0, &c.path("manifest"), &c.path("signature"), None);
     assert_eq!(

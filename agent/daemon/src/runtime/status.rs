@@ -225,6 +225,109 @@ impl Agent {
         Ok((m.epoch, digest.to_hex()))
     }
 
+    /// A dry run of a campaign here: the manifest is verified (signature, expiry, anti-rollback)
+    /// but not accepted, and every reason this node would refuse it is listed.
+    pub fn plan_campaign(
+        &mut self,
+        manifest: &str,
+        signature: &str,
+    ) -> Result<entente_api::Plan, StartError> {
+        let bytes = manifest.as_bytes();
+        let sig = Signature::parse(signature.trim(), Path::new("<request>"))
+            .map_err(|e| StartError::Bad(e.to_string()))?;
+        let verified = self
+            .verifier
+            .check(bytes, &sig, entente_stage::unix_now())
+            .map_err(|e| StartError::Refused(e.to_string()))?;
+        let m = verified.manifest().clone();
+        let mut refusals = Vec::new();
+        let mut changes = Vec::new();
+        match m.profiles.get(&self.profile.name) {
+            None => refusals.push(format!(
+                "the manifest has no image for this node's hw-profile {:?}",
+                self.profile.name
+            )),
+            Some(img) => {
+                if !(img.compat.contains(m.epoch) && img.compat.contains(m.epoch.saturating_sub(1)))
+                {
+                    refusals.push(format!(
+                        "the image speaks epochs {}..={}; it must speak {} and {}",
+                        img.compat.min_epoch,
+                        img.compat.max_epoch,
+                        m.epoch.saturating_sub(1),
+                        m.epoch
+                    ));
+                }
+                for l in self.node.links() {
+                    if !l.retired && !l.state.fresh && !img.compat.contains(l.state.committed.0) {
+                        refusals.push(format!(
+                            "the link to {} speaks epoch {}, which the image does not (no common epoch)",
+                            l.peer.0, l.state.committed.0
+                        ));
+                    }
+                }
+                let max = self
+                    .profile
+                    .components
+                    .first()
+                    .and_then(|c| c.max_image_bytes);
+                if let Some(max) = max.filter(|&max| img.size > max) {
+                    refusals.push(format!(
+                        "the image is {} bytes, the profile allows {max}",
+                        img.size
+                    ));
+                }
+                let running = match &self.inventory {
+                    Some((Ok(inv), _)) => inv.components.first().and_then(|c| c.running.clone()),
+                    _ => None,
+                };
+                let act = self.profile.least_disruptive();
+                changes.push(entente_api::PlannedChange {
+                    component: self
+                        .profile
+                        .components
+                        .first()
+                        .map_or_else(String::new, |c| c.name.clone()),
+                    from: running,
+                    to: img.version.clone(),
+                    activation: act.map_or_else(
+                        || "none".into(),
+                        |a| format!("{:?}", a.method).to_lowercase(),
+                    ),
+                    disruptive: act.is_none_or(|a| a.disruptive),
+                    bytes: img.size,
+                });
+            }
+        }
+        if let Some(c) = self.node.record().campaign {
+            let settled = matches!(
+                self.node.phase().phase,
+                entente_proto::Phase::Idle
+                    | entente_proto::Phase::Converged
+                    | entente_proto::Phase::Finalized
+            );
+            if c.epoch.0 >= m.epoch {
+                refusals.push(format!(
+                    "this node already took campaign {} (epochs only grow)",
+                    c.epoch.0
+                ));
+            } else if !settled {
+                refusals.push(format!(
+                    "campaign {} has not settled on this node",
+                    c.epoch.0
+                ));
+            }
+        }
+        Ok(entente_api::Plan {
+            node: self.cfg.node_id,
+            epoch: m.epoch,
+            semantics: m.semantics.clone(),
+            profile: self.profile.name.clone(),
+            changes,
+            refusals,
+        })
+    }
+
     /// Retires the link to `peer`.
     pub fn retire(&mut self, peer: u64) -> bool {
         let now = self.now();
@@ -264,6 +367,23 @@ impl Agent {
                                 Err(StartError::AlreadyRunning(e)) => Err((
                                     ErrorCode::NothingToDo,
                                     format!("campaign {e} with this manifest is already running"),
+                                )),
+                            }
+                        }
+                        Request::CampaignPlan {
+                            manifest,
+                            signature,
+                        } => {
+                            if self.inventory.is_none() {
+                                let _ = self.inventory();
+                            }
+                            match self.plan_campaign(manifest, signature) {
+                                Ok(plan) => Ok(Reply::Plan(plan)),
+                                Err(StartError::Refused(m)) => Err((ErrorCode::Refused, m)),
+                                Err(StartError::Bad(m)) => Err((ErrorCode::BadRequest, m)),
+                                Err(StartError::AlreadyRunning(e)) => Err((
+                                    ErrorCode::NothingToDo,
+                                    format!("campaign {e} is running"),
                                 )),
                             }
                         }

@@ -8,6 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod check;
+pub use check::check_histories;
+
 /// The version of this API.
 pub const API_VERSION: u32 = 1;
 

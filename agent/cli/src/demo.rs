@@ -70,6 +70,8 @@ struct Report {
     safety_violations: u64,
     protocol_errors: u64,
     agents_killed: u32,
+    /// Contradictions the offline history checker found (counted in `safety_violations`).
+    history_violations: Vec<String>,
     /// Largest resident set of an agent, idle after convergence (KiB).
     idle_rss_max_kib: u64,
     /// Largest CPU share of an agent over 4 s idle after convergence (percent of one core).
@@ -569,7 +571,18 @@ fn drive(
         violations += s.probe_mismatches;
         protocol_errors += s.protocol_errors;
     }
+    // The offline checker replays every agent's history.
+    let mut histories = Vec::new();
+    for ag in agents.iter() {
+        match call(&ag.socket, Request::History { limit: 100_000 }) {
+            Ok(Reply::History { entries }) => histories.push((ag.id, entries)),
+            _ => bail!("history of agent {}", ag.id),
+        }
+    }
+    let history_violations = entente_api::check_histories(&histories, false);
+    violations += history_violations.len() as u64;
     Ok(Report {
+        history_violations,
         converged: true,
         nodes: a.nodes,
         links,

@@ -3,7 +3,7 @@
 use super::Agent;
 use crate::config::{Config, TransportKind};
 use crate::envelope::Envelope;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use bytes::Bytes;
 use entente_fastpath::{ClusterKey, ConnId, Event as NetEvent, SendError, Transport};
 use entente_proto::{Message, NodeId};
@@ -80,7 +80,7 @@ fn open_verbs(
     _: ClusterKey,
     _: entente_fastpath::Config,
 ) -> Result<Box<dyn Transport>> {
-    bail!("transport.kind = \"verbs\" needs entented built with the `rdma` feature")
+    anyhow::bail!("transport.kind = \"verbs\" needs entented built with the `rdma` feature")
 }
 
 impl Agent {

@@ -130,8 +130,9 @@ pub fn topology(n: u64) -> Vec<(u64, u64)> {
         }
     }
     if n > 3 {
-        for i in 0..n / 2 {
-            let j = i + n / 2;
+        // Every node gets a chord to the node opposite (odd rings give some nodes two).
+        for i in 0..n {
+            let j = (i + n / 2) % n;
             edges.insert((i.min(j), i.max(j)));
         }
     }

@@ -57,6 +57,23 @@ pub enum Request {
         /// every manifest profile whose image it is, verified chunk by chunk.
         images: Vec<String>,
     },
+    /// Stages image files for a signed manifest's profiles, each verified chunk by chunk
+    /// (mutating; the manifest is checked, not accepted).
+    ImageAdd {
+        /// The canonical manifest bytes.
+        manifest: String,
+        /// The detached signature line.
+        signature: String,
+        /// Image files readable by the agent.
+        images: Vec<String>,
+    },
+    /// The images in the agent's store (read).
+    ImageList,
+    /// Re-reads an image from the store and checks every chunk and the whole digest (read).
+    ImageVerify {
+        /// The image's sha256 (hex).
+        sha256: String,
+    },
     /// Retires a dead link so convergence ignores it (mutating).
     LinkRetire {
         /// The neighbour at the other end.
@@ -69,7 +86,7 @@ impl Request {
     pub fn is_mutating(&self) -> bool {
         matches!(
             self,
-            Request::CampaignStart { .. } | Request::LinkRetire { .. }
+            Request::CampaignStart { .. } | Request::LinkRetire { .. } | Request::ImageAdd { .. }
         )
     }
 }
@@ -130,8 +147,26 @@ pub enum Reply {
     },
     /// For [`Request::CampaignPlan`].
     Plan(Plan),
+    /// For [`Request::ImageList`] and [`Request::ImageAdd`] (the images now in the store).
+    Images {
+        /// The images.
+        images: Vec<ImageEntry>,
+    },
     /// For mutating requests with nothing more to say.
     Done,
+}
+
+/// An image in an agent's store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageEntry {
+    /// Its sha256 (hex).
+    pub sha256: String,
+    /// Its version string.
+    pub version: String,
+    /// Bytes.
+    pub size: u64,
+    /// Chunks.
+    pub chunks: u32,
 }
 
 /// What a campaign would do on one node.

@@ -80,6 +80,116 @@ pub enum CampaignCommand {
     },
 }
 
+/// `entente image ...`.
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Stage image files in the local agent's store for a signed manifest's profiles.
+    Add {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// The canonical manifest.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Its signature (default: the manifest path + ".sig").
+        #[arg(long)]
+        sig: Option<PathBuf>,
+        /// Image files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// The images in the local agent's store.
+    List {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read an image from the store and check every chunk (exit 3 if damaged).
+    Verify {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// The image's sha256.
+        sha256: String,
+    },
+}
+
+/// Runs `entente image ...`.
+pub fn image(c: ImageCommand) -> Result<ExitCode> {
+    let print = |images: &[entente_api::ImageEntry], json: bool| -> Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(images)?);
+        } else {
+            for i in images {
+                println!(
+                    "{}  {:>12} bytes  {:>5} chunks  {}",
+                    i.sha256, i.size, i.chunks, i.version
+                );
+            }
+        }
+        Ok(())
+    };
+    match c {
+        ImageCommand::Add {
+            socket,
+            manifest,
+            sig,
+            files,
+        } => {
+            let sig = sig.unwrap_or_else(|| PathBuf::from(format!("{}.sig", manifest.display())));
+            let m = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("read {}", manifest.display()))?;
+            let s =
+                std::fs::read_to_string(&sig).with_context(|| format!("read {}", sig.display()))?;
+            let images = files
+                .iter()
+                .map(|p| {
+                    std::fs::canonicalize(p)
+                        .map(|p| p.display().to_string())
+                        .with_context(|| format!("image {}", p.display()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            match call(
+                &socket.socket,
+                Request::ImageAdd {
+                    manifest: m,
+                    signature: s,
+                    images,
+                },
+            ) {
+                Ok(Reply::Images { images }) => {
+                    print(&images, false)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
+                Err(e) => exit_for(e),
+            }
+        }
+        ImageCommand::List { socket, json } => match call(&socket.socket, Request::ImageList) {
+            Ok(Reply::Images { images }) => {
+                print(&images, json)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
+            Err(e) => exit_for(e),
+        },
+        ImageCommand::Verify { socket, sha256 } => {
+            match call(
+                &socket.socket,
+                Request::ImageVerify {
+                    sha256: sha256.clone(),
+                },
+            ) {
+                Ok(_) => {
+                    println!("{sha256}: every chunk and the whole image verify");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => exit_for(e),
+            }
+        }
+    }
+}
+
 /// `entente link ...`.
 #[derive(Subcommand, Debug)]
 pub enum LinkCommand {

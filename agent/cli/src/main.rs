@@ -45,6 +45,9 @@ enum Command {
     /// Retire a link.
     #[command(subcommand)]
     Link(agentcmd::LinkCommand),
+    /// Images in the local agent's store: add, list, verify.
+    #[command(subcommand)]
+    Image(agentcmd::ImageCommand),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::History(args) => agentcmd::history(args),
         Command::Campaign(cmd) => agentcmd::campaign(cmd),
         Command::Link(cmd) => agentcmd::link(cmd),
+        Command::Image(cmd) => agentcmd::image(cmd),
     };
     match result {
         Ok(code) => code,

@@ -242,6 +242,35 @@ fn a_campaign_converges_and_a_killed_agent_catches_up_after_restart() {
         String::from_utf8_lossy(&plan.stdout)
     );
     assert!(String::from_utf8_lossy(&plan.stdout).contains("already took campaign 1"));
+    // The image is in every store, and it verifies from disk.
+    let list = run(entente()
+        .args(["image", "list", "--json", "--socket"])
+        .arg(c.socket(3)));
+    let images: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let sha = images[0]["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(images[0]["version"], "sim-nic 2.0");
+    let ok = run(entente()
+        .args(["image", "verify", &sha, "--socket"])
+        .arg(c.socket(3)));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Damage the stored image: verification refuses it (exit 3).
+    let stored = dir.join(format!("node4/data/store/images/{sha}"));
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[12345] ^= 0xff;
+    std::fs::write(&stored, bytes).unwrap();
+    let bad = run(entente()
+        .args(["image", "verify", &sha, "--socket"])
+        .arg(c.socket(3)));
+    assert_eq!(
+        bad.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     // Starting the same campaign again is nothing to do (exit 2).
     let again = c.start_campaign(0, &c.path("manifest"), &c.path("signature"), None);
     assert_eq!(

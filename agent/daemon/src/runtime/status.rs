@@ -328,6 +328,84 @@ impl Agent {
         })
     }
 
+    /// The images in the store.
+    pub fn image_list(&self) -> Vec<entente_api::ImageEntry> {
+        let mut v: Vec<entente_api::ImageEntry> = self
+            .images
+            .values()
+            .map(|i| entente_api::ImageEntry {
+                sha256: i.sha256.to_hex(),
+                version: i.version.clone(),
+                size: i.size,
+                chunks: i.chunk_count(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        v
+    }
+
+    /// Stages `images` for the profiles of a checked (not accepted) manifest.
+    pub fn image_add(
+        &mut self,
+        manifest: &str,
+        signature: &str,
+        images: &[String],
+    ) -> Result<usize, StartError> {
+        let sig = Signature::parse(signature.trim(), Path::new("<request>"))
+            .map_err(|e| StartError::Bad(e.to_string()))?;
+        let verified = self
+            .verifier
+            .check(manifest.as_bytes(), &sig, entente_stage::unix_now())
+            .map_err(|e| StartError::Refused(e.to_string()))?;
+        let mut added = 0;
+        for path in images {
+            let p = Path::new(path);
+            let len = std::fs::metadata(p)
+                .map_err(|e| StartError::Bad(format!("{path}: {e}")))?
+                .len();
+            let mut matched = false;
+            for img in verified
+                .manifest()
+                .profiles
+                .values()
+                .filter(|i| i.size == len)
+            {
+                if self.store.contains(img) {
+                    matched = true;
+                    continue;
+                }
+                if self.store.stage_file(img, p).is_ok() {
+                    self.history(&format!("image {} added from {path}", img.sha256.to_hex()));
+                    self.images.insert(img.sha256.0, img.clone());
+                    matched = true;
+                    added += 1;
+                }
+            }
+            if !matched {
+                return Err(StartError::Refused(format!(
+                    "{path} is not the image of any profile of this manifest (size or chunk digests differ)"
+                )));
+            }
+        }
+        Ok(added)
+    }
+
+    /// Re-reads an image from the store, checking every chunk and the whole digest.
+    pub fn image_verify(&mut self, sha256: &str) -> Result<(), StartError> {
+        let d = Digest::from_hex(sha256).map_err(|e| StartError::Bad(e.to_string()))?;
+        let img = self
+            .images
+            .get(&d.0)
+            .cloned()
+            .ok_or_else(|| StartError::Bad(format!("no image {sha256} in the store")))?;
+        let mut r = self
+            .store
+            .open_image(&img)
+            .map_err(|e| StartError::Refused(e.to_string()))?;
+        r.read_all(|_| Ok(()))
+            .map_err(|e| StartError::Refused(e.to_string()))
+    }
+
     /// Retires the link to `peer`.
     pub fn retire(&mut self, peer: u64) -> bool {
         let now = self.now();
@@ -387,6 +465,31 @@ impl Agent {
                                 )),
                             }
                         }
+                        Request::ImageList => Ok(Reply::Images {
+                            images: self.image_list(),
+                        }),
+                        Request::ImageAdd {
+                            manifest,
+                            signature,
+                            images,
+                        } => match self.image_add(manifest, signature, images) {
+                            Ok(_) => Ok(Reply::Images {
+                                images: self.image_list(),
+                            }),
+                            Err(StartError::Refused(m)) => Err((ErrorCode::Refused, m)),
+                            Err(StartError::Bad(m)) => Err((ErrorCode::BadRequest, m)),
+                            Err(StartError::AlreadyRunning(_)) => {
+                                Err((ErrorCode::NothingToDo, "already staged".into()))
+                            }
+                        },
+                        Request::ImageVerify { sha256 } => match self.image_verify(sha256) {
+                            Ok(()) => Ok(Reply::Done),
+                            Err(StartError::Refused(m)) => Err((ErrorCode::Refused, m)),
+                            Err(StartError::Bad(m)) => Err((ErrorCode::BadRequest, m)),
+                            Err(StartError::AlreadyRunning(_)) => {
+                                Err((ErrorCode::Internal, "unexpected".into()))
+                            }
+                        },
                         Request::LinkRetire { peer } => {
                             if self.retire(*peer) {
                                 self.history(&format!(

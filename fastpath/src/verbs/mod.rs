@@ -771,6 +771,14 @@ impl Transport for VerbsTransport {
         true
     }
 
+    fn decline_bulk(&mut self, conn: ConnId, slot: SlotId) -> bool {
+        // The peer's slot stays its own: it revokes the grant when the layer above tells it.
+        self.find(conn)
+            .ok()
+            .and_then(|c| c.session.as_mut())
+            .is_some_and(|s| s.decline_grant(slot))
+    }
+
     fn send_bulk(&mut self, conn: ConnId, slot: SlotId, data: Bytes) -> Result<(), SendError> {
         let max = self.config.bulk_slot_len as usize;
         let c = self.find(conn)?;

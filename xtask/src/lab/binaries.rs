@@ -1,5 +1,6 @@
 //! The project's binaries the guest runs, built on the host (release, feature `rdma`): the
-//! fastpath conformance suite and the `verbs_perf` example.
+//! fastpath conformance suite and the `verbs_perf` example (scenario A), the agent `entented`
+//! and the `entente` CLI (scenario B).
 
 use super::bounded;
 use anyhow::{Context, Result};
@@ -16,6 +17,10 @@ pub struct Binaries {
     pub conformance: PathBuf,
     /// `fastpath/examples/verbs_perf.rs`.
     pub verbs_perf: PathBuf,
+    /// The agent, with the verbs transport.
+    pub entented: PathBuf,
+    /// The CLI.
+    pub entente: PathBuf,
 }
 
 fn executable(json: &str, kind: &str, name: &str) -> Result<PathBuf> {
@@ -47,13 +52,21 @@ pub fn build() -> Result<Binaries> {
         "build",
         "--release",
         "--features",
-        "rdma",
+        "entente-fastpath/rdma,entente-agent/rdma",
         "-p",
         "entente-fastpath",
+        "-p",
+        "entente-agent",
+        "-p",
+        "entente-cli",
         "--test",
         "conformance",
         "--example",
         "verbs_perf",
+        "--bin",
+        "entented",
+        "--bin",
+        "entente",
         "--message-format=json-render-diagnostics",
     ])
     .current_dir(crate::root());
@@ -64,5 +77,7 @@ pub fn build() -> Result<Binaries> {
     Ok(Binaries {
         conformance: executable(&json, "test", "conformance")?,
         verbs_perf: executable(&json, "example", "verbs_perf")?,
+        entented: executable(&json, "bin", "entented")?,
+        entente: executable(&json, "bin", "entente")?,
     })
 }

@@ -99,6 +99,17 @@ listening() {
     grep -qiE ":$(printf %04X $1) [0:]+ 0A " /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
+# once_more CMD...: runs CMD; if it fails, shows its output behind "| " and runs it once more
+# (for measurements: TCG's timing swings can make one fail now and then).
+once_more() {
+    "$@" >/tmp/try1.out 2>&1 && { cat /tmp/try1.out; return 0; }
+    echo "attempt 1 failed (exit $?); its output:"
+    sed 's/^/| /' /tmp/try1.out
+    echo "retrying"
+    sleep 1
+    "$@"
+}
+
 # pair SERVER CLIENT: starts the server (on vCPU 0), waits until it listens, runs the client (on
 # vCPU 1; its output is the step's), waits for the server to exit; prints the server's output if
 # either failed.

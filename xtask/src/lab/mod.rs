@@ -6,7 +6,7 @@
 //! 1. host packages (`packages.rs`), 2. downloads of the kernel, rdma-core and perftest into a
 //!    cache (`cache.rs`), 3. the test binaries (`binaries.rs`), 4. the initramfs
 //!    (`initramfs.rs`), 5. the VM: boot, rxe0, the scenarios' guest steps, power-off (`vm.rs`),
-//! 6. the report (`report.rs`).
+//! 6. the report (`report.rs`), and each scenario's verdict on it.
 //!
 //! Results come back over a second serial port (guest `/dev/ttyS1`, QEMU's stdout): one line per
 //! event (`@@step`, `@@out`, `@@end`, `@@info`, `@@done`), so the kernel's messages on the
@@ -15,6 +15,7 @@
 
 mod binaries;
 mod cache;
+mod campaign;
 mod initramfs;
 mod packages;
 mod report;
@@ -37,6 +38,8 @@ struct Options {
     rounds: u32,
     /// Only the scenario steps whose name starts with this (debugging one step).
     only: String,
+    /// Run scenario B, the agents on RDMA (opt-in until it passes on rxe: see README.md).
+    campaign: bool,
 }
 
 impl Options {
@@ -46,6 +49,7 @@ impl Options {
             json: None,
             rounds: scenarios::ROUNDS,
             only: String::new(),
+            campaign: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -54,8 +58,9 @@ impl Options {
                 "--json" => o.json = Some(it.next().context("--json needs a file")?.into()),
                 "--rounds" => o.rounds = it.next().context("--rounds needs a number")?.parse()?,
                 "--only" => o.only = it.next().context("--only needs a step prefix")?.clone(),
+                "--campaign" => o.campaign = true,
                 _ => bail!(
-                    "usage: cargo xtask lab [--keep] [--json FILE] [--rounds N] [--only STEP] \
+                    "usage: cargo xtask lab [--keep] [--json FILE] [--rounds N] [--only STEP] [--campaign] \
                      (unknown {a:?})"
                 ),
             }
@@ -191,7 +196,8 @@ fn lab(dirs: &Dirs, steps: &mut Steps, opts: &Options, started: Instant) -> Resu
     let pkgs = steps.run("download", || cache::download(&dirs.cache))?;
     let sys = steps.run("unpack", || cache::unpack(&dirs.cache, &pkgs))?;
     let bins = steps.run("build", binaries::build)?;
-    let plan = scenarios::plan(&bins, opts.rounds, &opts.only);
+    let campaign = opts.campaign || opts.only.starts_with("campaign");
+    let plan = scenarios::plan(&bins, opts.rounds, &opts.only, campaign);
     let image = steps.run("initramfs", || initramfs::build(&dirs.run, &sys, &plan))?;
     let guest = steps.run("vm", || vm::boot(dirs, &image, &plan))?;
     let failed = guest.first_failure();
@@ -202,6 +208,13 @@ fn lab(dirs: &Dirs, steps: &mut Steps, opts: &Options, started: Instant) -> Resu
     }
     if let Some((step, why)) = failed {
         bail!("lab step `vm: {step}` failed: {why}");
+    }
+    if let Some(fields) = report.as_object() {
+        for sc in &plan.scenarios {
+            if let Some(why) = (sc.check)(fields) {
+                bail!("lab scenario `{}` failed: {why}", sc.name);
+            }
+        }
     }
     Ok(())
 }

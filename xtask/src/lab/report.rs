@@ -129,6 +129,14 @@ pub fn summary(r: &Value) -> String {
             bulk["ratio"].as_f64().unwrap_or(f64::NAN),
         );
     }
+    let c = &r["campaign"];
+    if c.is_object() {
+        s += &format!(
+            "\n  campaign: {} agents on verbs, converged {} in {} s (agent {} killed mid-campaign: {}), safety violations {}, history ok {}",
+            c["nodes"], c["converged"], c["converge_seconds"], c["killed_agent"],
+            c["killed_mid_campaign"], c["safety_violations"], c["history_ok"]
+        );
+    }
     s += &format!("\n  wall time {} s", r["seconds"]["total"]);
     s
 }

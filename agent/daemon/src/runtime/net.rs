@@ -18,6 +18,10 @@ const MAX_QUEUED: usize = 4096;
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// Interval between probes when this node has nothing in motion.
 const PROBE_IDLE: Duration = Duration::from_millis(500);
+/// A dial in progress is not repeated before this (the transports give up a handshake after
+/// 5 s and report `Refused`, which redials after the back-off): on a slow host a handshake can
+/// outlast the back-off, and stacked attempts slow every handshake further.
+const DIAL_PENDING: Duration = Duration::from_secs(6);
 
 /// One configured peer.
 pub struct PeerLink {
@@ -92,10 +96,11 @@ impl Agent {
             if id < me || p.conn.is_some() || now < p.next_dial {
                 continue;
             }
-            p.next_dial = now + p.backoff;
+            p.next_dial = now + DIAL_PENDING;
             p.backoff = (p.backoff * 2).min(Duration::from_secs(2));
             if let Err(e) = self.transport.connect(p.addr) {
                 tracing::debug!(peer = id, "dial {}: {e}", p.addr);
+                p.next_dial = now + p.backoff;
             }
         }
     }
@@ -161,6 +166,14 @@ impl Agent {
             NetEvent::Writable(conn) => self.flush(conn),
             NetEvent::Refused { addr, reason } => {
                 tracing::warn!("connection with {addr} refused: {reason:?}");
+                let now = Instant::now();
+                for p in self
+                    .peers
+                    .values_mut()
+                    .filter(|p| p.addr == addr && p.conn.is_none())
+                {
+                    p.next_dial = p.next_dial.min(now + p.backoff);
+                }
             }
             NetEvent::BulkGrant { .. } | NetEvent::BulkSent { .. } => {}
         }

@@ -63,6 +63,8 @@ pub struct Agent {
     /// Last inventory reported by the device worker.
     inventory: Option<(Result<entente_devices::Inventory, String>, String)>,
     flash_percent: Option<u8>,
+    last_health: Instant,
+    healthy: bool,
 }
 
 fn fast_config() -> FastConfig {
@@ -170,6 +172,8 @@ impl Agent {
             buf: Vec::with_capacity(4096),
             inventory: None,
             flash_percent: None,
+            last_health: start,
+            healthy: true,
             cfg,
         };
         agent.restore_manifests()?;
@@ -252,9 +256,14 @@ impl Agent {
             )
     }
 
-    /// The loop is healthy when the device worker is alive and the database answers.
-    fn health_check(&self) -> bool {
-        self.worker.alive() && self.db.recent_history(1).is_ok()
+    /// The loop is healthy when the device worker is alive and the database answers (asked at
+    /// most once a second: the loop runs many rounds a second while a campaign moves).
+    fn health_check(&mut self) -> bool {
+        if self.last_health.elapsed() >= Duration::from_secs(1) {
+            self.last_health = Instant::now();
+            self.healthy = self.worker.alive() && self.db.recent_history(1).is_ok();
+        }
+        self.healthy
     }
 
     fn next_deadline(&self) -> Duration {

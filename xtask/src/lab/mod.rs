@@ -38,7 +38,7 @@ struct Options {
     rounds: u32,
     /// Only the scenario steps whose name starts with this (debugging one step).
     only: String,
-    /// Run scenario B, the agents on RDMA (opt-in until it passes on rxe: see README.md).
+    /// Run scenario B, the agents on RDMA (on by default; `--no-campaign` skips it).
     campaign: bool,
 }
 
@@ -49,7 +49,7 @@ impl Options {
             json: None,
             rounds: scenarios::ROUNDS,
             only: String::new(),
-            campaign: false,
+            campaign: true,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -59,8 +59,9 @@ impl Options {
                 "--rounds" => o.rounds = it.next().context("--rounds needs a number")?.parse()?,
                 "--only" => o.only = it.next().context("--only needs a step prefix")?.clone(),
                 "--campaign" => o.campaign = true,
+                "--no-campaign" => o.campaign = false,
                 _ => bail!(
-                    "usage: cargo xtask lab [--keep] [--json FILE] [--rounds N] [--only STEP] [--campaign] \
+                    "usage: cargo xtask lab [--keep] [--json FILE] [--rounds N] [--only STEP] [--no-campaign] \
                      (unknown {a:?})"
                 ),
             }

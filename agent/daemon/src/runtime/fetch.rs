@@ -153,6 +153,19 @@ impl Agent {
     }
 
     fn fetch_image(&mut self, c: Campaign, image: ProfileImage) -> Result<()> {
+        if !self.images.contains_key(&image.sha256.0) && image.chunk_size > super::BULK_SLOT {
+            let why = format!(
+                "the image's chunks are {} bytes; agents move at most {} per transfer (sign it with a chunk_size of at most {})",
+                image.chunk_size,
+                super::BULK_SLOT,
+                super::BULK_SLOT
+            );
+            tracing::error!("campaign {}: {why}", c.epoch.0);
+            self.history(&format!("staging epoch {} refused: {why}", c.epoch.0));
+            self.fetch = Fetch::Idle;
+            self.node.staged(self.now(), c.epoch, false);
+            return Ok(());
+        }
         if self.images.contains_key(&image.sha256.0) {
             self.flash(c, image);
             return Ok(());

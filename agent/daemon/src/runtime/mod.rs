@@ -67,11 +67,19 @@ pub struct Agent {
     healthy: bool,
 }
 
+/// Largest bulk transfer between agents: a manifest or one image chunk.
+pub const BULK_SLOT: u32 = 1 << 20;
+
 fn fast_config() -> FastConfig {
     FastConfig {
         // A dead peer must not stall the loop: connects are short and retried with back-off.
         connect_timeout: Duration::from_millis(300),
-        bulk_slot_len: 4 << 20,
+        // Two slots of one chunk each per connection: on verbs every connection registers its
+        // slots once, so this is the memory each link pins (2 × 2 MiB with send buffers).
+        bulk_slots: 2,
+        bulk_slot_len: BULK_SLOT,
+        // A handshake on a slow host (or under emulation) can take seconds.
+        handshake_timeout: Duration::from_secs(20),
         ..FastConfig::default()
     }
 }

@@ -5,7 +5,7 @@ use crate::client::{call, AgentError, EXIT_NOTHING_TO_DO, EXIT_REFUSED};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use entente_api::{ErrorCode, Reply, Request, Status};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Where the agent listens.
@@ -136,19 +136,8 @@ pub fn image(c: ImageCommand) -> Result<ExitCode> {
             sig,
             files,
         } => {
-            let sig = sig.unwrap_or_else(|| PathBuf::from(format!("{}.sig", manifest.display())));
-            let m = std::fs::read_to_string(&manifest)
-                .with_context(|| format!("read {}", manifest.display()))?;
-            let s =
-                std::fs::read_to_string(&sig).with_context(|| format!("read {}", sig.display()))?;
-            let images = files
-                .iter()
-                .map(|p| {
-                    std::fs::canonicalize(p)
-                        .map(|p| p.display().to_string())
-                        .with_context(|| format!("image {}", p.display()))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let (m, s) = read_signed(&manifest, sig)?;
+            let images = absolute(&files)?;
             match call(
                 &socket.socket,
                 Request::ImageAdd {
@@ -200,6 +189,27 @@ pub enum LinkCommand {
         /// The neighbour's node id.
         peer: u64,
     },
+}
+
+/// Reads a canonical manifest and its signature (default: the manifest path + ".sig").
+fn read_signed(manifest: &Path, sig: Option<PathBuf>) -> Result<(String, String)> {
+    let sig = sig.unwrap_or_else(|| PathBuf::from(format!("{}.sig", manifest.display())));
+    let m = std::fs::read_to_string(manifest)
+        .with_context(|| format!("read {}", manifest.display()))?;
+    let s = std::fs::read_to_string(&sig).with_context(|| format!("read {}", sig.display()))?;
+    Ok((m, s))
+}
+
+/// Absolute paths of image files, as the agent (another process, another directory) needs them.
+fn absolute(files: &[PathBuf]) -> Result<Vec<String>> {
+    files
+        .iter()
+        .map(|p| {
+            std::fs::canonicalize(p)
+                .map(|p| p.display().to_string())
+                .with_context(|| format!("image {}", p.display()))
+        })
+        .collect()
 }
 
 /// Maps an agent's refusal to the documented exit codes; other errors propagate.
@@ -347,19 +357,8 @@ pub fn campaign(c: CampaignCommand) -> Result<ExitCode> {
             sig,
             images,
         } => {
-            let sig = sig.unwrap_or_else(|| PathBuf::from(format!("{}.sig", manifest.display())));
-            let m = std::fs::read_to_string(&manifest)
-                .with_context(|| format!("read {}", manifest.display()))?;
-            let s =
-                std::fs::read_to_string(&sig).with_context(|| format!("read {}", sig.display()))?;
-            let images = images
-                .iter()
-                .map(|p| {
-                    std::fs::canonicalize(p)
-                        .map(|p| p.display().to_string())
-                        .with_context(|| format!("image {}", p.display()))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let (m, s) = read_signed(&manifest, sig)?;
+            let images = absolute(&images)?;
             match call(
                 &socket.socket,
                 Request::CampaignStart {
@@ -383,11 +382,7 @@ pub fn campaign(c: CampaignCommand) -> Result<ExitCode> {
             sig,
             json,
         } => {
-            let sig = sig.unwrap_or_else(|| PathBuf::from(format!("{}.sig", manifest.display())));
-            let m = std::fs::read_to_string(&manifest)
-                .with_context(|| format!("read {}", manifest.display()))?;
-            let s =
-                std::fs::read_to_string(&sig).with_context(|| format!("read {}", sig.display()))?;
+            let (m, s) = read_signed(&manifest, sig)?;
             let plan = match call(
                 &socket.socket,
                 Request::CampaignPlan {

@@ -251,17 +251,22 @@ impl Agent {
         self.carry_out()
     }
 
+    /// Whether this node's campaign phase is at rest (no campaign, or it converged or finished).
+    fn phase_settled(&self) -> bool {
+        matches!(
+            self.node.phase().phase,
+            entente_proto::Phase::Idle
+                | entente_proto::Phase::Converged
+                | entente_proto::Phase::Finalized
+        )
+    }
+
     /// Whether anything is in motion here: a fetch or flash, a peer to dial, a campaign phase
     /// that is not settled.
     fn busy(&self) -> bool {
         !matches!(self.fetch, Fetch::Idle)
             || self.peers.values().any(|p| p.conn.is_none())
-            || !matches!(
-                self.node.phase().phase,
-                entente_proto::Phase::Idle
-                    | entente_proto::Phase::Converged
-                    | entente_proto::Phase::Finalized
-            )
+            || !self.phase_settled()
     }
 
     /// The loop is healthy when the device worker is alive and the database answers (asked at

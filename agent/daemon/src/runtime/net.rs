@@ -247,16 +247,12 @@ impl Agent {
         if Instant::now() < self.next_probe {
             return;
         }
-        let settled = matches!(
-            self.node.phase().phase,
-            entente_proto::Phase::Idle
-                | entente_proto::Phase::Converged
-                | entente_proto::Phase::Finalized
-        ) && self
-            .node
-            .links()
-            .iter()
-            .all(|l| l.state.pending == entente_proto::Pending::None);
+        let settled = self.phase_settled()
+            && self
+                .node
+                .links()
+                .iter()
+                .all(|l| l.state.pending == entente_proto::Pending::None);
         self.next_probe = Instant::now() + if settled { PROBE_IDLE } else { PROBE_EVERY };
         let targets: Vec<(u64, ConnId)> = self
             .peers

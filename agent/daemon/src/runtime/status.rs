@@ -300,12 +300,7 @@ impl Agent {
             }
         }
         if let Some(c) = self.node.record().campaign {
-            let settled = matches!(
-                self.node.phase().phase,
-                entente_proto::Phase::Idle
-                    | entente_proto::Phase::Converged
-                    | entente_proto::Phase::Finalized
-            );
+            let settled = self.phase_settled();
             if c.epoch.0 >= m.epoch {
                 refusals.push(format!(
                     "this node already took campaign {} (epochs only grow)",

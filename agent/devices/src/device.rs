@@ -274,6 +274,42 @@ pub enum DeviceError {
         /// What is wrong.
         reason: String,
     },
+    /// A Redfish service could not be reached, refused a request, or answered something this
+    /// backend cannot use. The service's own words (its `@Message.ExtendedInfo` MessageId and
+    /// Message, or its error text) are kept verbatim.
+    #[error("redfish: {what}: {}", describe_refusal(*.status, .message_id.as_deref(), .message))]
+    Redfish {
+        /// What was being done, with the resource's URI.
+        what: String,
+        /// The HTTP status, when the service answered.
+        status: Option<u16>,
+        /// The message registry id the service gave (`Base.1.16.NoValidSession`).
+        message_id: Option<String>,
+        /// The service's message, or the transport error (TLS, connection).
+        message: String,
+    },
+    /// A backend's configuration cannot be used (a file, a URL, a missing setting).
+    #[error("{what}: {reason}")]
+    Config {
+        /// The setting or file, named.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// NVIDIA's management library answered an error.
+    #[error("nvml: {what}: {message}")]
+    Nvml {
+        /// What was being read.
+        what: String,
+        /// NVML's error.
+        message: String,
+    },
+    /// The backend cannot run on this machine (a library or service is missing).
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        /// What is missing (`libnvidia-ml not found`).
+        reason: String,
+    },
     /// A file operation failed.
     #[error("{what} {path}")]
     Io {
@@ -345,6 +381,25 @@ pub fn check_method(profile: &Profile, method: ActivationMethod) -> Result<(), D
     })
 }
 
+/// `HTTP 401 Unauthorized: Base.1.16.NoValidSession: <message>`, leaving out what is unknown.
+fn describe_refusal(status: Option<u16>, message_id: Option<&str>, message: &str) -> String {
+    let mut parts = Vec::new();
+    if let Some(code) = status {
+        let reason = ureq::http::StatusCode::from_u16(code)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        parts.push(format!("HTTP {code} {reason}").trim_end().to_string());
+    }
+    if let Some(id) = message_id {
+        parts.push(id.to_string());
+    }
+    if !message.is_empty() {
+        parts.push(message.to_string());
+    }
+    parts.join(": ")
+}
+
 /// Lowercase hex of a digest, for messages and state files.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -359,6 +414,31 @@ mod tests {
         assert_eq!(Progress { done: 0, total: 0 }.percent(), 100);
         assert_eq!(Progress { done: 1, total: 3 }.percent(), 33);
         assert_eq!(Progress { done: 5, total: 3 }.percent(), 100);
+    }
+
+    #[test]
+    fn redfish_errors_name_status_message_id_and_message() {
+        let e = DeviceError::Redfish {
+            what: "logging in as admin at https://bmc/redfish/v1/SessionService/Sessions".into(),
+            status: Some(401),
+            message_id: Some("Base.1.16.InsufficientPrivilege".into()),
+            message: "There are insufficient privileges".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "redfish: logging in as admin at https://bmc/redfish/v1/SessionService/Sessions: \
+             HTTP 401 Unauthorized: Base.1.16.InsufficientPrivilege: There are insufficient privileges"
+        );
+        let e = DeviceError::Redfish {
+            what: "reading https://bmc/redfish/v1".into(),
+            status: None,
+            message_id: None,
+            message: "connection refused".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "redfish: reading https://bmc/redfish/v1: connection refused"
+        );
     }
 
     #[test]

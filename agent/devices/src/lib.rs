@@ -5,16 +5,23 @@
 //! - [`device`]: the [`Device`] trait every backend implements (inventory, stage with progress,
 //!   activate with a method the profile allows, rollback, link epochs, health) and its errors.
 //! - [`sim`]: the simulated backend: file-backed A/B banks with fault injection.
+//! - [`redfish`]: GPU baseboard firmware through a BMC's Redfish UpdateService (multipart push
+//!   with apply time `OnReset`, TaskService progress, activation by a reset), sessions or basic
+//!   auth, TLS with a configured CA.
+//! - [`nvml`]: GPU inventory (name, PCI address, VBIOS, InfoROM, driver) through NVIDIA's
+//!   management library, loaded at run time; "unavailable" where it is absent.
 //!
-//! The devlink, Redfish and NVML backends will implement the same trait; the profile schema
-//! already names them. This crate depends on no other project crate: images arrive as a reader
+//! The devlink backend will implement the same trait; the profile schema already names it. This crate depends on no other project crate: images arrive as a reader
 //! with their expected length and sha256.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod device;
+pub mod nvml;
 pub mod profile;
+pub mod redfish;
 pub mod sim;
 
 pub use device::{Device, DeviceError, Health, ImageInfo, Inventory, Progress};
 pub use profile::{ActivationMethod, Profile};
+pub use redfish::{RedfishConfig, RedfishDevice};

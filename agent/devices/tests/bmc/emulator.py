@@ -13,7 +13,8 @@ library only. It models what the firmware update flow needs:
 - FirmwareInventory (`HGX_FW_GPU_SXM_1..N`, `HGX_FW_BMC_0`) whose versions change only when a
   staged image is applied: by a reset of the system (ComputerSystem.Reset) or of the baseboard
   chassis (Chassis.Reset) for `OnReset`, at once for `Immediate`;
-- errors as Redfish error bodies with `@Message.ExtendedInfo` (MessageId, Message).
+- errors as Redfish error bodies with `@Message.ExtendedInfo` (MessageId, Message);
+- an AccountService with the predefined roles and the one account, read only.
 
 An image is accepted when its first line is `ENTENTE-TEST-FWPKG` and a later line says
 `version=<version>`: that is the version the targets report once it is applied.
@@ -25,6 +26,7 @@ that dies does not leave it behind.
 
 import argparse
 import base64
+import hashlib
 import json
 import secrets
 import ssl
@@ -43,6 +45,12 @@ MONITORS = ROOT + "/TaskService/TaskMonitors"
 SYSTEM = ROOT + "/Systems/HGX_Baseboard_0"
 CHASSIS = ROOT + "/Chassis/HGX_Baseboard_0"
 MANAGER = ROOT + "/Managers/HGX_BMC_0"
+ACCOUNTS = ROOT + "/AccountService/Accounts"
+ROLES = ROOT + "/AccountService/Roles"
+PRIVILEGES = {"Administrator": ["Login", "ConfigureManager", "ConfigureUsers",
+                                "ConfigureSelf", "ConfigureComponents"],
+              "Operator": ["Login", "ConfigureSelf", "ConfigureComponents"],
+              "ReadOnly": ["Login", "ConfigureSelf"]}
 RESET_TYPES = ["On", "ForceOff", "GracefulShutdown", "GracefulRestart", "ForceRestart",
                "PowerCycle"]
 APPLY_TIMES = ["Immediate", "OnReset"]
@@ -223,10 +231,37 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- replies ---------------------------------------------------------------------------
 
+    def common_headers(self, status, body):
+        """Headers every response carries: OData-Version, Cache-Control, Allow, ETag, Link."""
+        self.body()  # whatever the request carried is consumed before answering
+        self.send_header("OData-Version", "4.0")
+        self.send_header("Cache-Control", "no-cache")
+        allowed = self.allowed_methods()
+        if allowed and (self.command in ("GET", "HEAD") or status == 405):
+            self.send_header("Allow", ", ".join(allowed))
+        if isinstance(body, dict) and "@odata.id" in body and self.command in ("GET", "HEAD"):
+            digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            self.send_header("ETag", f'"{digest[:16]}"')
+        odata_type = body.get("@odata.type", "") if isinstance(body, dict) else ""
+        if odata_type.startswith("#") and self.command in ("GET", "HEAD"):
+            schema = odata_type[1:].rsplit(".", 1)[0]
+            self.send_header("Link", f"<https://redfish.dmtf.org/schemas/v1/{schema}.json>;"
+                                     " rel=describedby")
+
+    def allowed_methods(self):
+        path = self.route()
+        if path in (SESSIONS, SESSIONS + "/Members"):
+            return ["GET", "HEAD", "POST"]
+        if path.startswith(SESSIONS + "/"):
+            return ["GET", "HEAD", "DELETE"]
+        if path == PUSH_URI or "/Actions/" in path:
+            return ["POST"]
+        return ["GET", "HEAD"]
+
     def reply(self, status, body=None, headers=()):
         data = b"" if body is None else json.dumps(body, indent=1).encode()
         self.send_response(status)
-        self.send_header("OData-Version", "4.0")
+        self.common_headers(status, body)
         if body is not None:
             self.send_header("Content-Type", "application/json;charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -252,11 +287,19 @@ class Handler(BaseHTTPRequestHandler):
     # --- request plumbing ------------------------------------------------------------------
 
     def body(self):
+        """The request body (read once), or a problem."""
+        if getattr(self, "_body", None) is None:
+            self._body = self.read_body()
+        return self._body
+
+    def read_body(self):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
             return None, "chunked request bodies are not accepted; send Content-Length"
         length = int(self.headers.get("Content-Length") or 0)
         data = self.rfile.read(length) if length else b""
         if len(data) != length:
+            self.close_connection = True
             return None, f"the body ended after {len(data)} of {length} bytes"
         return data, None
 
@@ -302,14 +345,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def public(self, path):
         return path in ("/redfish", ROOT, ROOT + "/odata", ROOT + "/$metadata") or (
-            self.command == "POST" and path == SESSIONS)
+            self.command == "POST" and path in (SESSIONS, SESSIONS + "/Members"))
 
     def handle_any(self):
+        self._body = None  # one handler serves every request of a kept-alive connection
         path = self.route()
+        if self.headers.get("OData-Version", "4.0") != "4.0":
+            return self.error(412, "Base.1.16.HeaderInvalid",
+                              "The header OData-Version is invalid: this service speaks 4.0.")
         if not self.public(path) and not self.authorised():
-            # Drain the body so the connection stays usable for the next request.
-            if self.command in ("POST", "PATCH", "PUT"):
-                self.body()
             return self.refuse()
         handler = {"GET": self.get, "HEAD": self.get, "POST": self.post,
                    "DELETE": self.delete}.get(self.command)
@@ -347,12 +391,13 @@ class Handler(BaseHTTPRequestHandler):
                 "SessionService": {"@odata.id": ROOT + "/SessionService"},
                 "UpdateService": {"@odata.id": ROOT + "/UpdateService"},
                 "TaskService": {"@odata.id": ROOT + "/TaskService"},
+                "AccountService": {"@odata.id": ROOT + "/AccountService"},
                 "Links": {"Sessions": {"@odata.id": SESSIONS}}}
         if path == ROOT + "/odata":
             return 200, {"@odata.context": ROOT + "/$metadata", "value": [
                 {"name": n, "kind": "Singleton", "url": f"{ROOT}/{n}"}
                 for n in ("Systems", "Chassis", "Managers", "SessionService",
-                          "UpdateService", "TaskService")]}
+                          "UpdateService", "TaskService", "AccountService")]}
         if path == ROOT + "/Systems":
             return 200, collection(path, "ComputerSystemCollection", [SYSTEM])
         if path == SYSTEM:
@@ -381,6 +426,27 @@ class Handler(BaseHTTPRequestHandler):
                 "Id": "HGX_BMC_0", "Name": "HGX BMC", "ManagerType": "BMC",
                 "FirmwareVersion": bmc.inventory["HGX_FW_BMC_0"]["version"],
                 "Status": {"State": "Enabled", "Health": "OK"}}
+        if path == ROOT + "/AccountService":
+            return 200, {
+                "@odata.id": path, "@odata.type": "#AccountService.v1_13_0.AccountService",
+                "Id": "AccountService", "Name": "Account Service", "ServiceEnabled": True,
+                "Accounts": {"@odata.id": ACCOUNTS}, "Roles": {"@odata.id": ROLES}}
+        if path == ACCOUNTS:
+            return 200, collection(path, "ManagerAccountCollection", [ACCOUNTS + "/1"])
+        if path == ACCOUNTS + "/1":
+            return 200, {
+                "@odata.id": path, "@odata.type": "#ManagerAccount.v1_10_0.ManagerAccount",
+                "Id": "1", "Name": "User Account", "UserName": bmc.args.user,
+                "RoleId": "Administrator", "Enabled": True, "Locked": False,
+                "Links": {"Role": {"@odata.id": ROLES + "/Administrator"}}}
+        if path == ROLES:
+            return 200, collection(path, "RoleCollection", [f"{ROLES}/{r}" for r in PRIVILEGES])
+        if path.startswith(ROLES + "/") and path.rsplit("/", 1)[1] in PRIVILEGES:
+            role = path.rsplit("/", 1)[1]
+            return 200, {
+                "@odata.id": path, "@odata.type": "#Role.v1_3_1.Role", "Id": role,
+                "Name": f"{role} role", "RoleId": role, "IsPredefined": True,
+                "AssignedPrivileges": PRIVILEGES[role]}
         if path == ROOT + "/SessionService":
             return 200, {
                 "@odata.id": path, "@odata.type": "#SessionService.v1_1_9.SessionService",
@@ -423,7 +489,8 @@ class Handler(BaseHTTPRequestHandler):
             f'<edmx:Reference Uri="http://redfish.dmtf.org/schemas/v1/{n}_v1.xml">'
             f'<edmx:Include Namespace="{n}"/></edmx:Reference>'
             for n in ("ServiceRoot", "ComputerSystemCollection", "ChassisCollection",
-                      "ManagerCollection", "SessionService", "UpdateService", "TaskService"))
+                      "ManagerCollection", "SessionService", "UpdateService", "TaskService",
+                      "AccountService"))
         xml = ('<?xml version="1.0" encoding="UTF-8"?>'
                '<edmx:Edmx xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx" Version="4.0">'
                f'{refs}<edmx:DataServices><Schema xmlns="http://docs.oasis-open.org/odata/ns/edm"'
@@ -431,7 +498,7 @@ class Handler(BaseHTTPRequestHandler):
                ' Extends="ServiceRoot.v1_15_0.ServiceContainer"/></Schema></edmx:DataServices>'
                '</edmx:Edmx>').encode()
         self.send_response(200)
-        self.send_header("OData-Version", "4.0")
+        self.common_headers(200, None)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(xml)))
         self.end_headers()
@@ -440,14 +507,13 @@ class Handler(BaseHTTPRequestHandler):
     # --- POST and DELETE -------------------------------------------------------------------
 
     def post(self, path):
-        if path == SESSIONS:
+        if path in (SESSIONS, SESSIONS + "/Members"):
             return self.create_session()
         if path == PUSH_URI:
             return self.multipart_push()
         if path in (SYSTEM + "/Actions/ComputerSystem.Reset",
                     CHASSIS + "/Actions/Chassis.Reset"):
             return self.reset(path)
-        self.body()
         if self.resource_exists(path):
             return self.bad_method()
         self.not_found()

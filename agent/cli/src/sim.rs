@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
+use entente_sim::fanout::{FanoutConfig, FanoutReport, Strategy};
 use entente_sim::{swarm, Budget, Protocol, Report, SimConfig, TopologyKind, World};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
@@ -78,6 +79,29 @@ pub struct SimArgs {
     /// Draw the committed-link fraction over time, bilateral beside the baselines (SVG).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<std::path::PathBuf>,
+    /// Also simulate distributing a firmware image of this many MiB to every host (the report
+    /// gains `image_all_hosts_ms` and an `image` object).
+    #[arg(long, value_name = "MB")]
+    image_mb: Option<u64>,
+    /// How the image travels: pipeline (chunks from any neighbour that holds them, forwarded
+    /// as they arrive) or pull-one (every host pulls from the seed).
+    #[arg(long, default_value = "pipeline")]
+    fanout: String,
+    /// Per-host bandwidth for the image, each direction, Gbit/s.
+    #[arg(long, default_value_t = 100.0)]
+    host_gbps: f64,
+    /// One-way latency of a chunk transfer, microseconds.
+    #[arg(long, default_value_t = 5.0)]
+    latency_us: f64,
+    /// Chunk size of the image, KiB (the manifest's chunk size).
+    #[arg(long, default_value_t = 1024)]
+    chunk_kb: u64,
+    /// Neighbours per host in the image overlay (pipeline).
+    #[arg(long, default_value_t = 8)]
+    fanout_degree: usize,
+    /// Only simulate the image distribution (needs --image-mb).
+    #[arg(long)]
+    image_only: bool,
     /// Swarm mode: this many runs, each with every option drawn from its seed (seed, seed+1, ...);
     /// --nodes bounds the cluster size.
     #[arg(long, value_name = "RUNS")]
@@ -120,6 +144,55 @@ impl SimArgs {
     }
 }
 
+impl SimArgs {
+    /// The image-distribution run the options ask for, if any.
+    fn fanout(&self) -> Result<Option<FanoutConfig>> {
+        let Some(mb) = self.image_mb else {
+            anyhow::ensure!(!self.image_only, "--image-only needs --image-mb");
+            return Ok(None);
+        };
+        let strategy = Strategy::parse(&self.fanout).with_context(|| {
+            format!("--fanout {:?}: expected pipeline or pull-one", self.fanout)
+        })?;
+        anyhow::ensure!(
+            (1..=1 << 20).contains(&mb),
+            "--image-mb {mb}: expected 1 to 1048576"
+        );
+        anyhow::ensure!(
+            self.host_gbps > 0.0 && self.host_gbps.is_finite(),
+            "--host-gbps must be positive"
+        );
+        anyhow::ensure!(
+            self.latency_us >= 0.0 && self.latency_us.is_finite(),
+            "--latency-us must not be negative"
+        );
+        anyhow::ensure!(
+            (4..=1 << 20).contains(&self.chunk_kb),
+            "--chunk-kb {}: expected 4 to 1048576",
+            self.chunk_kb
+        );
+        anyhow::ensure!(
+            (mb << 10).div_ceil(self.chunk_kb) <= 1 << 16,
+            "--image-mb {mb} in chunks of {} KiB makes more than 65536 chunks",
+            self.chunk_kb
+        );
+        anyhow::ensure!(
+            self.fanout_degree >= 1 && self.fanout_degree < self.nodes.max(2),
+            "--fanout-degree must be within 1..--nodes"
+        );
+        Ok(Some(FanoutConfig {
+            hosts: self.nodes,
+            image_bytes: mb << 20,
+            chunk_bytes: self.chunk_kb << 10,
+            bandwidth: self.host_gbps * 1e9 / 8.0,
+            latency: self.latency_us * 1e-6,
+            strategy,
+            degree: self.fanout_degree,
+            seed: self.seed,
+        }))
+    }
+}
+
 /// Runs one simulation with a progress bar on stderr when it lasts more than a second.
 fn simulate(cfg: SimConfig, label: &str) -> Report {
     let started = Instant::now();
@@ -159,6 +232,20 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
         return run_swarm(&args, runs);
     }
     let cfg = args.config()?;
+    let fanout = args.fanout()?;
+    let image = fanout.as_ref().map(entente_sim::fanout::run);
+    if args.image_only {
+        let image = image.expect("checked by fanout()");
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&image_json(None, &image)?)?
+            );
+        } else {
+            print!("{}", image_text(&image));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = simulate(cfg.clone(), cfg.protocol.name());
     if let Some(path) = &args.plot {
         let mut others = Vec::new();
@@ -178,16 +265,48 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
         std::fs::write(path, entente_sim::plot::svg(&all))
             .with_context(|| format!("writing the plot to {}", path.display()))?;
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.text());
+    match (&image, args.json) {
+        (Some(i), true) => println!(
+            "{}",
+            serde_json::to_string_pretty(&image_json(Some(&report), i)?)?
+        ),
+        (None, true) => println!("{}", serde_json::to_string_pretty(&report)?),
+        (Some(i), false) => print!("{}{}", report.text(), image_text(i)),
+        (None, false) => print!("{}", report.text()),
     }
     Ok(if args.check && !report.passed() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The JSON report with the image run: `image_all_hosts_ms` at the top and the details under
+/// `image` (without a protocol run, only those two).
+fn image_json(report: Option<&Report>, image: &FanoutReport) -> Result<serde_json::Value> {
+    let mut v = match report {
+        Some(r) => serde_json::to_value(r)?,
+        None => serde_json::json!({}),
+    };
+    v["image_all_hosts_ms"] = serde_json::json!(image.image_all_hosts_ms);
+    v["image"] = serde_json::to_value(image)?;
+    Ok(v)
+}
+
+fn image_text(i: &FanoutReport) -> String {
+    format!(
+        "image: {:.0} MiB ({} chunks) to {} hosts by {}: every host holds it after {:.2} ms\n\
+         image: lower bound {:.2} ms (depth {}), ratio {:.3}; busiest host sent {:.2} images\n",
+        i.image_mb,
+        i.chunks,
+        i.hosts,
+        i.strategy.name(),
+        i.image_all_hosts_ms,
+        i.lower_bound_ms,
+        i.depth,
+        i.ratio_to_bound,
+        i.max_upload_images
+    )
 }
 
 fn run_swarm(args: &SimArgs, runs: u64) -> Result<ExitCode> {

@@ -10,6 +10,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 mod driver;
+pub mod fanout;
 mod fito;
 mod net;
 pub mod plot;

@@ -100,7 +100,7 @@ fn fat_tree(hosts: usize, radix: usize) -> (usize, Vec<(u32, u32)>) {
 }
 
 /// A random `d`-regular graph: a ring lattice, then many degree-preserving double-edge swaps.
-fn random_regular(n: usize, d: usize, rng: &mut SeededRng) -> Vec<(u32, u32)> {
+pub(crate) fn random_regular(n: usize, d: usize, rng: &mut SeededRng) -> Vec<(u32, u32)> {
     let mut edges: Vec<(u32, u32)> = Vec::with_capacity(n * d / 2);
     for i in 0..n {
         for k in 1..=d / 2 {

@@ -231,6 +231,22 @@ pub struct Status {
     pub transport: TransportStats,
     /// Progress of a flash into the device, percent, while one runs.
     pub flash_percent: Option<u8>,
+    /// Progress of fetching a campaign's image from neighbours, while one is fetched.
+    #[serde(default)]
+    pub image: Option<ImageProgress>,
+}
+
+/// An image on its way to this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageProgress {
+    /// The image's sha256, hex.
+    pub sha256: String,
+    /// Chunks verified and staged here.
+    pub chunks_held: u32,
+    /// Chunks in the image.
+    pub chunks: u32,
+    /// Neighbours dropped as sources for sending chunks that did not verify.
+    pub dropped_sources: Vec<u64>,
 }
 
 /// One link of this node.

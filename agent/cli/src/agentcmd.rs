@@ -257,6 +257,19 @@ fn print_status(s: &Status, dot: bool) {
         "links committed {}/{} (as far as this node knows)",
         s.links_committed, s.links_total
     );
+    if let Some(i) = &s.image {
+        println!(
+            "image {}: {}/{} chunks here{}",
+            &i.sha256[..12],
+            i.chunks_held,
+            i.chunks,
+            if i.dropped_sources.is_empty() {
+                String::new()
+            } else {
+                format!(", dropped sources {:?}", i.dropped_sources)
+            }
+        );
+    }
     if let Some(p) = s.flash_percent {
         println!("flashing {p}%");
     }

@@ -17,7 +17,6 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const SIM_NIC: &str = include_str!("../../../hw-profiles/sim-nic.toml");
-const IMAGE_BYTES: usize = 8 << 20;
 const CHUNK: u32 = 1 << 20;
 
 /// `entente demo` options.
@@ -52,12 +51,54 @@ pub struct DemoArgs {
     /// 127.0.0.1, each on its own port).
     #[arg(long, value_delimiter = ',')]
     addresses: Vec<std::net::IpAddr>,
+    /// Size of the campaign's image, MiB (chunks of 1 MiB).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    image_mb: u64,
+    /// How the image travels: pipeline (from any neighbour, forwarded while it arrives) or
+    /// pull-one (every agent fetches from agent 1, which then links to every agent).
+    #[arg(long, default_value = "pipeline", value_parser = ["pipeline", "pull-one"])]
+    fanout: String,
+    /// Every agent's cap on image traffic, MiB/s each way (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    rate_mib_s: f64,
+    /// Link every agent to agent 1 as well (pull-one always does; give it to pipeline to
+    /// compare the two over the same links).
+    #[arg(long)]
+    seed_links: bool,
 }
 
-/// Where the agents listen and which transport they use.
+/// The cluster to write: where the agents listen, which transport they use, the image and
+/// how it travels.
 struct Net {
     transport: String,
     addresses: Vec<std::net::IpAddr>,
+    image_mb: u64,
+    fanout: String,
+    rate_mib_s: f64,
+    seed_links: bool,
+}
+
+impl Net {
+    fn new(a: &DemoArgs, transport: &str, addresses: Vec<std::net::IpAddr>) -> Net {
+        Net {
+            transport: transport.to_owned(),
+            addresses,
+            image_mb: a.image_mb,
+            fanout: a.fanout.clone(),
+            rate_mib_s: a.rate_mib_s,
+            seed_links: a.seed_links || a.fanout == "pull-one",
+        }
+    }
+
+    /// The links: the demo's ring with chords, plus a link from agent 1 to every agent when
+    /// asked (pull-one needs one).
+    fn edges(&self, n: u64) -> Vec<(u64, u64)> {
+        let mut e: std::collections::BTreeSet<(u64, u64)> = topology(n).into_iter().collect();
+        if self.seed_links {
+            e.extend((2..=n).map(|i| (1, i)));
+        }
+        e.into_iter().collect()
+    }
 }
 
 /// The report `--json` prints.
@@ -76,6 +117,12 @@ struct Report {
     idle_rss_max_kib: u64,
     /// Largest CPU share of an agent over 4 s idle after convergence (percent of one core).
     idle_cpu_max_percent: f64,
+    /// How the image travelled.
+    fanout: String,
+    /// Its size, MiB.
+    image_mb: u64,
+    /// From the campaign's start until the last agent held the image in its store.
+    image_all_hosts_ms: Option<u64>,
     dir: Option<String>,
 }
 
@@ -287,7 +334,7 @@ fn prepare(dir: &Path, n: u64, net: &Net) -> Result<(Vec<Agent>, PathBuf, PathBu
     sk.write_pair(&dir.join("keys"), "demo")?;
     std::fs::remove_file(dir.join("keys/demo.key"))?; // agents trust the public key only
                                                       // The image: 8 MiB of pseudo-random bytes.
-    let mut image = vec![0u8; IMAGE_BYTES];
+    let mut image = vec![0u8; (net.image_mb << 20) as usize];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for b in image.iter_mut() {
         x ^= x << 13;
@@ -324,7 +371,7 @@ fn prepare(dir: &Path, n: u64, net: &Net) -> Result<(Vec<Agent>, PathBuf, PathBu
     let ports: Vec<u16> = (0..n)
         .map(|_| free_port(&mut taken))
         .collect::<Result<_>>()?;
-    let edges = topology(n);
+    let edges = net.edges(n);
     let mut agents = Vec::new();
     for id in 1..=n {
         let home = dir.join(format!("node{id}"));
@@ -332,7 +379,8 @@ fn prepare(dir: &Path, n: u64, net: &Net) -> Result<(Vec<Agent>, PathBuf, PathBu
         let mut cfg = format!(
             "node_id = {id}\nlisten = \"{}\"\ndata_dir = \"{}\"\ncluster_key = \"{}\"\n\
              trusted_keys = \"{}\"\nprofiles = \"{}\"\ncontrol_socket = \"{}\"\n\n[transport]\nkind = \"{}\"\nrtt_ms = 5\n\n\
-             [device]\nbackend = \"sim\"\nprofile = \"sim-nic\"\n\n",
+             [device]\nbackend = \"sim\"\nprofile = \"sim-nic\"\n\n\
+             [fanout]\nstrategy = \"{}\"\n{}max_mib_per_s = {:?}\n\n",
             std::net::SocketAddr::new(ip(id), ports[id as usize - 1]),
             home.join("data").display(),
             dir.join("cluster.key").display(),
@@ -340,6 +388,13 @@ fn prepare(dir: &Path, n: u64, net: &Net) -> Result<(Vec<Agent>, PathBuf, PathBu
             dir.join("profiles").display(),
             home.join("control.sock").display(),
             net.transport,
+            net.fanout,
+            if net.fanout == "pull-one" {
+                "source = 1\n"
+            } else {
+                ""
+            },
+            net.rate_mib_s,
         );
         for &(a, b) in &edges {
             let peer = if a == id {
@@ -371,16 +426,13 @@ fn prepare(dir: &Path, n: u64, net: &Net) -> Result<(Vec<Agent>, PathBuf, PathBu
 pub fn run(a: DemoArgs) -> Result<ExitCode> {
     if let Some(dir) = &a.setup {
         std::fs::create_dir_all(dir)?;
-        let net = Net {
-            transport: a.transport.clone(),
-            addresses: a.addresses.clone(),
-        };
+        let net = Net::new(&a, &a.transport, a.addresses.clone());
         let (agents, manifest, sig, image) = prepare(dir, a.nodes, &net)?;
         let out = serde_json::json!({
             "manifest": manifest,
             "signature": sig,
             "image": image,
-            "links": topology(a.nodes),
+            "links": net.edges(a.nodes),
             "agents": agents.iter().map(|ag| serde_json::json!({
                 "id": ag.id, "config": ag.config, "socket": ag.socket, "log": ag.log,
             })).collect::<Vec<_>>(),
@@ -394,12 +446,13 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     let n = a.nodes;
-    let net = Net {
-        transport: "tcp".into(),
-        addresses: Vec::new(),
-    };
+    anyhow::ensure!(
+        a.rate_mib_s.is_finite() && a.rate_mib_s >= 0.0,
+        "--rate-mib-s must be 0 (no cap) or a positive rate"
+    );
+    let net = Net::new(&a, "tcp", Vec::new());
     let (mut agents, manifest, sig, image) = prepare(&dir, n, &net)?;
-    let links = topology(n).len() as u64;
+    let links = net.edges(n).len() as u64;
     let started = Instant::now();
     let result = drive(
         &a,
@@ -445,6 +498,14 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
             report.safety_violations,
             report.agents_killed
         );
+        if let Some(ms) = report.image_all_hosts_ms {
+            println!(
+                "image of {} MiB on every agent after {:.2} s ({})",
+                report.image_mb,
+                ms as f64 / 1000.0,
+                report.fanout
+            );
+        }
         if let Some(d) = &report.dir {
             println!("state and logs kept in {d}");
         }
@@ -482,6 +543,7 @@ fn drive(
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    let campaign_at_ms = unix_ms();
     let reply = call(
         &agents[0].socket,
         Request::CampaignStart {
@@ -581,6 +643,7 @@ fn drive(
         }
     }
     let history_violations = entente_api::check_histories(&histories, false);
+    let image_all_hosts_ms = image_all_hosts_ms(&histories, campaign_at_ms);
     violations += history_violations.len() as u64;
     Ok(Report {
         history_violations,
@@ -593,8 +656,36 @@ fn drive(
         agents_killed: killed,
         idle_rss_max_kib,
         idle_cpu_max_percent,
+        fanout: a.fanout.clone(),
+        image_mb: a.image_mb,
+        image_all_hosts_ms,
         dir: None,
     })
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// From `since` until the last agent but the seed (agent 1) recorded the image complete in its
+/// store; `None` if one never did.
+fn image_all_hosts_ms(
+    histories: &[(u64, Vec<entente_api::HistoryEntry>)],
+    since: u64,
+) -> Option<u64> {
+    histories
+        .iter()
+        .filter(|(id, _)| *id != 1)
+        .map(|(_, entries)| {
+            entries
+                .iter()
+                .filter(|e| e.at_ms >= since && e.event.contains("staged in the store"))
+                .map(|e| e.at_ms - since)
+                .min()
+        })
+        .try_fold(0, |worst, t| t.map(|t| worst.max(t)))
 }
 
 fn short(phase: &str) -> &str {

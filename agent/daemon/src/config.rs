@@ -71,6 +71,50 @@ pub struct DeviceConfig {
     pub faults: Option<toml::Table>,
 }
 
+/// How this agent fetches and serves images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FanoutStrategy {
+    /// Fetch chunks from any neighbour that holds them; serve chunks while still receiving.
+    Pipeline,
+    /// Fetch only from `fanout.source` (the baseline every other tool uses).
+    PullOne,
+}
+
+/// Image distribution settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FanoutConfig {
+    /// pipeline (default) or pull-one.
+    #[serde(default = "default_strategy")]
+    pub strategy: FanoutStrategy,
+    /// pull-one: the peer every agent fetches from.
+    #[serde(default)]
+    pub source: Option<u64>,
+    /// Most MiB per second this agent sends, and most it receives, for images (0: no cap).
+    #[serde(default)]
+    pub max_mib_per_s: f64,
+    /// Fault injection for tests: flip a byte of every chunk this agent serves (its
+    /// neighbours must refuse them and drop it as a source).
+    #[serde(default)]
+    pub corrupt_served_chunks: bool,
+}
+
+fn default_strategy() -> FanoutStrategy {
+    FanoutStrategy::Pipeline
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        FanoutConfig {
+            strategy: default_strategy(),
+            source: None,
+            max_mib_per_s: 0.0,
+            corrupt_served_chunks: false,
+        }
+    }
+}
+
 /// Operator policy.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +176,9 @@ pub struct Config {
     /// Policy.
     #[serde(default)]
     pub policy: Policy,
+    /// Image distribution.
+    #[serde(default)]
+    pub fanout: FanoutConfig,
     /// The file this configuration was loaded from (`None`: the system layers).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -266,23 +313,31 @@ impl Config {
                     })?;
             merge(&mut merged, table, f, "", &mut origin);
         }
-        let mut cfg: Config =
-            toml::Value::Table(merged)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    let message = e.message().trim().to_owned();
-                    // Name the file that set the offending key, when the message names one.
-                    let key = message.split('`').nth(1).unwrap_or("");
-                    let path = origin
-                        .iter()
-                        .find(|(k, _)| {
-                            !key.is_empty()
-                                && (k.as_str() == key || k.ends_with(&format!(".{key}")))
-                        })
-                        .map(|(_, f)| f.clone())
-                        .or_else(|| files.last().cloned());
-                    ConfigError::Schema { path, message }
-                })?;
+        let mut cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(merged))
+            .map_err(|e| {
+                // The key path the error is about ("fanout.strategy"), or, for an unknown or
+                // missing key, the one the message names.
+                let at = e.path().to_string();
+                let message = e.inner().message().trim().to_owned();
+                let named = message.split('`').nth(1).unwrap_or("");
+                let key = if at == "." { named.to_owned() } else { at.clone() };
+                let path = origin
+                    .iter()
+                    .find(|(k, _)| {
+                        !key.is_empty()
+                            && (k.as_str() == key
+                                || k.ends_with(&format!(".{key}"))
+                                || k.starts_with(&format!("{key}.")))
+                    })
+                    .map(|(_, f)| f.clone())
+                    .or_else(|| files.last().cloned());
+                let message = if at == "." {
+                    message
+                } else {
+                    format!("key `{at}`: {message}")
+                };
+                ConfigError::Schema { path, message }
+            })?;
         cfg.validate(&origin, files.last().expect("non-empty"))?;
         cfg.source = path.map(Path::to_owned);
         Ok(cfg)
@@ -320,6 +375,30 @@ impl Config {
                     self.device.backend
                 ),
             ));
+        }
+        let f = &self.fanout;
+        if !f.max_mib_per_s.is_finite() || f.max_mib_per_s < 0.0 {
+            return Err(bad(
+                "fanout.max_mib_per_s",
+                format!("{} is not a rate (0 means no cap)", f.max_mib_per_s),
+            ));
+        }
+        match (f.strategy, f.source) {
+            (FanoutStrategy::PullOne, None) => {
+                return Err(bad(
+                    "fanout.source",
+                    "pull-one needs the node to fetch from".into(),
+                ))
+            }
+            (FanoutStrategy::PullOne, Some(s))
+                if s != self.node_id && !self.peers.iter().any(|p| p.id == s) =>
+            {
+                return Err(bad(
+                    "fanout.source",
+                    format!("node {s} is not a peer of this node"),
+                ))
+            }
+            _ => {}
         }
         if self.policy.max_unavailable_neighbors == 0 {
             return Err(bad(
@@ -407,5 +486,40 @@ addr = "127.0.0.1:7002"
         std::fs::write(&drop, "[[peers]]\nid = 1\naddr = \"127.0.0.1:1\"\n").unwrap();
         let e = Config::load(Some(&main)).unwrap_err().to_string();
         assert!(e.contains("peers"), "{e}");
+    }
+
+    #[test]
+    fn fanout_settings_are_checked() {
+        let d = dir("fanout");
+        let main = d.join("entented.toml");
+        std::fs::write(&main, BASE).unwrap();
+        std::fs::create_dir_all(d.join("entented.d")).unwrap();
+        let drop = d.join("entented.d/30-fanout.toml");
+        let c = Config::load(Some(&main)).unwrap();
+        assert_eq!(c.fanout.strategy, FanoutStrategy::Pipeline);
+        for (text, key) in [
+            ("[fanout]\nstrategy = \"pull-one\"\n", "fanout.source"),
+            (
+                "[fanout]\nstrategy = \"pull-one\"\nsource = 9\n",
+                "fanout.source",
+            ),
+            ("[fanout]\nmax_mib_per_s = -1.0\n", "fanout.max_mib_per_s"),
+            ("[fanout]\nstrategy = \"tree\"\n", "strategy"),
+        ] {
+            std::fs::write(&drop, text).unwrap();
+            let e = Config::load(Some(&main)).unwrap_err().to_string();
+            assert!(
+                e.contains("30-fanout.toml") && e.contains(key),
+                "{text}: {e}"
+            );
+        }
+        std::fs::write(
+            &drop,
+            "[fanout]\nstrategy = \"pull-one\"\nsource = 2\nmax_mib_per_s = 50\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&main)).unwrap();
+        assert_eq!(c.fanout.strategy, FanoutStrategy::PullOne);
+        assert_eq!((c.fanout.source, c.fanout.max_mib_per_s), (Some(2), 50.0));
     }
 }

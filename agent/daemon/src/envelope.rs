@@ -10,6 +10,12 @@ const PROTO: u8 = 0;
 const MANIFEST_REQ: u8 = 1;
 const CHUNK_REQ: u8 = 2;
 const NOT_YET: u8 = 3;
+const HAVE: u8 = 4;
+const BUSY: u8 = 5;
+
+/// Most chunks a `Have` bitmap describes (it must fit a control frame). Larger images are not
+/// announced; their chunks are still found by asking.
+pub const MAX_HAVE_CHUNKS: u32 = 16 * 1024;
 
 /// An agent-to-agent message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +42,20 @@ pub enum Envelope {
     NotYet {
         /// The slot of the refused request.
         slot: u32,
+    },
+    /// "My uplink is busy: ask someone else, or me again shortly"; the slot is released.
+    Busy {
+        /// The slot of the declined request.
+        slot: u32,
+    },
+    /// "Of the image with this sha256, I hold (and serve) these verified chunks."
+    Have {
+        /// The image's sha256.
+        image: [u8; 32],
+        /// Chunks in the image.
+        chunks: u32,
+        /// One bit per chunk, chunk 0 in the lowest bit of the first byte.
+        bitmap: Vec<u8>,
     },
 }
 
@@ -79,6 +99,20 @@ impl Envelope {
                 out.push(NOT_YET);
                 out.extend_from_slice(&slot.to_le_bytes());
             }
+            Envelope::Busy { slot } => {
+                out.push(BUSY);
+                out.extend_from_slice(&slot.to_le_bytes());
+            }
+            Envelope::Have {
+                image,
+                chunks,
+                bitmap,
+            } => {
+                out.push(HAVE);
+                out.extend_from_slice(image);
+                out.extend_from_slice(&chunks.to_le_bytes());
+                out.extend_from_slice(bitmap);
+            }
         }
     }
 
@@ -106,6 +140,24 @@ impl Envelope {
                 slot: u32_at(37),
             }),
             Some(&NOT_YET) if b.len() == 5 => Ok(Envelope::NotYet { slot: u32_at(1) }),
+            Some(&BUSY) if b.len() == 5 => Ok(Envelope::Busy { slot: u32_at(1) }),
+            Some(&HAVE) if b.len() >= 37 => {
+                let chunks = u32_at(33);
+                let len = chunks.div_ceil(8) as usize;
+                let spare = (len * 8) as u32 - chunks;
+                let ok = chunks <= MAX_HAVE_CHUNKS
+                    && b.len() == 37 + len
+                    // Bits past the last chunk are zero: one encoding per set of chunks.
+                    && (spare == 0 || b[36 + len] >> (8 - spare) == 0);
+                if !ok {
+                    return Err(bad());
+                }
+                Ok(Envelope::Have {
+                    image: digest_at(1),
+                    chunks,
+                    bitmap: b[37..].to_vec(),
+                })
+            }
             _ => Err(bad()),
         }
     }
@@ -129,6 +181,17 @@ mod tests {
                 slot: 5,
             },
             Envelope::NotYet { slot: 6 },
+            Envelope::Busy { slot: 8 },
+            Envelope::Have {
+                image: [2; 32],
+                chunks: 10,
+                bitmap: vec![0xff, 0x03],
+            },
+            Envelope::Have {
+                image: [3; 32],
+                chunks: 0,
+                bitmap: vec![],
+            },
         ];
         let mut buf = Vec::new();
         for e in all {
@@ -138,6 +201,22 @@ mod tests {
         assert!(Envelope::decode(&[]).is_err());
         assert!(Envelope::decode(&[9, 1, 2]).is_err());
         assert!(Envelope::decode(&[1, 2]).is_err());
+        // A bitmap of the wrong length, a bit past the last chunk, too many chunks.
+        let have = |chunks: u32, bitmap: &[u8]| {
+            let mut b = vec![HAVE];
+            b.extend_from_slice(&[2; 32]);
+            b.extend_from_slice(&chunks.to_le_bytes());
+            b.extend_from_slice(bitmap);
+            Envelope::decode(&b)
+        };
+        assert!(have(10, &[0xff]).is_err());
+        assert!(have(10, &[0xff, 0x04]).is_err());
+        assert!(have(
+            MAX_HAVE_CHUNKS + 1,
+            &vec![0; (MAX_HAVE_CHUNKS as usize + 8) / 8]
+        )
+        .is_err());
+        assert!(have(10, &[0xff, 0x03]).is_ok());
         assert!(matches!(
             Envelope::decode(&[0, 255]),
             Err(EnvelopeError::Proto(_))

@@ -387,3 +387,38 @@ fn a_disk_that_fills_up_during_staging_is_a_clear_error_and_leaves_nothing_behin
     assert!(entries(&root.join("partial")).is_empty());
     assert!(entries(&root.join("images")).is_empty());
 }
+
+#[test]
+fn a_partial_image_serves_the_chunks_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = image_bytes(4 * 65536 + 99, 7);
+    let p = describe(&data, 65536);
+    let mut s = store.begin(&p).unwrap();
+    s.write_chunk(2, &chunk(&data, &p, 2)).unwrap();
+    s.write_chunk(4, &chunk(&data, &p, 4)).unwrap();
+    // Read back at once: queued writes complete first.
+    assert_eq!(s.read_chunk(2).unwrap(), &chunk(&data, &p, 2)[..]);
+    assert_eq!(s.read_chunk(4).unwrap(), &chunk(&data, &p, 4)[..]);
+    assert!(matches!(
+        s.read_chunk(1),
+        Err(StoreError::ChunkMissing { index: 1 })
+    ));
+    assert!(matches!(
+        s.read_chunk(9),
+        Err(StoreError::ChunkIndex { index: 9, .. })
+    ));
+    // Damage on disk is caught on the way out, not forwarded.
+    drop(s);
+    let part = store.partial_path(&p.sha256);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&part)
+        .unwrap()
+        .write_all_at(b"XX", p.chunk_offset(2) + 5)
+        .unwrap();
+    let mut s = store.begin(&p).unwrap();
+    // Resume re-verified the journal: chunk 2 is missing again, chunk 4 is still staged.
+    assert!(!s.has_chunk(2) && s.has_chunk(4));
+    assert_eq!(s.read_chunk(4).unwrap(), &chunk(&data, &p, 4)[..]);
+}

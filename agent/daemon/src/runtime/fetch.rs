@@ -3,11 +3,19 @@
 //! A node that must stage a campaign asks its connected neighbours, one after another, for the
 //! manifest the campaign names (by sha256), verifies it (trusted signature, anti-rollback, the
 //! digest the campaign names), then fetches the image for its own hw-profile chunk by chunk from
-//! every neighbour that has it complete, each chunk verified against the manifest before it is
-//! written. A neighbour that has nothing yet says so, and the node asks again a little later:
-//! images spread outward from the agent the operator seeded, hop by hop.
+//! its neighbours, each chunk verified against the manifest before it is written or forwarded.
+//!
+//! The image travels as a pipelined swarm (ARCHITECTURE.md, "Image fan-out"): neighbours
+//! announce the chunks they hold (`Have`), including those of an image they are still
+//! receiving; a node asks for the chunk its neighbourhood holds least often, of the neighbour
+//! it has the fewest requests open with, at most [`PER_PEER`] per neighbour and [`WINDOW`] in
+//! all, within the download cap. A neighbour that announced nothing is asked all the same and
+//! says when it has nothing yet. A neighbour that sends a chunk that does not match the signed
+//! manifest is dropped as a source for the rest of the campaign, and the history names it.
+//! With `fanout.strategy = "pull-one"` only `fanout.source` is asked (the baseline).
 
 use super::Agent;
+use crate::config::FanoutStrategy;
 use crate::envelope::Envelope;
 use crate::worker::Job;
 use anyhow::Result;
@@ -15,18 +23,24 @@ use bytes::Bytes;
 use entente_fastpath::ConnId;
 use entente_proto::msg::Campaign;
 use entente_stage::{Digest, Manifest, ProfileImage, Signature, Staging};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Largest manifest (with its signature) accepted over the wire.
 const MAX_MANIFEST: u32 = 1 << 20;
-/// Chunk requests in flight per neighbour.
+/// Chunk requests in flight per neighbour (each needs one of the connection's bulk slots).
 const PER_PEER: usize = 2;
+/// Chunk requests in flight in all (the simulator's model uses the same numbers).
+const WINDOW: usize = 2;
 /// Wait before asking a neighbour that had nothing again.
 const NOT_YET_BACKOFF: Duration = Duration::from_millis(150);
+/// Wait before asking a neighbour whose uplink was busy again.
+const BUSY_BACKOFF: Duration = Duration::from_millis(15);
 
 /// Where this node is in acquiring the current campaign's image.
+// One per agent: the size of the largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Fetch {
     /// Nothing to fetch.
     Idle,
@@ -50,11 +64,19 @@ pub enum Fetch {
         /// The partial image in the store.
         staging: Box<Staging>,
         /// Chunks still to ask for.
-        want: VecDeque<u32>,
+        want: BTreeSet<u32>,
         /// Requests in flight: (peer, slot) → chunk.
         inflight: HashMap<(u64, u32), u32>,
         /// Neighbours that had nothing, until when.
         resting: HashMap<u64, Instant>,
+        /// Neighbours that sent a chunk that did not verify: never asked again this campaign.
+        banned: BTreeSet<u64>,
+        /// Chunks fetched from neighbours (and verified) since this staging began.
+        fetched: u32,
+        /// Chunks found verified in the store when it began (a resumed staging).
+        resumed: u32,
+        /// When it began.
+        started: Instant,
     },
     /// The device is flashing the staged image.
     Flashing,
@@ -97,6 +119,7 @@ impl Agent {
         for img in m.profiles.values() {
             if self.store.contains(img) {
                 self.images.insert(img.sha256.0, img.clone());
+                self.have_dirty.insert(img.sha256.0);
             }
         }
     }
@@ -173,12 +196,14 @@ impl Agent {
         match self.store.begin(&image) {
             Ok(staging) => {
                 let want = staging.missing_chunks().into_iter().collect();
+                let resumed = staging.resumed_chunks();
                 self.history(&format!(
                     "fetching image {} ({} chunks, {} already here)",
                     image.sha256.to_hex(),
                     image.chunk_count(),
-                    staging.resumed_chunks()
+                    resumed
                 ));
+                let digest = image.sha256.0;
                 self.fetch = Fetch::Chunks {
                     campaign: c,
                     image,
@@ -186,7 +211,12 @@ impl Agent {
                     want,
                     inflight: HashMap::new(),
                     resting: HashMap::new(),
+                    banned: BTreeSet::new(),
+                    fetched: 0,
+                    resumed,
+                    started: Instant::now(),
                 };
+                self.have_changed(digest);
             }
             Err(e) => {
                 tracing::error!("staging: {e}");
@@ -207,7 +237,7 @@ impl Agent {
         });
     }
 
-    fn connected(&self) -> Vec<ConnId> {
+    pub(super) fn connected(&self) -> Vec<ConnId> {
         self.peers.values().filter_map(|p| p.conn).collect()
     }
 
@@ -247,28 +277,36 @@ impl Agent {
                 want,
                 inflight,
                 resting,
+                banned,
                 ..
             } => {
                 let now = Instant::now();
-                for conn in conns {
-                    if resting.get(&conn.peer).is_some_and(|t| now < *t) {
-                        continue;
+                resting.retain(|_, until| now < *until);
+                let sources: Vec<ConnId> = conns
+                    .iter()
+                    .filter(|c| !banned.contains(&c.peer) && self.may_fetch_from(c.peer))
+                    .copied()
+                    .collect();
+                let peers: Vec<u64> = sources.iter().map(|c| c.peer).collect();
+                while inflight.len() < WINDOW {
+                    let Some((conn, index)) =
+                        self.choose(image, want, inflight, resting, &sources, &peers)
+                    else {
+                        break;
+                    };
+                    let len = image.chunk_len(index);
+                    if !self.download.try_take(len as u64, now) {
+                        break;
                     }
-                    while inflight.keys().filter(|(p, _)| *p == conn.peer).count() < PER_PEER {
-                        let Some(index) = want.pop_front() else { break };
-                        match self
-                            .transport
-                            .grant_bulk(conn, image.chunk_len(index) as u32)
-                        {
-                            Ok(slot) => {
-                                inflight.insert((conn.peer, slot), index);
-                                let image = image.sha256.0;
-                                self.request(conn, Envelope::ChunkReq { image, index, slot });
-                            }
-                            Err(_) => {
-                                want.push_front(index);
-                                break;
-                            }
+                    match self.transport.grant_bulk(conn, len as u32) {
+                        Ok(slot) => {
+                            want.remove(&index);
+                            inflight.insert((conn.peer, slot), index);
+                            let image = image.sha256.0;
+                            self.request(conn, Envelope::ChunkReq { image, index, slot });
+                        }
+                        Err(_) => {
+                            resting.insert(conn.peer, now + NOT_YET_BACKOFF);
                         }
                     }
                 }
@@ -283,6 +321,77 @@ impl Agent {
         Ok(())
     }
 
+    /// How far the image fetch is, for `entente status`.
+    pub(super) fn image_progress(&self) -> Option<entente_api::ImageProgress> {
+        let Fetch::Chunks {
+            image,
+            staging,
+            banned,
+            ..
+        } = &self.fetch
+        else {
+            return None;
+        };
+        Some(entente_api::ImageProgress {
+            sha256: image.sha256.to_hex(),
+            chunks_held: image.chunk_count() - staging.missing_chunks().len() as u32,
+            chunks: image.chunk_count(),
+            dropped_sources: banned.iter().copied().collect(),
+        })
+    }
+
+    /// Whether the strategy lets this node fetch from `peer`.
+    fn may_fetch_from(&self, peer: u64) -> bool {
+        match self.cfg.fanout.strategy {
+            FanoutStrategy::Pipeline => true,
+            FanoutStrategy::PullOne => self.cfg.fanout.source == Some(peer),
+        }
+    }
+
+    /// The next request: the rarest wanted chunk (fewest neighbours announced it) that some
+    /// source with a free slot holds, asked of the source with the fewest requests open. A
+    /// source that announced nothing may hold anything; it is asked only for chunks no
+    /// announcing source offers.
+    fn choose(
+        &self,
+        image: &ProfileImage,
+        want: &BTreeSet<u32>,
+        inflight: &HashMap<(u64, u32), u32>,
+        resting: &HashMap<u64, Instant>,
+        sources: &[ConnId],
+        peers: &[u64],
+    ) -> Option<(ConnId, u32)> {
+        let open = |peer: u64| inflight.keys().filter(|(p, _)| *p == peer).count();
+        let free: Vec<ConnId> = sources
+            .iter()
+            .filter(|c| open(c.peer) < PER_PEER && !resting.contains_key(&c.peer))
+            .copied()
+            .collect();
+        let digest = &image.sha256.0;
+        let mut best: Option<(bool, usize, u64, usize, ConnId, u32)> = None;
+        for &index in want {
+            let rarity = self.holdings.count(peers, digest, index);
+            // Ties between equally rare chunks differ from node to node, so neighbours fetch
+            // different chunks and can then trade them.
+            let tie = (u64::from(index) ^ self.cfg.node_id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            for &conn in &free {
+                let unknown = match self.holdings.holds(conn.peer, digest, index) {
+                    Some(false) => continue,
+                    Some(true) => false,
+                    None => true,
+                };
+                let key = (unknown, rarity, tie, open(conn.peer), conn, index);
+                if best
+                    .as_ref()
+                    .is_none_or(|b| (key.0, key.1, key.2, key.3) < (b.0, b.1, b.2, b.3))
+                {
+                    best = Some(key);
+                }
+            }
+        }
+        best.map(|(_, _, _, _, conn, index)| (conn, index))
+    }
+
     fn request(&mut self, conn: ConnId, e: Envelope) {
         let mut b = Vec::new();
         e.encode(&mut b);
@@ -294,6 +403,9 @@ impl Agent {
             campaign,
             image,
             staging,
+            fetched,
+            resumed,
+            started,
             ..
         } = std::mem::replace(&mut self.fetch, Fetch::Idle)
         else {
@@ -302,9 +414,11 @@ impl Agent {
         match staging.finish() {
             Ok(_) => {
                 self.images.insert(image.sha256.0, image.clone());
+                self.have_changed(image.sha256.0);
                 self.history(&format!(
-                    "image {} staged in the store",
-                    image.sha256.to_hex()
+                    "image {} staged in the store: {fetched} chunks fetched, {resumed} resumed, {} ms",
+                    image.sha256.to_hex(),
+                    started.elapsed().as_millis()
                 ));
                 self.flash(campaign, image);
             }
@@ -317,8 +431,9 @@ impl Agent {
         Ok(())
     }
 
-    /// A neighbour had nothing for the request in `slot`.
-    pub(super) fn fetch_not_yet(&mut self, conn: ConnId, slot: u32) {
+    /// A neighbour had nothing for the request in `slot` (or, `busy`, no uplink to spare).
+    pub(super) fn fetch_not_yet(&mut self, conn: ConnId, slot: u32, busy: bool) {
+        let backoff = if busy { BUSY_BACKOFF } else { NOT_YET_BACKOFF };
         self.transport.revoke_bulk(conn, slot);
         match &mut self.fetch {
             Fetch::Manifest { pending, tried, .. } if *pending == Some((conn, slot)) => {
@@ -332,8 +447,8 @@ impl Agent {
                 ..
             } => {
                 if let Some(i) = inflight.remove(&(conn.peer, slot)) {
-                    want.push_back(i);
-                    resting.insert(conn.peer, Instant::now() + NOT_YET_BACKOFF);
+                    want.insert(i);
+                    resting.insert(conn.peer, Instant::now() + backoff);
                 }
             }
             _ => {}
@@ -342,6 +457,8 @@ impl Agent {
 
     /// A neighbour went away: what it owed us is asked of others.
     pub(super) fn fetch_peer_down(&mut self, peer: u64) {
+        self.holdings.forget(peer);
+        self.serve_peer_down(peer);
         match &mut self.fetch {
             Fetch::Manifest { pending, .. } if pending.is_some_and(|(c, _)| c.peer == peer) => {
                 *pending = None;
@@ -354,7 +471,7 @@ impl Agent {
                     .collect();
                 for k in lost {
                     if let Some(i) = inflight.remove(&k) {
-                        want.push_back(i);
+                        want.insert(i);
                     }
                 }
             }
@@ -372,19 +489,40 @@ impl Agent {
                 Some(*campaign)
             }
             Fetch::Chunks {
+                campaign,
+                image,
                 staging,
                 want,
                 inflight,
-                resting,
+                banned,
+                fetched,
                 ..
             } => {
                 if let Some(index) = inflight.remove(&(conn.peer, slot)) {
-                    if let Err(e) = staging.write_chunk(index, &data) {
-                        tracing::warn!(peer = conn.peer, index, "chunk refused: {e}");
-                        want.push_back(index);
-                        resting.insert(conn.peer, Instant::now() + NOT_YET_BACKOFF * 4);
-                        let msg = format!("chunk {index} from node {} refused: {e}", conn.peer);
-                        self.history(&msg);
+                    match staging.write_chunk(index, &data) {
+                        Ok(()) => {
+                            *fetched += 1;
+                            let digest = image.sha256.0;
+                            self.have_changed(digest);
+                        }
+                        Err(e) => {
+                            tracing::warn!(peer = conn.peer, index, "chunk refused: {e}");
+                            want.insert(index);
+                            let fresh = banned.insert(conn.peer);
+                            let msg = format!(
+                                "chunk {index} from node {} refused: {e}{}",
+                                conn.peer,
+                                if fresh {
+                                    format!(
+                                        "; node {} dropped as a source for campaign {}",
+                                        conn.peer, campaign.epoch.0
+                                    )
+                                } else {
+                                    String::new()
+                                }
+                            );
+                            self.history(&msg);
+                        }
                     }
                 }
                 None
@@ -437,49 +575,6 @@ impl Agent {
             Some(r) => r,
             None => Err("manifest lost".into()),
         }
-    }
-
-    /// A neighbour asks for a manifest.
-    pub(super) fn serve_manifest(&mut self, conn: ConnId, digest: [u8; 32], slot: u32) {
-        let Some((bytes, sig)) = self.manifests.get(&digest) else {
-            return self.not_yet(conn, slot);
-        };
-        let mut out = Vec::with_capacity(2 + sig.len() + bytes.len());
-        out.extend_from_slice(&(sig.len() as u16).to_le_bytes());
-        out.extend_from_slice(sig.as_bytes());
-        out.extend_from_slice(bytes);
-        if let Err(e) = self.transport.send_bulk(conn, slot, Bytes::from(out)) {
-            tracing::warn!(peer = conn.peer, "serving a manifest: {e}");
-        }
-    }
-
-    /// A neighbour asks for a chunk of an image.
-    pub(super) fn serve_chunk(&mut self, conn: ConnId, image: [u8; 32], index: u32, slot: u32) {
-        let Some(img) = self.images.get(&image).cloned() else {
-            return self.not_yet(conn, slot);
-        };
-        let data = match self
-            .store
-            .open_image(&img)
-            .and_then(|mut r| r.read_chunk(index).map(Bytes::copy_from_slice))
-        {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!("reading chunk {index} of {}: {e}", img.sha256.to_hex());
-                return self.not_yet(conn, slot);
-            }
-        };
-        if let Err(e) = self.transport.send_bulk(conn, slot, data) {
-            tracing::warn!(peer = conn.peer, "serving a chunk: {e}");
-        }
-    }
-
-    fn not_yet(&mut self, conn: ConnId, slot: u32) {
-        // Both ends forget the grant: we here, the requester when NOT_YET arrives.
-        self.transport.decline_bulk(conn, slot);
-        let mut b = Vec::new();
-        Envelope::NotYet { slot }.encode(&mut b);
-        self.send_on(conn, Bytes::from(b));
     }
 }
 

@@ -3,8 +3,11 @@
 //! device work to the device worker, and answers the control socket.
 
 mod fetch;
+mod have;
 mod net;
 mod outputs;
+mod rate;
+mod serve;
 mod status;
 
 use crate::config::Config;
@@ -48,6 +51,19 @@ pub struct Agent {
     manifests: HashMap<[u8; 32], (Vec<u8>, String)>,
     /// Images complete in the store, by sha256 (what this agent can serve).
     images: HashMap<[u8; 32], entente_stage::ProfileImage>,
+    /// What neighbours announced they hold.
+    holdings: have::Holdings,
+    /// Images whose holdings here changed since the last announcement.
+    have_dirty: std::collections::BTreeSet<[u8; 32]>,
+    last_have: Instant,
+    /// Chunk requests waiting for the upload cap.
+    serve_queue: std::collections::VecDeque<serve::ServeReq>,
+    /// Times each chunk was served, by image and index.
+    served: HashMap<([u8; 32], u32), u16>,
+    /// The image the last chunk was served from, open.
+    reader: Option<([u8; 32], entente_stage::ImageReader)>,
+    upload: rate::RateLimit,
+    download: rate::RateLimit,
     /// The window of the firmware the device runs.
     running: Window,
     /// Window the running firmware will have once the pending activation succeeds.
@@ -168,6 +184,14 @@ impl Agent {
             fetch: Fetch::Idle,
             manifests: HashMap::new(),
             images: HashMap::new(),
+            holdings: have::Holdings::default(),
+            have_dirty: Default::default(),
+            last_have: start,
+            serve_queue: Default::default(),
+            served: HashMap::new(),
+            reader: None,
+            upload: rate::RateLimit::new(cfg.fanout.max_mib_per_s, u64::from(BULK_SLOT)),
+            download: rate::RateLimit::new(cfg.fanout.max_mib_per_s, u64::from(BULK_SLOT)),
             running,
             activating: None,
             next_probe: start,
@@ -231,7 +255,7 @@ impl Agent {
     pub fn step(&mut self) -> Result<()> {
         self.dial();
         let tick = if self.busy() { TICK } else { IDLE_TICK };
-        let wait = self.next_deadline().min(tick);
+        let wait = self.next_deadline().min(tick).min(self.fanout_wait());
         let mut events = std::mem::take(&mut self.net_events);
         self.transport.poll(&mut events, Some(wait))?;
         for e in events.drain(..) {
@@ -247,6 +271,8 @@ impl Agent {
         self.carry_out()?;
         self.probe();
         self.fetch_step()?;
+        self.serve_step();
+        self.announce_step();
         self.serve_control();
         self.carry_out()
     }
@@ -277,6 +303,19 @@ impl Agent {
             self.healthy = self.worker.alive() && self.db.recent_history(1).is_ok();
         }
         self.healthy
+    }
+
+    /// How long the loop may sleep with image work pending: chunks to serve or announce, or
+    /// a fetch waiting for the download cap, are looked at again within a few milliseconds.
+    fn fanout_wait(&self) -> Duration {
+        let pending = !self.serve_queue.is_empty()
+            || !self.have_dirty.is_empty()
+            || matches!(self.fetch, Fetch::Chunks { .. });
+        if pending {
+            Duration::from_millis(2)
+        } else {
+            IDLE_TICK
+        }
     }
 
     fn next_deadline(&self) -> Duration {

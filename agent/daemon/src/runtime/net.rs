@@ -123,6 +123,7 @@ impl Agent {
                 p.queue.clear();
                 tracing::info!(peer = conn.peer, generation = conn.generation, "connected");
                 self.node.handle_up(now, NodeId(conn.peer), conn.generation);
+                self.announce_all(conn);
             }
             NetEvent::Down(conn, why) => {
                 if let Some(p) = self.peers.get_mut(&conn.peer) {
@@ -152,9 +153,15 @@ impl Agent {
                         self.serve_manifest(conn, digest, slot)
                     }
                     Ok(Envelope::ChunkReq { image, index, slot }) => {
-                        self.serve_chunk(conn, image, index, slot)
+                        self.queue_chunk(conn, image, index, slot)
                     }
-                    Ok(Envelope::NotYet { slot }) => self.fetch_not_yet(conn, slot),
+                    Ok(Envelope::Have {
+                        image,
+                        chunks,
+                        bitmap,
+                    }) => self.on_have(conn, image, chunks, bitmap),
+                    Ok(Envelope::NotYet { slot }) => self.fetch_not_yet(conn, slot, false),
+                    Ok(Envelope::Busy { slot }) => self.fetch_not_yet(conn, slot, true),
                     Err(e) => {
                         tracing::warn!(peer = conn.peer, "{e}: connection closed");
                         self.history(&format!("peer {} sent a malformed message: {e}", conn.peer));

@@ -90,6 +90,7 @@ impl Agent {
                 protocol_errors: t.protocol_errors,
             },
             flash_percent: self.flash_percent,
+            image: self.image_progress(),
         }
     }
 
@@ -372,6 +373,7 @@ impl Agent {
                 if self.store.stage_file(img, p).is_ok() {
                     self.history(&format!("image {} added from {path}", img.sha256.to_hex()));
                     self.images.insert(img.sha256.0, img.clone());
+                    self.have_changed(img.sha256.0);
                     matched = true;
                     added += 1;
                 }

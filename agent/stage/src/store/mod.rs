@@ -133,6 +133,12 @@ pub enum StoreError {
     /// The staging hit an earlier error and can no longer be used.
     #[error("staging aborted by an earlier error")]
     Aborted,
+    /// A chunk that is not staged yet was asked for.
+    #[error("chunk {index} is not staged yet")]
+    ChunkMissing {
+        /// The chunk.
+        index: u32,
+    },
     /// The image is not in the store.
     #[error("image {sha256} is not in the store")]
     NotFound {
@@ -571,6 +577,35 @@ impl Staging {
             path: self.part.clone(),
             needed: self.image.size,
         }
+    }
+
+    /// Reads back staged chunk `index` (after the writes queued before it complete) and checks
+    /// it against the manifest again, so that a node can forward chunks of an image it is
+    /// still receiving.
+    pub fn read_chunk(&mut self, index: u32) -> Result<&[u8], StoreError> {
+        let count = self.chunk_count();
+        if index >= count {
+            return Err(StoreError::ChunkIndex { index, count });
+        }
+        if !self.have[index as usize] {
+            return Err(StoreError::ChunkMissing { index });
+        }
+        let len = self.image.chunk_len(index);
+        let offset = self.image.chunk_offset(index);
+        let expected = self.image.chunks[index as usize];
+        let part = self.part.clone();
+        let engine = self.engine.as_mut().ok_or(StoreError::Aborted)?;
+        let data = engine.read_at(offset, len).map_err(io_err("read", &part))?;
+        let actual = Digest::of(data);
+        if data.len() != len || actual != expected {
+            return Err(VerifyError::ChunkMismatch {
+                index,
+                expected,
+                actual,
+            }
+            .into());
+        }
+        Ok(data)
     }
 
     /// Completes the staging: waits for the writes, truncates to the image size, `fdatasync`s,

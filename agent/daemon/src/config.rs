@@ -320,7 +320,11 @@ impl Config {
                 let at = e.path().to_string();
                 let message = e.inner().message().trim().to_owned();
                 let named = message.split('`').nth(1).unwrap_or("");
-                let key = if at == "." { named.to_owned() } else { at.clone() };
+                let key = if at == "." {
+                    named.to_owned()
+                } else {
+                    at.clone()
+                };
                 let path = origin
                     .iter()
                     .find(|(k, _)| {

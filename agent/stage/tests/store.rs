@@ -422,3 +422,37 @@ fn a_partial_image_serves_the_chunks_it_holds() {
     assert!(!s.has_chunk(2) && s.has_chunk(4));
     assert_eq!(s.read_chunk(4).unwrap(), &chunk(&data, &p, 4)[..]);
 }
+
+#[test]
+fn pushed_writes_survive_a_dropped_staging() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = image_bytes(4 * 65536, 9);
+    let p = describe(&data, 65536);
+    let mut s = store.begin(&p).unwrap();
+    s.write_chunk(0, &chunk(&data, &p, 0)).unwrap();
+    s.write_chunk(1, &chunk(&data, &p, 1)).unwrap();
+    // Journaled as they complete, without waiting for more chunks to combine with.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let journal = store.partial_path(&p.sha256).with_extension("journal");
+    while fs::metadata(&journal).map_or(0, |m| m.len()) < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chunks never journaled"
+        );
+        s.push_writes().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // What a process killed now (no drop, no flush) leaves: the two chunks, journaled.
+    let j = fs::read(&journal).unwrap();
+    let mut listed: Vec<u32> = j
+        .chunks(4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, vec![0, 1]);
+    drop(s);
+    let again = store.begin(&p).unwrap();
+    assert_eq!(again.resumed_chunks(), 2);
+    assert_eq!(again.missing_chunks(), vec![2, 3]);
+}

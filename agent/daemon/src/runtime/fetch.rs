@@ -274,12 +274,16 @@ impl Agent {
             }
             Fetch::Chunks {
                 image,
+                staging,
                 want,
                 inflight,
                 resting,
                 banned,
                 ..
             } => {
+                if let Err(e) = staging.push_writes() {
+                    tracing::error!("writing the image: {e}");
+                }
                 let now = Instant::now();
                 resting.retain(|_, until| now < *until);
                 let sources: Vec<ConnId> = conns

@@ -579,6 +579,21 @@ impl Staging {
         }
     }
 
+    /// Starts the writes of the chunks queued so far and journals those that completed,
+    /// without waiting: chunks that arrive slowly (over the network) do not sit in a
+    /// write-combining buffer, so a restart resumes from them.
+    pub fn push_writes(&mut self) -> Result<(), StoreError> {
+        if self.aborted {
+            return Err(StoreError::Aborted);
+        }
+        if let Some(engine) = self.engine.as_mut() {
+            if let Err(e) = engine.start_writes() {
+                return Err(self.fail("write", e));
+            }
+        }
+        self.record_done()
+    }
+
     /// Reads back staged chunk `index` (after the writes queued before it complete) and checks
     /// it against the manifest again, so that a node can forward chunks of an image it is
     /// still receiving.

@@ -412,6 +412,18 @@ impl Engine {
         self.check()
     }
 
+    /// Submits the buffer being filled without waiting, and collects the writes that have
+    /// completed. Returns the first write error since the last check.
+    pub(crate) fn start_writes(&mut self) -> io::Result<()> {
+        if let Some(id) = self.filling.take() {
+            if let Err(e) = self.submit(id) {
+                self.error.get_or_insert(e);
+            }
+        }
+        self.reap_ready();
+        self.check()
+    }
+
     /// Moves the tags of completed writes to `out`.
     pub(crate) fn take_done(&mut self, out: &mut Vec<u32>) {
         out.append(&mut self.done_tags);

@@ -1,0 +1,190 @@
+//! What the end-to-end tests share: the CLI and agent binaries, and a cluster of `entented`
+//! processes on loopback written by `entente demo --setup`.
+#![allow(dead_code)] // each test crate uses part of it
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn entente() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_entente"))
+}
+
+/// The agent binary, next to the CLI. It is another package's binary, so cargo does not
+/// rebuild it for this test: build it (a no-op when fresh) once per test run.
+pub fn entented() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let p = Path::new(env!("CARGO_BIN_EXE_entente")).with_file_name("entented");
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-q", "-p", "entente-agent"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok && p.is_file(), "could not build entented");
+    });
+    p
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run")
+}
+
+pub fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("entente-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A cluster written by `entente demo --setup`, agents started on demand.
+pub struct Cluster {
+    setup: Value,
+    children: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    pub fn new(dir: &Path, nodes: u32) -> Cluster {
+        Cluster::with_args(dir, nodes, &[])
+    }
+
+    /// A cluster with more `entente demo` options (`--image-mb`, `--fanout`, ...).
+    pub fn with_args(dir: &Path, nodes: u32, args: &[&str]) -> Cluster {
+        let out = run(entente()
+            .args(["demo", "--setup"])
+            .arg(dir)
+            .args(["--nodes", &nodes.to_string()])
+            .args(args));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let setup: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let n = setup["agents"].as_array().unwrap().len();
+        Cluster {
+            setup,
+            children: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    pub fn agent(&self, i: usize, key: &str) -> PathBuf {
+        PathBuf::from(self.setup["agents"][i][key].as_str().unwrap())
+    }
+
+    pub fn socket(&self, i: usize) -> PathBuf {
+        self.agent(i, "socket")
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let log = std::fs::File::create(self.agent(i, "log")).unwrap();
+        let child = Command::new(entented())
+            .arg("--config")
+            .arg(self.agent(i, "config"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children[i] = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.status(i).is_none() {
+            assert!(Instant::now() < deadline, "agent {i} did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.children.len() {
+            self.start(i);
+        }
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn status(&self, i: usize) -> Option<Value> {
+        let out = run(entente()
+            .args(["status", "--json", "--socket"])
+            .arg(self.socket(i)));
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    pub fn start_campaign(
+        &self,
+        i: usize,
+        manifest: &Path,
+        sig: &Path,
+        image: Option<&Path>,
+    ) -> Output {
+        let mut cmd = entente();
+        cmd.args(["campaign", "start", "--socket"])
+            .arg(self.socket(i))
+            .arg("--manifest")
+            .arg(manifest)
+            .arg("--sig")
+            .arg(sig);
+        if let Some(img) = image {
+            cmd.arg("--image").arg(img);
+        }
+        run(&mut cmd)
+    }
+
+    pub fn path(&self, key: &str) -> PathBuf {
+        PathBuf::from(self.setup[key].as_str().unwrap())
+    }
+
+    pub fn links(&self) -> u64 {
+        self.setup["links"].as_array().unwrap().len() as u64
+    }
+
+    /// Waits until node `i` sees every link committed and every node reported.
+    pub fn wait_converged(&self, i: usize, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.status(i) {
+                if s["converged"] == true
+                    && s["links_total"].as_u64() == Some(self.links())
+                    && s["nodes"].as_array().unwrap().len() == self.children.len()
+                {
+                    return s;
+                }
+                assert!(Instant::now() < deadline, "no convergence: {s:#}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Cluster {
+    /// The events of node `i`'s history, oldest first.
+    pub fn history(&self, i: usize) -> Vec<String> {
+        let out = run(entente()
+            .args(["history", "--json", "--socket"])
+            .arg(self.socket(i)));
+        let h: Value = serde_json::from_slice(&out.stdout).unwrap();
+        h.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -5,14 +5,17 @@
 //! - [`device`]: the [`Device`] trait every backend implements (inventory, stage with progress,
 //!   activate with a method the profile allows, rollback, link epochs, health) and its errors.
 //! - [`sim`]: the simulated backend: file-backed A/B banks with fault injection.
+//! - [`devlink`]: NIC firmware through the kernel's devlink interface (generic netlink): dev
+//!   info, dev flash with progress, dev reload action fw_activate.
 //!
-//! The devlink, Redfish and NVML backends will implement the same trait; the profile schema
-//! already names them. This crate depends on no other project crate: images arrive as a reader
+//! The Redfish and NVML backends will implement the same trait; the profile schema already names
+//! them. This crate depends on no other project crate: images arrive as a reader
 //! with their expected length and sha256.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod device;
+pub mod devlink;
 pub mod profile;
 pub mod sim;
 

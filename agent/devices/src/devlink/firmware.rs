@@ -178,7 +178,11 @@ mod tests {
             relative_name(Path::new("/lib/firmware"), Path::new("/lib/firmware/../x")).unwrap_err();
         assert!(e.contains("plain path"), "{e}");
         assert_eq!(
-            relative_name(Path::new("/lib/firmware"), Path::new("/lib/firmware/entente")).unwrap(),
+            relative_name(
+                Path::new("/lib/firmware"),
+                Path::new("/lib/firmware/entente")
+            )
+            .unwrap(),
             PathBuf::from("entente")
         );
     }

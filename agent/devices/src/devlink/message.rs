@@ -310,7 +310,11 @@ mod tests {
             attrs: vec![Attr::DevName("netdevsim1".into())],
         };
         let b = bytes(&m);
-        assert_eq!(&b[..4], &[15, 0, 2, 0], "length counts the NUL, not the padding");
+        assert_eq!(
+            &b[..4],
+            &[15, 0, 2, 0],
+            "length counts the NUL, not the padding"
+        );
         assert_eq!(b.len(), 16);
         assert_eq!(&b[4..15], b"netdevsim1\0");
     }

@@ -33,8 +33,8 @@ pub use requests::{
 };
 
 use crate::device::{
-    check_method, Activated, ComponentVersions, Device, DeviceError, Health, ImageInfo,
-    Inventory, Progress, Staged,
+    check_method, Activated, ComponentVersions, Device, DeviceError, Health, ImageInfo, Inventory,
+    Progress, Staged,
 };
 use crate::profile::{ActivationMethod, Backend, Bus, Component, Profile};
 use socket::Connection;
@@ -163,7 +163,9 @@ impl DevlinkDevice {
             opts,
             link_epochs: BTreeMap::new(),
         };
-        let info = dev.info().map_err(|e| bad(format!("devlink dev info: {e}")))?;
+        let info = dev
+            .info()
+            .map_err(|e| bad(format!("devlink dev info: {e}")))?;
         if let (Some(want), Some(got)) = (&dev.profile.matcher.driver, &info.driver) {
             if want != got {
                 return Err(bad(format!(
@@ -349,17 +351,16 @@ impl Device for DevlinkDevice {
             method,
             reason,
         };
-        let no_reset = match method {
-            ActivationMethod::Live => true,
-            ActivationMethod::Reset => false,
-            ActivationMethod::Reboot => {
-                return Err(failed(
+        let no_reset =
+            match method {
+                ActivationMethod::Live => true,
+                ActivationMethod::Reset => false,
+                ActivationMethod::Reboot => return Err(failed(
                     "devlink cannot reboot the host: reboot it, and the device runs its stored \
                      firmware"
                         .into(),
-                ))
-            }
-        };
+                )),
+            };
         let before = self.info().map_err(|e| self.state_error(e))?;
         let previous = before.running.get(&c.version_key).cloned();
         let target = match before.stored.get(&c.version_key) {

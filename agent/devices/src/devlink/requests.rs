@@ -23,7 +23,8 @@ impl FromStr for Handle {
     fn from_str(s: &str) -> Result<Handle, String> {
         let bad = || format!("devlink handle {s:?} is not BUS/DEVICE (e.g. pci/0000:03:00.0)");
         let (bus, device) = s.split_once('/').ok_or_else(bad)?;
-        let ok = |p: &str| !p.is_empty() && !p.contains(['/', '\0']) && !p.contains(char::is_whitespace);
+        let ok =
+            |p: &str| !p.is_empty() && !p.contains(['/', '\0']) && !p.contains(char::is_whitespace);
         if !ok(bus) || !ok(device) {
             return Err(bad());
         }
@@ -304,7 +305,12 @@ mod tests {
 
     #[test]
     fn a_flash_names_file_component_and_only_a_nonempty_mask() {
-        let m = flash_request(&h(), "entente/ab.bin", Some("fw.mgmt"), Overwrite::default());
+        let m = flash_request(
+            &h(),
+            "entente/ab.bin",
+            Some("fw.mgmt"),
+            Overwrite::default(),
+        );
         assert_eq!(m.cmd, CMD_FLASH_UPDATE);
         assert_eq!(
             m.attrs,

@@ -154,7 +154,9 @@ impl Connection {
         let deadline = Instant::now() + timeout;
         let mut replies = Vec::new();
         loop {
-            let datagram = self.recv(deadline).ok_or(NetlinkError::Timeout(timeout))??;
+            let datagram = self
+                .recv(deadline)
+                .ok_or(NetlinkError::Timeout(timeout))??;
             let mut at = 0;
             while at + 16 <= datagram.len() {
                 let len = u32::from_ne_bytes(datagram[at..at + 4].try_into().expect("4 bytes"));

@@ -31,7 +31,12 @@ fn profile_components_read_their_version_key_and_fixed_keys() {
     assert_eq!(fw.running.as_deref(), Some("28.39.1002"));
     assert_eq!(fw.stored.as_deref(), Some("28.39.1002"));
     assert!(!fw.pending_activation);
-    assert_eq!(fw.fixed.len(), 1, "only the profile's fixed keys: {:?}", fw.fixed);
+    assert_eq!(
+        fw.fixed.len(),
+        1,
+        "only the profile's fixed keys: {:?}",
+        fw.fixed
+    );
     assert_eq!(fw.fixed["fw.psid"], "MT_0000000359");
 
     let inv = inventory_from_info(&p, &info("28.39.1002", "28.40.1000"));
@@ -99,7 +104,10 @@ fn link_epochs_only_grow() {
     d.set_link_epoch(2, 3).unwrap();
     d.set_link_epoch(2, 3).unwrap();
     let e = d.set_link_epoch(2, 2).unwrap_err();
-    assert!(matches!(e, DeviceError::EpochWentBack { current: 3, .. }), "{e}");
+    assert!(
+        matches!(e, DeviceError::EpochWentBack { current: 3, .. }),
+        "{e}"
+    );
     d.set_link_epoch(2, 4).unwrap();
 }
 

@@ -16,7 +16,9 @@
 mod binaries;
 mod cache;
 mod campaign;
+mod devlink;
 mod initramfs;
+mod netdevsim;
 mod packages;
 mod report;
 mod scenarios;
@@ -40,6 +42,9 @@ struct Options {
     only: String,
     /// Run scenario B, the agents on RDMA (on by default; `--no-campaign` skips it).
     campaign: bool,
+    /// Run scenario C, the agents on netdevsim through devlink (on by default; `--no-devlink`
+    /// skips it).
+    devlink: bool,
 }
 
 impl Options {
@@ -50,6 +55,7 @@ impl Options {
             rounds: scenarios::ROUNDS,
             only: String::new(),
             campaign: true,
+            devlink: true,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -60,9 +66,10 @@ impl Options {
                 "--only" => o.only = it.next().context("--only needs a step prefix")?.clone(),
                 "--campaign" => o.campaign = true,
                 "--no-campaign" => o.campaign = false,
+                "--no-devlink" => o.devlink = false,
                 _ => bail!(
                     "usage: cargo xtask lab [--keep] [--json FILE] [--rounds N] [--only STEP] [--no-campaign] \
-                     (unknown {a:?})"
+                     [--no-devlink] (unknown {a:?})"
                 ),
             }
         }
@@ -198,7 +205,12 @@ fn lab(dirs: &Dirs, steps: &mut Steps, opts: &Options, started: Instant) -> Resu
     let sys = steps.run("unpack", || cache::unpack(&dirs.cache, &pkgs))?;
     let bins = steps.run("build", binaries::build)?;
     let campaign = opts.campaign || opts.only.starts_with("campaign");
-    let plan = scenarios::plan(&bins, opts.rounds, &opts.only, campaign);
+    let netdevsim = if opts.devlink || opts.only.starts_with("devlink") {
+        Some(steps.run("netdevsim", || netdevsim::build(&dirs.cache, &pkgs))?)
+    } else {
+        None
+    };
+    let plan = scenarios::plan(&bins, opts.rounds, &opts.only, campaign, netdevsim.as_ref());
     let image = steps.run("initramfs", || initramfs::build(&dirs.run, &sys, &plan))?;
     let guest = steps.run("vm", || vm::boot(dirs, &image, &plan))?;
     let failed = guest.first_failure();

@@ -66,9 +66,20 @@ logs() {
         echo "--- agent $n log (last lines)"; tail -n 25 $D/node$n/entented.log
     done
 }
+# inv N: agent N's inventory as one line, asked again while the device has not answered yet.
+inv() {
+    i=0
+    while :; do
+        $E inventory --json --socket $(sock $1) | tr -d '\n' >/tmp/inv.json
+        grep -q '"fw.mgmt"' /tmp/inv.json && break
+        i=$((i + 1)); [ $i -gt 20 ] && break
+        sleep 0.3
+    done
+    cat /tmp/inv.json
+}
 # report LABEL N: one line each of agent N's inventory, history and devlink's own view.
 report() {
-    echo "inventory_$1 $2 $($E inventory --json --socket $(sock $2) | tr -d '\n')"
+    echo "inventory_$1 $2 $(inv $2)"
     echo "history_$1 $2 $($E history --json --limit 1000 --socket $(sock $2) | tr -d '\n')"
     echo "devlink_$1 $2 $($DL -j dev info netdevsim/netdevsim$2)"
 }
@@ -100,7 +111,7 @@ fn agent_config(n: u32) -> String {
          cluster_key = \"$D/cluster.key\"\ntrusted_keys = \"$D/keys\"\nprofiles = \"$D/profiles\"\n\
          control_socket = \"$D/node{n}/control.sock\"\n\n[transport]\nkind = \"tcp\"\nrtt_ms = 5\n\n\
          [device]\nbackend = \"devlink\"\nprofile = \"netdevsim\"\n\n[device.devlink]\n\
-         handle = \"netdevsim/netdevsim{n}\"\nfirmware_dir = \"/lib/firmware/entente/node{n}\"\n\n\
+         handle = \"netdevsim/netdevsim{n}\"\nfirmware_dir = \"/lib/firmware/entente/node{n}\"\nflash_timeout_s = 120\n\n\
          [[peers]]\nid = {peer}\naddr = \"127.0.0.1:760{peer}\"\n"
     )
 }
@@ -159,7 +170,7 @@ fn campaign_script() -> String {
          \x20   if st 1; then p=$(key flash_percent); [ -n \"$p\" ] && [ \"$p\" != null ] && echo \"progress $p\"; c1=$(key converged); fi\n\
          \x20   if st 2; then c2=$(key converged); fi\n\
          \x20   [ \"$c1\" = true ] && [ \"$c2\" = true ] && break\n\
-         \x20   sleep 0.2\n\
+         \x20   sleep 0.4\n\
          done\n\
          echo \"converged after $(awk \"BEGIN {{ print $(now) - $t0 }}\") s\"\n\
          for n in 1 2; do report after $n; done"

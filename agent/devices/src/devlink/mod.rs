@@ -194,11 +194,7 @@ impl DevlinkDevice {
     /// `devlink dev info`.
     pub fn info(&self) -> Result<DeviceInfo, NetlinkError> {
         let mut c = self.connect()?;
-        let replies = c.request(
-            info_request(&self.handle),
-            self.opts.request_timeout,
-            &mut |_| {},
-        )?;
+        let replies = c.request(info_request(&self.handle), self.opts.request_timeout)?;
         replies
             .iter()
             .find(|m| self.handle.matches(m))
@@ -214,10 +210,11 @@ impl DevlinkDevice {
         component: Option<&str>,
         observe: &mut dyn FnMut(&FlashStatus),
     ) -> Result<(), NetlinkError> {
+        let monitor = self.connect()?;
+        monitor.subscribe_config()?;
         let mut c = self.connect()?;
-        c.subscribe_config()?;
         let request = flash_request(&self.handle, file, component, self.opts.overwrite);
-        c.request(request, self.opts.flash_timeout, &mut |n| {
+        c.request_watching(request, self.opts.flash_timeout, &monitor, &mut |n| {
             if self.handle.matches(&n) {
                 if let Some(s) = FlashStatus::from_notification(&n) {
                     observe(&s);
@@ -235,11 +232,7 @@ impl DevlinkDevice {
         timeout: Duration,
     ) -> Result<ActionsPerformed, NetlinkError> {
         let mut c = self.connect()?;
-        let replies = c.request(
-            fw_activate_request(&self.handle, no_reset),
-            timeout,
-            &mut |_| {},
-        )?;
+        let replies = c.request(fw_activate_request(&self.handle, no_reset), timeout)?;
         Ok(replies
             .iter()
             .find_map(ActionsPerformed::from_reply)

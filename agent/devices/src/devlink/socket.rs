@@ -1,6 +1,8 @@
 //! A generic netlink socket to the kernel's devlink family: resolves the family and its `config`
-//! multicast group, sends a request and collects its replies up to the kernel's ack, handing the
-//! notifications that arrive meanwhile to the caller. Every wait is bounded.
+//! multicast group, sends a request and collects its replies up to the kernel's ack, and, with a
+//! second socket that joined the group (a monitor), hands the notifications that arrive meanwhile
+//! to the caller. Notifications never share the requesting socket: a burst of them (a flash sends
+//! hundreds) could fill its buffer and make the kernel drop the ack. Every wait is bounded.
 //!
 //! The socket work is `netlink-sys`'s; messages are framed by `netlink-packet-core` and
 //! `netlink-packet-generic`; waiting uses `poll(2)` through `nix`.
@@ -25,6 +27,8 @@ use std::time::{Duration, Instant};
 const ENOENT: i32 = 2;
 /// `ENOBUFS`: the socket dropped messages (notifications came faster than they were read).
 const ENOBUFS: i32 = 105;
+/// Receive buffer asked for a monitor (the kernel caps it at `net.core.rmem_max`).
+const MONITOR_BUFFER: usize = 4 << 20;
 
 /// An open socket with the devlink family resolved.
 pub struct Connection {
@@ -69,7 +73,7 @@ impl Connection {
             cmd: GenlCtrlCmd::GetFamily,
             nlas: vec![GenlCtrlAttrs::FamilyName(FAMILY_NAME.into())],
         });
-        let replies = match self.transact(request, timeout, &mut |_: GenlCtrl| {}) {
+        let replies = match self.transact(request, timeout, None) {
             Err(NetlinkError::Kernel { errno: ENOENT, .. }) => return Err(NetlinkError::NoFamily),
             other => other?,
         };
@@ -101,7 +105,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Joins devlink's `config` multicast group, which carries flash progress.
+    /// Joins devlink's `config` multicast group, which carries flash progress. A connection that
+    /// joined it is a monitor: requests go through another one, whose answers it cannot crowd out.
     pub fn subscribe_config(&self) -> Result<(), NetlinkError> {
         let group = self.config_group.ok_or_else(|| {
             NetlinkError::Decode(format!(
@@ -110,30 +115,43 @@ impl Connection {
         })?;
         // Progress comes fast; losing some is harmless, an error on the socket is not.
         let _ = self.socket.set_no_enobufs(true);
+        let _ = self.socket.set_rx_buf_sz(MONITOR_BUFFER);
         self.socket
             .add_membership(group)
             .map_err(io("joining devlink's config multicast group"))
     }
 
-    /// Sends `msg` and returns the replies that came before the kernel's ack; each notification
-    /// that arrives meanwhile goes to `on_notification`. Fails when the kernel refuses (with its
-    /// message) or when nothing ends the exchange within `timeout`.
+    /// Sends `msg` and returns the replies that came before the kernel's ack. Fails when the
+    /// kernel refuses (with its message) or when nothing ends the exchange within `timeout`.
     pub fn request(
         &mut self,
         msg: DevlinkMessage,
         timeout: Duration,
+    ) -> Result<Vec<DevlinkMessage>, NetlinkError> {
+        let mut m = GenlMessage::from_payload(msg);
+        m.set_resolved_family_id(self.family);
+        self.transact(m, timeout, None)
+    }
+
+    /// [`Connection::request`], handing every notification `monitor` (a connection that joined
+    /// the `config` group) receives meanwhile to `on_notification`.
+    pub fn request_watching(
+        &mut self,
+        msg: DevlinkMessage,
+        timeout: Duration,
+        monitor: &Connection,
         on_notification: &mut dyn FnMut(DevlinkMessage),
     ) -> Result<Vec<DevlinkMessage>, NetlinkError> {
         let mut m = GenlMessage::from_payload(msg);
         m.set_resolved_family_id(self.family);
-        self.transact(m, timeout, &mut |n| on_notification(n))
+        self.transact(m, timeout, Some((&monitor.socket, on_notification)))
     }
 
     fn transact<F>(
         &mut self,
         msg: GenlMessage<F>,
         timeout: Duration,
-        on_notification: &mut dyn FnMut(F),
+        mut monitor: Option<(&Socket, &mut dyn FnMut(DevlinkMessage))>,
     ) -> Result<Vec<F>, NetlinkError>
     where
         F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
@@ -154,41 +172,46 @@ impl Connection {
         let deadline = Instant::now() + timeout;
         let mut replies = Vec::new();
         loop {
-            let datagram = self
-                .recv(deadline)
+            let other = monitor.as_ref().map(|(s, _)| *s);
+            let (from_monitor, datagram) = self
+                .recv(deadline, other)
                 .ok_or(NetlinkError::Timeout(timeout))??;
-            let mut at = 0;
-            while at + 16 <= datagram.len() {
-                let len = u32::from_ne_bytes(datagram[at..at + 4].try_into().expect("4 bytes"));
-                let len = len as usize;
-                if len < 16 || at + len > datagram.len() {
-                    return Err(NetlinkError::Decode(format!(
-                        "a netlink message of {len} bytes at offset {at} of {}",
-                        datagram.len()
-                    )));
-                }
-                let parsed = NetlinkMessage::<GenlMessage<F>>::deserialize(&datagram[at..at + len])
-                    .map_err(|e| NetlinkError::Decode(e.to_string()))?;
-                at += (len + 3) & !3;
-                let ours = parsed.header.sequence_number == seq;
-                match parsed.payload {
-                    NetlinkPayload::InnerMessage(m) if ours => replies.push(m.payload),
-                    NetlinkPayload::InnerMessage(m) => on_notification(m.payload),
-                    NetlinkPayload::Error(e) if ours => {
-                        return match e.code {
-                            None => Ok(replies),
-                            Some(_) => Err(NetlinkError::from_kernel(&parsed.header, &e)),
+            if from_monitor {
+                if let Some((_, on_notification)) = monitor.as_mut() {
+                    for m in split::<DevlinkMessage>(&datagram)? {
+                        if let NetlinkPayload::InnerMessage(m) = m.payload {
+                            on_notification(m.payload);
                         }
                     }
-                    NetlinkPayload::Done(_) if ours => return Ok(replies),
+                }
+                continue;
+            }
+            for m in split::<F>(&datagram)? {
+                if m.header.sequence_number != seq {
+                    continue;
+                }
+                match m.payload {
+                    NetlinkPayload::InnerMessage(inner) => replies.push(inner.payload),
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(replies),
+                            Some(_) => Err(NetlinkError::from_kernel(&m.header, &e)),
+                        }
+                    }
+                    NetlinkPayload::Done(_) => return Ok(replies),
                     _ => {}
                 }
             }
         }
     }
 
-    /// Waits for and reads one datagram; `None` when the deadline passed first.
-    fn recv(&self, deadline: Instant) -> Option<Result<Vec<u8>, NetlinkError>> {
+    /// Waits for one datagram on this socket or on `other`, and reads it; `true` when it came
+    /// from `other`. `None` when the deadline passed first.
+    fn recv(
+        &self,
+        deadline: Instant,
+        other: Option<&Socket>,
+    ) -> Option<Result<(bool, Vec<u8>), NetlinkError>> {
         Some(loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -196,7 +219,10 @@ impl Connection {
             }
             let wait = PollTimeout::try_from(left.max(Duration::from_millis(1)))
                 .unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+            let mut fds = vec![PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+            if let Some(o) = other {
+                fds.push(PollFd::new(o.as_fd(), PollFlags::POLLIN));
+            }
             match poll(&mut fds, wait) {
                 Ok(0) => continue,
                 Ok(_) => {}
@@ -208,8 +234,18 @@ impl Connection {
                     })
                 }
             }
-            match self.socket.recv_from_full() {
-                Ok((data, _)) => break Ok(data),
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(|f| f.revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            // Answers first: the ack ends the exchange.
+            let (from_other, socket) = match other {
+                Some(o) if !ready(0) && ready(1) => (true, o),
+                _ => (false, &self.socket),
+            };
+            match socket.recv_from_full() {
+                Ok((data, _)) => break Ok((from_other, data)),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(ENOBUFS) => continue,
@@ -217,4 +253,28 @@ impl Connection {
             }
         })
     }
+}
+
+/// The netlink messages of one datagram.
+fn split<F>(datagram: &[u8]) -> Result<Vec<NetlinkMessage<GenlMessage<F>>>, NetlinkError>
+where
+    F: ParseableParametrized<[u8], GenlHeader> + Debug,
+{
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 16 <= datagram.len() {
+        let len = u32::from_ne_bytes(datagram[at..at + 4].try_into().expect("4 bytes")) as usize;
+        if len < 16 || at + len > datagram.len() {
+            return Err(NetlinkError::Decode(format!(
+                "a netlink message of {len} bytes at offset {at} of {}",
+                datagram.len()
+            )));
+        }
+        out.push(
+            NetlinkMessage::<GenlMessage<F>>::deserialize(&datagram[at..at + len])
+                .map_err(|e| NetlinkError::Decode(e.to_string()))?,
+        );
+        at += (len + 3) & !3;
+    }
+    Ok(out)
 }

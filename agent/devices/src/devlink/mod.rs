@@ -48,6 +48,8 @@ pub const FIRMWARE_ROOT: &str = "/lib/firmware";
 /// Where staged images wait during a flash, by default.
 pub const FIRMWARE_DIR: &str = "/lib/firmware/entente";
 
+/// How often a flash's progress is looked at.
+const PROGRESS_POLL: Duration = Duration::from_millis(100);
 /// Added to a profile's `max_ms` before a reload is given up on.
 const RELOAD_MARGIN: Duration = Duration::from_secs(10);
 
@@ -214,12 +216,27 @@ impl DevlinkDevice {
         monitor.subscribe_config()?;
         let mut c = self.connect()?;
         let request = flash_request(&self.handle, file, component, self.opts.overwrite);
-        c.request_watching(request, self.opts.flash_timeout, &monitor, &mut |n| {
-            if self.handle.matches(&n) {
-                if let Some(s) = FlashStatus::from_notification(&n) {
-                    observe(&s);
+        let timeout = self.opts.flash_timeout;
+        let handle = &self.handle;
+        // The kernel flashes inside the request's send: progress is read here meanwhile.
+        std::thread::scope(|scope| {
+            let flashing = scope.spawn(move || c.request(request, timeout));
+            loop {
+                let finished = flashing.is_finished();
+                monitor.drain(PROGRESS_POLL, &mut |n| {
+                    if handle.matches(&n) {
+                        if let Some(s) = FlashStatus::from_notification(&n) {
+                            observe(&s);
+                        }
+                    }
+                })?;
+                if finished {
+                    break;
                 }
             }
+            flashing.join().map_err(|_| {
+                NetlinkError::Decode("the thread sending the flash request panicked".into())
+            })?
         })?;
         Ok(())
     }

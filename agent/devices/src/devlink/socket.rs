@@ -1,8 +1,12 @@
 //! A generic netlink socket to the kernel's devlink family: resolves the family and its `config`
-//! multicast group, sends a request and collects its replies up to the kernel's ack, and, with a
-//! second socket that joined the group (a monitor), hands the notifications that arrive meanwhile
-//! to the caller. Notifications never share the requesting socket: a burst of them (a flash sends
-//! hundreds) could fill its buffer and make the kernel drop the ack. Every wait is bounded.
+//! multicast group, sends a request and collects its replies up to the kernel's ack; a connection
+//! that joined the group (a monitor) hands over the notifications it received. Every wait is
+//! bounded.
+//!
+//! The kernel carries out a devlink command inside the `send` that delivers it, so a flash's
+//! progress notifications arrive while the requesting thread is still blocked there: they are
+//! read by another thread on another socket, never the requesting one (whose buffer they would
+//! fill, making the kernel drop the ack).
 //!
 //! The socket work is `netlink-sys`'s; messages are framed by `netlink-packet-core` and
 //! `netlink-packet-generic`; waiting uses `poll(2)` through `nix`.
@@ -73,7 +77,7 @@ impl Connection {
             cmd: GenlCtrlCmd::GetFamily,
             nlas: vec![GenlCtrlAttrs::FamilyName(FAMILY_NAME.into())],
         });
-        let replies = match self.transact(request, timeout, None) {
+        let replies = match self.transact(request, timeout) {
             Err(NetlinkError::Kernel { errno: ENOENT, .. }) => return Err(NetlinkError::NoFamily),
             other => other?,
         };
@@ -130,28 +134,40 @@ impl Connection {
     ) -> Result<Vec<DevlinkMessage>, NetlinkError> {
         let mut m = GenlMessage::from_payload(msg);
         m.set_resolved_family_id(self.family);
-        self.transact(m, timeout, None)
+        self.transact(m, timeout)
     }
 
-    /// [`Connection::request`], handing every notification `monitor` (a connection that joined
-    /// the `config` group) receives meanwhile to `on_notification`.
-    pub fn request_watching(
-        &mut self,
-        msg: DevlinkMessage,
-        timeout: Duration,
-        monitor: &Connection,
+    /// Waits up to `wait` for notifications on this connection (one that joined the `config`
+    /// group), then hands every one already received to `on_notification`.
+    pub fn drain(
+        &self,
+        wait: Duration,
         on_notification: &mut dyn FnMut(DevlinkMessage),
-    ) -> Result<Vec<DevlinkMessage>, NetlinkError> {
-        let mut m = GenlMessage::from_payload(msg);
-        m.set_resolved_family_id(self.family);
-        self.transact(m, timeout, Some((&monitor.socket, on_notification)))
+    ) -> Result<(), NetlinkError> {
+        let Some(first) = self.recv(Instant::now() + wait) else {
+            return Ok(());
+        };
+        let mut datagram = first?;
+        loop {
+            for m in split::<DevlinkMessage>(&datagram)? {
+                if let NetlinkPayload::InnerMessage(m) = m.payload {
+                    on_notification(m.payload);
+                }
+            }
+            datagram = match self.socket.recv_from_full() {
+                Ok((data, _)) => data,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(ENOBUFS) => continue,
+                Err(e) => return Err(io("reading from the netlink socket")(e)),
+            };
+        }
     }
 
     fn transact<F>(
         &mut self,
         msg: GenlMessage<F>,
         timeout: Duration,
-        mut monitor: Option<(&Socket, &mut dyn FnMut(DevlinkMessage))>,
     ) -> Result<Vec<F>, NetlinkError>
     where
         F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
@@ -172,20 +188,9 @@ impl Connection {
         let deadline = Instant::now() + timeout;
         let mut replies = Vec::new();
         loop {
-            let other = monitor.as_ref().map(|(s, _)| *s);
-            let (from_monitor, datagram) = self
-                .recv(deadline, other)
+            let datagram = self
+                .recv(deadline)
                 .ok_or(NetlinkError::Timeout(timeout))??;
-            if from_monitor {
-                if let Some((_, on_notification)) = monitor.as_mut() {
-                    for m in split::<DevlinkMessage>(&datagram)? {
-                        if let NetlinkPayload::InnerMessage(m) = m.payload {
-                            on_notification(m.payload);
-                        }
-                    }
-                }
-                continue;
-            }
             for m in split::<F>(&datagram)? {
                 if m.header.sequence_number != seq {
                     continue;
@@ -205,13 +210,8 @@ impl Connection {
         }
     }
 
-    /// Waits for one datagram on this socket or on `other`, and reads it; `true` when it came
-    /// from `other`. `None` when the deadline passed first.
-    fn recv(
-        &self,
-        deadline: Instant,
-        other: Option<&Socket>,
-    ) -> Option<Result<(bool, Vec<u8>), NetlinkError>> {
+    /// Waits for one datagram and reads it; `None` when the deadline passed first.
+    fn recv(&self, deadline: Instant) -> Option<Result<Vec<u8>, NetlinkError>> {
         Some(loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -219,10 +219,7 @@ impl Connection {
             }
             let wait = PollTimeout::try_from(left.max(Duration::from_millis(1)))
                 .unwrap_or(PollTimeout::MAX);
-            let mut fds = vec![PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
-            if let Some(o) = other {
-                fds.push(PollFd::new(o.as_fd(), PollFlags::POLLIN));
-            }
+            let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, wait) {
                 Ok(0) => continue,
                 Ok(_) => {}
@@ -234,18 +231,8 @@ impl Connection {
                     })
                 }
             }
-            let ready = |i: usize| {
-                fds.get(i)
-                    .and_then(|f| f.revents())
-                    .is_some_and(|r| !r.is_empty())
-            };
-            // Answers first: the ack ends the exchange.
-            let (from_other, socket) = match other {
-                Some(o) if !ready(0) && ready(1) => (true, o),
-                _ => (false, &self.socket),
-            };
-            match socket.recv_from_full() {
-                Ok((data, _)) => break Ok((from_other, data)),
+            match self.socket.recv_from_full() {
+                Ok((data, _)) => break Ok(data),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(ENOBUFS) => continue,

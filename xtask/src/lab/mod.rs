@@ -1,12 +1,18 @@
-//! `cargo xtask lab [--keep] [--json FILE]`: the rxe lab. Boots the current Debian bookworm
-//! kernel under QEMU (TCG: no KVM, no RDMA on the host), creates a soft-RoCE device (`rxe0`) and
-//! runs the scenarios against it with the project's binaries built on the host.
+//! `cargo xtask lab [--keep] [--json FILE] [--no-campaign] [--no-devlink] [--only STEP]`: the
+//! lab. Boots the current Debian bookworm kernel under QEMU (TCG: no KVM, no RDMA on the host),
+//! creates a soft-RoCE device (`rxe0`) and runs the scenarios against it with the project's
+//! binaries built on the host.
 //!
 //! Steps, each bounded by a timeout; a failure names its step and keeps the console log:
 //! 1. host packages (`packages.rs`), 2. downloads of the kernel, rdma-core and perftest into a
-//!    cache (`cache.rs`), 3. the test binaries (`binaries.rs`), 4. the initramfs
-//!    (`initramfs.rs`), 5. the VM: boot, rxe0, the scenarios' guest steps, power-off (`vm.rs`),
-//! 6. the report (`report.rs`), and each scenario's verdict on it.
+//!    cache (`cache.rs`), 3. the test binaries (`binaries.rs`), 4. netdevsim for scenario C,
+//!    built out of tree and cached (`netdevsim.rs`), 5. the initramfs (`initramfs.rs`), 6. the
+//!    VM: boot, rxe0, the scenarios' guest steps, power-off (`vm.rs`), 7. the report
+//!    (`report.rs`), and each scenario's verdict on it.
+//!
+//! Scenarios: A `fastpath` (`scenarios.rs`), B `campaign` (`campaign.rs`), C `devlink`
+//! (`devlink.rs`); `--no-campaign` and `--no-devlink` leave B and C out, `--only PREFIX` keeps the
+//! steps whose name starts with PREFIX (a scenario left without steps is dropped).
 //!
 //! Results come back over a second serial port (guest `/dev/ttyS1`, QEMU's stdout): one line per
 //! event (`@@step`, `@@out`, `@@end`, `@@info`, `@@done`), so the kernel's messages on the

@@ -62,13 +62,35 @@ impl Default for TransportConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
-    /// Backend: `sim` (devlink, redfish and nvml come later).
+    /// Backend: `sim` or `devlink` (redfish and nvml come later).
     pub backend: String,
     /// Its hw-profile name.
     pub profile: String,
     /// Fault injection for the sim backend (the `Faults` fields of entente-devices).
     #[serde(default)]
     pub faults: Option<toml::Table>,
+    /// `[device.devlink]`: the devlink instance (backend devlink only).
+    #[serde(default)]
+    pub devlink: Option<DevlinkConfig>,
+}
+
+/// `[device.devlink]`: which devlink instance, and how it is flashed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevlinkConfig {
+    /// The instance, `bus/device` as `devlink dev` prints it (`pci/0000:03:00.0`).
+    pub handle: String,
+    /// Where images wait while they are flashed; under /lib/firmware, where the kernel's
+    /// firmware loader reads (default /lib/firmware/entente).
+    #[serde(default)]
+    pub firmware_dir: Option<PathBuf>,
+    /// What a flash may overwrite besides the firmware: `settings`, `identifiers` (default:
+    /// nothing; mlx5 accepts no overwrite).
+    #[serde(default)]
+    pub overwrite: Vec<String>,
+    /// Longest a flash may take, in seconds (default 1800).
+    #[serde(default)]
+    pub flash_timeout_s: Option<u64>,
 }
 
 /// How this agent fetches and serves images.
@@ -371,15 +393,7 @@ impl Config {
         if self.transport.rtt_ms == 0 || self.transport.rtt_ms > 60_000 {
             return Err(bad("transport.rtt_ms", "must be within 1..=60000".into()));
         }
-        if self.device.backend != "sim" {
-            return Err(bad(
-                "device.backend",
-                format!(
-                    "unknown backend {:?} (this build has: sim)",
-                    self.device.backend
-                ),
-            ));
-        }
+        self.validate_device(&bad)?;
         let f = &self.fanout;
         if !f.max_mib_per_s.is_finite() || f.max_mib_per_s < 0.0 {
             return Err(bad(
@@ -409,6 +423,42 @@ impl Config {
                 "policy.max_unavailable_neighbors",
                 "must be at least 1, or no node could ever activate".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// The `[device]` section: a known backend, with the settings that backend needs and none
+    /// of another's.
+    fn validate_device(
+        &self,
+        bad: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let d = &self.device;
+        match d.backend.as_str() {
+            "sim" => {
+                if d.devlink.is_some() {
+                    return Err(bad("device.devlink", "only for backend \"devlink\"".into()));
+                }
+            }
+            "devlink" => {
+                if d.faults.is_some() {
+                    return Err(bad("device.faults", "only for backend \"sim\"".into()));
+                }
+                let Some(dl) = &d.devlink else {
+                    return Err(bad(
+                        "device.devlink",
+                        "backend \"devlink\" needs [device.devlink] with handle = \"BUS/DEVICE\""
+                            .into(),
+                    ));
+                };
+                crate::device_backend::devlink_options(dl).map_err(|(key, m)| bad(key, m))?;
+            }
+            other => {
+                return Err(bad(
+                    "device.backend",
+                    format!("unknown backend {other:?} (this build has: sim, devlink)"),
+                ))
+            }
         }
         Ok(())
     }
@@ -525,5 +575,74 @@ addr = "127.0.0.1:7002"
         let c = Config::load(Some(&main)).unwrap();
         assert_eq!(c.fanout.strategy, FanoutStrategy::PullOne);
         assert_eq!((c.fanout.source, c.fanout.max_mib_per_s), (Some(2), 50.0));
+    }
+
+    #[test]
+    fn a_devlink_device_needs_a_valid_handle_and_firmware_dir() {
+        let d = dir("devlink");
+        let main = d.join("entented.toml");
+        std::fs::write(&main, BASE).unwrap();
+        std::fs::create_dir_all(d.join("entented.d")).unwrap();
+        let drop = d.join("entented.d/60-device.toml");
+        let load = |text: &str| {
+            std::fs::write(&drop, text).unwrap();
+            Config::load(Some(&main))
+        };
+        let e = load("[device]\nbackend = \"devlink\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("60-device.toml") && e.contains("device.devlink"),
+            "{e}"
+        );
+        let e =
+            load("[device]\nbackend = \"devlink\"\n[device.devlink]\nhandle = \"netdevsim1\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("device.devlink.handle") && e.contains("BUS/DEVICE"),
+            "{e}"
+        );
+        let e = load(
+            "[device]\nbackend = \"devlink\"\n[device.devlink]\nhandle = \"pci/0000:03:00.0\"\n\
+             firmware_dir = \"/tmp/fw\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("device.devlink.firmware_dir") && e.contains("/lib/firmware"),
+            "{e}"
+        );
+        let e = load(
+            "[device]\nbackend = \"devlink\"\n[device.devlink]\nhandle = \"pci/0000:03:00.0\"\n\
+             overwrite = [\"all\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("device.devlink.overwrite"), "{e}");
+        let e = load("[device.devlink]\nhandle = \"pci/0000:03:00.0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("device.devlink") && e.contains("only for backend"),
+            "{e}"
+        );
+        let e = load("[device]\nbackend = \"redfish\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("device.backend") && e.contains("sim, devlink"),
+            "{e}"
+        );
+        let c = load(
+            "[device]\nbackend = \"devlink\"\nprofile = \"netdevsim\"\n[device.devlink]\n\
+             handle = \"netdevsim/netdevsim1\"\nfirmware_dir = \"/lib/firmware/entente/n1\"\n\
+             overwrite = [\"settings\"]\n",
+        )
+        .unwrap();
+        let opts =
+            crate::device_backend::devlink_options(c.device.devlink.as_ref().unwrap()).unwrap();
+        assert!(opts.overwrite.settings && !opts.overwrite.identifiers);
+        assert_eq!(opts.firmware_dir, PathBuf::from("/lib/firmware/entente/n1"));
     }
 }

@@ -10,13 +10,16 @@
 //!   auth, TLS with a configured CA.
 //! - [`nvml`]: GPU inventory (name, PCI address, VBIOS, InfoROM, driver) through NVIDIA's
 //!   management library, loaded at run time; "unavailable" where it is absent.
+//! - [`devlink`]: NIC firmware through the kernel's devlink interface (generic netlink): dev
+//!   info, dev flash with progress, dev reload action fw_activate.
 //!
-//! The devlink backend will implement the same trait; the profile schema already names it. This crate depends on no other project crate: images arrive as a reader
+//! This crate depends on no other project crate: images arrive as a reader
 //! with their expected length and sha256.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod device;
+pub mod devlink;
 pub mod nvml;
 pub mod profile;
 pub mod redfish;

@@ -138,9 +138,18 @@ pub fn download(cache: &Path) -> Result<Packages> {
         .strip_prefix("linux-image-")
         .expect("checked")
         .to_owned();
+    let names: Vec<&str> = std::iter::once(kernel_pkg.as_str())
+        .chain(GUEST.iter().copied())
+        .collect();
+    let debs = fetch(cache, &names)?;
+    Ok(Packages { kernel, debs })
+}
+
+/// Downloads (once) the packages `names` into `cache`, at the versions apt offers today.
+pub fn fetch(cache: &Path, names: &[&str]) -> Result<Vec<Deb>> {
     let mut debs = Vec::new();
     let mut missing = Vec::new();
-    for name in std::iter::once(kernel_pkg.as_str()).chain(GUEST.iter().copied()) {
+    for &name in names {
         let (version, arch) = candidate(name)?;
         let file = format!("{name}_{}_{arch}.deb", version.replace(':', "%3a"));
         let path = cache.join(file);
@@ -172,7 +181,7 @@ pub fn download(cache: &Path) -> Result<Packages> {
             );
         }
     }
-    Ok(Packages { kernel, debs })
+    Ok(debs)
 }
 
 /// Unpacks every package (once) next to the cache; generates the kernel's `modules.dep`.

@@ -185,6 +185,7 @@ pub fn scenario(bins: &Binaries) -> Scenario {
                 dst: "/opt/lab/entente".into(),
             },
         ],
+        data: Vec::new(),
         steps,
         summarize,
         check,

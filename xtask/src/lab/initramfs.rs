@@ -21,6 +21,7 @@ const MODULES: &[&str] = &[
     "crc32_generic",
     "rdma_rxe",
     "rdma_ucm",
+    "psample", // netdevsim (scenario C) needs it
 ];
 
 /// Tools from the downloaded packages: (path in the package, path in the guest).
@@ -30,6 +31,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("usr/bin/ibv_rc_pingpong", "/usr/bin/ibv_rc_pingpong"),
     ("usr/bin/ib_send_lat", "/usr/bin/ib_send_lat"),
     ("usr/bin/ib_write_bw", "/usr/bin/ib_write_bw"),
+    ("sbin/devlink", "/usr/sbin/devlink"),
 ];
 
 /// The init script (PID 1).
@@ -304,6 +306,9 @@ pub fn build(run: &Path, sys: &Sysroot, plan: &Plan) -> Result<Image> {
     )?;
     for (dst, src) in &libs {
         put(&root, src, dst)?;
+    }
+    for f in plan.scenarios.iter().flat_map(|s| s.data.iter()) {
+        put(&root, &f.src, &f.dst)?;
     }
 
     let mut plan_file = String::new();

@@ -1,12 +1,18 @@
-//! `cargo xtask lab [--keep] [--json FILE]`: the rxe lab. Boots the current Debian bookworm
-//! kernel under QEMU (TCG: no KVM, no RDMA on the host), creates a soft-RoCE device (`rxe0`) and
-//! runs the scenarios against it with the project's binaries built on the host.
+//! `cargo xtask lab [--keep] [--json FILE] [--no-campaign] [--no-devlink] [--only STEP]`: the
+//! lab. Boots the current Debian bookworm kernel under QEMU (TCG: no KVM, no RDMA on the host),
+//! creates a soft-RoCE device (`rxe0`) and runs the scenarios against it with the project's
+//! binaries built on the host.
 //!
 //! Steps, each bounded by a timeout; a failure names its step and keeps the console log:
 //! 1. host packages (`packages.rs`), 2. downloads of the kernel, rdma-core and perftest into a
-//!    cache (`cache.rs`), 3. the test binaries (`binaries.rs`), 4. the initramfs
-//!    (`initramfs.rs`), 5. the VM: boot, rxe0, the scenarios' guest steps, power-off (`vm.rs`),
-//! 6. the report (`report.rs`), and each scenario's verdict on it.
+//!    cache (`cache.rs`), 3. the test binaries (`binaries.rs`), 4. netdevsim for scenario C,
+//!    built out of tree and cached (`netdevsim.rs`), 5. the initramfs (`initramfs.rs`), 6. the
+//!    VM: boot, rxe0, the scenarios' guest steps, power-off (`vm.rs`), 7. the report
+//!    (`report.rs`), and each scenario's verdict on it.
+//!
+//! Scenarios: A `fastpath` (`scenarios.rs`), B `campaign` (`campaign.rs`), C `devlink`
+//! (`devlink.rs`); `--no-campaign` and `--no-devlink` leave B and C out, `--only PREFIX` keeps the
+//! steps whose name starts with PREFIX (a scenario left without steps is dropped).
 //!
 //! Results come back over a second serial port (guest `/dev/ttyS1`, QEMU's stdout): one line per
 //! event (`@@step`, `@@out`, `@@end`, `@@info`, `@@done`), so the kernel's messages on the
@@ -16,7 +22,9 @@
 mod binaries;
 mod cache;
 mod campaign;
+mod devlink;
 mod initramfs;
+mod netdevsim;
 mod packages;
 mod report;
 mod scenarios;
@@ -40,6 +48,9 @@ struct Options {
     only: String,
     /// Run scenario B, the agents on RDMA (on by default; `--no-campaign` skips it).
     campaign: bool,
+    /// Run scenario C, the agents on netdevsim through devlink (on by default; `--no-devlink`
+    /// skips it).
+    devlink: bool,
 }
 
 impl Options {
@@ -50,6 +61,7 @@ impl Options {
             rounds: scenarios::ROUNDS,
             only: String::new(),
             campaign: true,
+            devlink: true,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -60,9 +72,10 @@ impl Options {
                 "--only" => o.only = it.next().context("--only needs a step prefix")?.clone(),
                 "--campaign" => o.campaign = true,
                 "--no-campaign" => o.campaign = false,
+                "--no-devlink" => o.devlink = false,
                 _ => bail!(
                     "usage: cargo xtask lab [--keep] [--json FILE] [--rounds N] [--only STEP] [--no-campaign] \
-                     (unknown {a:?})"
+                     [--no-devlink] (unknown {a:?})"
                 ),
             }
         }
@@ -198,7 +211,12 @@ fn lab(dirs: &Dirs, steps: &mut Steps, opts: &Options, started: Instant) -> Resu
     let sys = steps.run("unpack", || cache::unpack(&dirs.cache, &pkgs))?;
     let bins = steps.run("build", binaries::build)?;
     let campaign = opts.campaign || opts.only.starts_with("campaign");
-    let plan = scenarios::plan(&bins, opts.rounds, &opts.only, campaign);
+    let netdevsim = if opts.devlink || opts.only.starts_with("devlink") {
+        Some(steps.run("netdevsim", || netdevsim::build(&dirs.cache, &pkgs))?)
+    } else {
+        None
+    };
+    let plan = scenarios::plan(&bins, opts.rounds, &opts.only, campaign, netdevsim.as_ref());
     let image = steps.run("initramfs", || initramfs::build(&dirs.run, &sys, &plan))?;
     let guest = steps.run("vm", || vm::boot(dirs, &image, &plan))?;
     let failed = guest.first_failure();

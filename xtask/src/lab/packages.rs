@@ -1,4 +1,5 @@
-//! Host packages the lab needs: QEMU, a static busybox for the guest, kmod (depmod) and cpio.
+//! Host packages the lab needs: QEMU, a static busybox for the guest, kmod (depmod), cpio, and
+//! what builds netdevsim out of tree (make, the kernel's compiler, patch, xz).
 
 use super::bounded;
 use anyhow::{bail, Result};
@@ -6,7 +7,16 @@ use std::process::Command;
 use std::time::Duration;
 
 /// Debian packages of the host side.
-pub const HOST: &[&str] = &["qemu-system-x86", "busybox-static", "kmod", "cpio"];
+pub const HOST: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "cpio",
+    "make",
+    "gcc-12",
+    "patch",
+    "xz-utils",
+];
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")

@@ -137,6 +137,14 @@ pub fn summary(r: &Value) -> String {
             c["killed_mid_campaign"], c["safety_violations"], c["history_ok"]
         );
     }
+    let d = &r["devlink"];
+    if d.is_object() {
+        s += &format!(
+            "\n  devlink (netdevsim): passed {}: inventory {}, flash_progress {}, activation {}, versions {}, flash_failure {}, activation_failure {}",
+            d["passed"], d["inventory"], d["flash_progress"], d["activation"], d["versions"],
+            d["flash_failure"], d["activation_failure"]
+        );
+    }
     s += &format!("\n  wall time {} s", r["seconds"]["total"]);
     s
 }

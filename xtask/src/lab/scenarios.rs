@@ -9,6 +9,8 @@
 //! the first attempt's output is kept, each line behind `| `, and ignored by the parsers.
 //!
 //! Scenario B, `campaign` (`campaign.rs`): the agents on RDMA.
+//!
+//! Scenario C, `devlink` (`devlink.rs`): the agents on netdevsim through devlink.
 
 use super::binaries::Binaries;
 use super::report::{num_after, spread};
@@ -55,8 +57,10 @@ pub struct GuestStep {
 pub struct Scenario {
     /// Name (`fastpath`).
     pub name: &'static str,
-    /// Files it needs in the guest.
+    /// Executables it needs in the guest (with their shared libraries).
     pub files: Vec<GuestFile>,
+    /// Other files it needs in the guest, copied as they are (kernel modules, profiles).
+    pub data: Vec<GuestFile>,
     /// Its guest steps, in order.
     pub steps: Vec<GuestStep>,
     /// Turns the guest's output into report fields (merged into the top level).
@@ -91,15 +95,26 @@ pub fn step(name: impl Into<String>, timeout_s: u32, script: impl Into<String>) 
 }
 
 /// The guest's plan: `rounds` of each measurement; only the scenario steps whose name starts
-/// with `only` (all when empty); scenario B when `campaign`.
-pub fn plan(bins: &Binaries, rounds: u32, only: &str, campaign: bool) -> Plan {
+/// with `only` (all when empty; a scenario left without steps is dropped); scenario B when
+/// `campaign`; scenario C when netdevsim was built.
+pub fn plan(
+    bins: &Binaries,
+    rounds: u32,
+    only: &str,
+    campaign: bool,
+    netdevsim: Option<&super::netdevsim::Netdevsim>,
+) -> Plan {
     let mut scenarios = vec![fastpath(bins, rounds)];
     if campaign {
         scenarios.push(super::campaign::scenario(bins));
     }
+    if let Some(n) = netdevsim {
+        scenarios.push(super::devlink::scenario(bins, n));
+    }
     for s in &mut scenarios {
         s.steps.retain(|st| st.name.starts_with(only));
     }
+    scenarios.retain(|s| !s.steps.is_empty());
     Plan {
         setup: setup(),
         scenarios,
@@ -219,6 +234,7 @@ fn fastpath(bins: &Binaries, rounds: u32) -> Scenario {
                 dst: "/opt/lab/verbs_perf".into(),
             },
         ],
+        data: Vec::new(),
         steps,
         summarize: summarize_fastpath,
         check: |_| None,

@@ -134,19 +134,9 @@ impl Agent {
                     cfg.profiles.display()
                 )
             })?;
-        let faults = match &cfg.device.faults {
-            Some(t) => entente_devices::sim::Faults::from_toml(&t.to_string())
-                .map_err(|e| anyhow::anyhow!("device.faults: {e}"))?,
-            None => entente_devices::sim::Faults::default(),
-        };
-        let device = entente_devices::sim::SimDevice::open(
-            &cfg.data_dir.join("device"),
-            profile.clone(),
-            faults,
-        )
-        .context("open the sim device")?;
+        let device = crate::device_backend::open(&cfg, &profile)?;
         let worker = Worker::start(
-            Box::new(device),
+            device,
             Store::open(&cfg.data_dir.join("store")).context("image store")?,
             cfg.policy.drain_hook.clone(),
         );

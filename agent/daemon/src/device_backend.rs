@@ -1,0 +1,66 @@
+//! Opens the device the configuration names, with the backend it names, as the `Device` the
+//! worker drives: `sim` (a directory under the data dir) or `devlink` (a kernel devlink
+//! instance). Each backend's settings are turned into its options here, once, so that the
+//! configuration check and the agent agree on them.
+
+use crate::config::{Config, DevlinkConfig};
+use anyhow::{bail, Context, Result};
+use entente_devices::devlink::{DevlinkDevice, DevlinkOptions, Handle, Overwrite};
+use entente_devices::profile::Profile;
+use entente_devices::sim::{Faults, SimDevice};
+use entente_devices::Device;
+use std::time::Duration;
+
+/// The devlink options `[device.devlink]` asks for; an error names the key and what is wrong.
+pub fn devlink_options(c: &DevlinkConfig) -> Result<DevlinkOptions, (&'static str, String)> {
+    let mut opts = DevlinkOptions::default();
+    c.handle
+        .parse::<Handle>()
+        .map_err(|e| ("device.devlink.handle", e))?;
+    if let Some(dir) = &c.firmware_dir {
+        entente_devices::devlink::relative_name(&opts.firmware_root, dir)
+            .map_err(|e| ("device.devlink.firmware_dir", e))?;
+        opts.firmware_dir = dir.clone();
+    }
+    opts.overwrite = Overwrite::from_names(c.overwrite.iter().map(String::as_str))
+        .map_err(|e| ("device.devlink.overwrite", e))?;
+    if let Some(s) = c.flash_timeout_s {
+        if s == 0 {
+            return Err((
+                "device.devlink.flash_timeout_s",
+                "must be at least 1".into(),
+            ));
+        }
+        opts.flash_timeout = Duration::from_secs(s);
+    }
+    Ok(opts)
+}
+
+/// Opens the configured device for `profile`.
+pub fn open(cfg: &Config, profile: &Profile) -> Result<Box<dyn Device + Send>> {
+    let d = &cfg.device;
+    match d.backend.as_str() {
+        "sim" => {
+            let faults = match &d.faults {
+                Some(t) => Faults::from_toml(&t.to_string())
+                    .map_err(|e| anyhow::anyhow!("device.faults: {e}"))?,
+                None => Faults::default(),
+            };
+            let dev = SimDevice::open(&cfg.data_dir.join("device"), profile.clone(), faults)
+                .context("open the sim device")?;
+            Ok(Box::new(dev))
+        }
+        "devlink" => {
+            let c = d
+                .devlink
+                .as_ref()
+                .context("backend devlink needs [device.devlink]")?;
+            let opts = devlink_options(c).map_err(|(key, e)| anyhow::anyhow!("{key}: {e}"))?;
+            let dev = DevlinkDevice::open(profile.clone(), &c.handle, opts)
+                .with_context(|| format!("open the devlink device {}", c.handle))?;
+            Ok(Box::new(dev))
+        }
+        // A `redfish` arm (a BMC's UpdateService for GPU firmware) opens its device here.
+        other => bail!("unknown device backend {other:?} (this build has: sim, devlink)"),
+    }
+}

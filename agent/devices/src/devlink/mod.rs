@@ -1,0 +1,463 @@
+//! The devlink backend: NIC firmware through the kernel's devlink interface, as mlx5 (ConnectX,
+//! BlueField) implements it, over generic netlink.
+//!
+//! - inventory: `DEVLINK_CMD_INFO_GET`; each profile component reads its running and stored
+//!   versions under its `version_key` and its `fixed_keys` among the fixed versions (`fw.psid`);
+//! - stage: the verified image is written to `<firmware_dir>/<sha256>.bin` (under
+//!   `/lib/firmware`, where the kernel's firmware loader reads), then `DEVLINK_CMD_FLASH_UPDATE`
+//!   names it with the component's `flash_component` and the configured overwrite mask; progress
+//!   comes from the `DEVLINK_CMD_FLASH_UPDATE_STATUS` notifications of the `config` multicast
+//!   group; the file is removed afterwards, also on error; the stored version read back must be
+//!   the image's;
+//! - activate: `DEVLINK_CMD_RELOAD` with action `fw_activate`, limit `no_reset` for the `live`
+//!   method and no limit for `reset`; the actions the kernel reports performed must include
+//!   `fw_activate` and the running version read back must be the one that was stored. `reboot`
+//!   is the host's to do, not devlink's.
+//!
+//! Kernel refusals carry the driver's extended ack message verbatim. devlink keeps no previous
+//! image (profiles say `dual_bank = false`), so rollback means staging the old image again.
+
+mod error;
+mod firmware;
+mod message;
+mod requests;
+mod socket;
+mod uapi;
+
+pub use error::NetlinkError;
+pub use firmware::{place, relative_name, PlacedImage};
+pub use message::{Attr, Bitfield32, DevlinkMessage, VersionPair};
+pub use requests::{
+    flash_request, fw_activate_request, info_request, ActionsPerformed, DeviceInfo, FlashPhase,
+    FlashStatus, Handle, Overwrite,
+};
+
+use crate::device::{
+    check_method, Activated, ComponentVersions, Device, DeviceError, Health, ImageInfo, Inventory,
+    Progress, Staged,
+};
+use crate::profile::{ActivationMethod, Backend, Bus, Component, Profile};
+use socket::Connection;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the kernel's firmware loader reads files (devlink names are relative to it).
+pub const FIRMWARE_ROOT: &str = "/lib/firmware";
+/// Where staged images wait during a flash, by default.
+pub const FIRMWARE_DIR: &str = "/lib/firmware/entente";
+
+/// How often a flash's progress is looked at.
+const PROGRESS_POLL: Duration = Duration::from_millis(100);
+/// Added to a profile's `max_ms` before a reload is given up on.
+const RELOAD_MARGIN: Duration = Duration::from_secs(10);
+
+/// How a devlink device is driven beyond what its profile says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevlinkOptions {
+    /// The firmware loader's root; flash file names are relative to it.
+    pub firmware_root: PathBuf,
+    /// Where images are placed while they are flashed (under `firmware_root`).
+    pub firmware_dir: PathBuf,
+    /// What a flash may overwrite besides the firmware.
+    pub overwrite: Overwrite,
+    /// Longest a flash may take before it is given up on.
+    pub flash_timeout: Duration,
+    /// Longest any other request may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for DevlinkOptions {
+    fn default() -> Self {
+        DevlinkOptions {
+            firmware_root: FIRMWARE_ROOT.into(),
+            firmware_dir: FIRMWARE_DIR.into(),
+            overwrite: Overwrite::default(),
+            flash_timeout: Duration::from_secs(30 * 60),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A device driven through devlink.
+#[derive(Debug)]
+pub struct DevlinkDevice {
+    profile: Profile,
+    handle: Handle,
+    opts: DevlinkOptions,
+    /// Committed link epoch per peer (devlink has no parameter for it on these devices: the
+    /// agent's database is the durable record).
+    link_epochs: BTreeMap<u64, u64>,
+}
+
+/// The devlink bus name of a profile's bus.
+fn bus_name(bus: Bus) -> Option<&'static str> {
+    match bus {
+        Bus::Pci => Some("pci"),
+        Bus::Netdevsim => Some("netdevsim"),
+        Bus::Virtual | Bus::Sim => None,
+    }
+}
+
+/// The inventory of `profile`'s components in what devlink reported.
+pub fn inventory_from_info(profile: &Profile, info: &DeviceInfo) -> Inventory {
+    let components = profile
+        .components
+        .iter()
+        .map(|c| {
+            let running = info.running.get(&c.version_key).cloned();
+            let stored = info.stored.get(&c.version_key).cloned();
+            let fixed = c
+                .fixed_keys
+                .iter()
+                .filter_map(|k| info.fixed.get(k).map(|v| (k.clone(), v.clone())))
+                .collect();
+            ComponentVersions {
+                component: c.name.clone(),
+                fixed,
+                pending_activation: stored.is_some() && stored != running,
+                running,
+                stored,
+            }
+        })
+        .collect();
+    Inventory {
+        profile: profile.name.clone(),
+        components,
+    }
+}
+
+impl DevlinkDevice {
+    /// Opens the devlink instance `handle` (`bus/device`) for `profile`, which must be a devlink
+    /// profile whose bus and driver are the instance's: the kernel is asked for the instance's
+    /// info now, so a missing device or a kernel without devlink is reported here.
+    pub fn open(
+        profile: Profile,
+        handle: &str,
+        opts: DevlinkOptions,
+    ) -> Result<DevlinkDevice, DeviceError> {
+        let path = PathBuf::from(format!("devlink {handle}"));
+        let bad = |reason: String| DeviceError::BadState {
+            path: path.clone(),
+            reason,
+        };
+        let handle: Handle = handle.parse().map_err(bad)?;
+        if profile.backend != Backend::Devlink {
+            return Err(bad(format!(
+                "profile {} has backend {}, not devlink",
+                profile.name, profile.backend
+            )));
+        }
+        let want_bus = bus_name(profile.matcher.bus);
+        if want_bus != Some(handle.bus.as_str()) {
+            return Err(bad(format!(
+                "profile {} matches devices on bus {}, not {}",
+                profile.name,
+                want_bus.unwrap_or("(none devlink reaches)"),
+                handle.bus
+            )));
+        }
+        relative_name(&opts.firmware_root, &opts.firmware_dir).map_err(bad)?;
+        let dev = DevlinkDevice {
+            profile,
+            handle,
+            opts,
+            link_epochs: BTreeMap::new(),
+        };
+        let info = dev
+            .info()
+            .map_err(|e| bad(format!("devlink dev info: {e}")))?;
+        if let (Some(want), Some(got)) = (&dev.profile.matcher.driver, &info.driver) {
+            if want != got {
+                return Err(bad(format!(
+                    "driver {got} is bound, but profile {} is for driver {want}",
+                    dev.profile.name
+                )));
+            }
+        }
+        Ok(dev)
+    }
+
+    /// The instance's handle.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &DevlinkOptions {
+        &self.opts
+    }
+
+    fn connect(&self) -> Result<Connection, NetlinkError> {
+        Connection::open(self.opts.request_timeout)
+    }
+
+    /// `devlink dev info`.
+    pub fn info(&self) -> Result<DeviceInfo, NetlinkError> {
+        let mut c = self.connect()?;
+        let replies = c.request(info_request(&self.handle), self.opts.request_timeout)?;
+        replies
+            .iter()
+            .find(|m| self.handle.matches(m))
+            .map(DeviceInfo::from_reply)
+            .ok_or_else(|| NetlinkError::Decode("devlink info answered without the device".into()))
+    }
+
+    /// `devlink dev flash` of `file` (relative to the firmware root), giving every flash
+    /// notification about this instance to `observe`.
+    pub fn flash(
+        &self,
+        file: &str,
+        component: Option<&str>,
+        observe: &mut dyn FnMut(&FlashStatus),
+    ) -> Result<(), NetlinkError> {
+        let monitor = self.connect()?;
+        monitor.subscribe_config()?;
+        let mut c = self.connect()?;
+        let request = flash_request(&self.handle, file, component, self.opts.overwrite);
+        let timeout = self.opts.flash_timeout;
+        let handle = &self.handle;
+        // The kernel flashes inside the request's send: progress is read here meanwhile.
+        std::thread::scope(|scope| {
+            let flashing = scope.spawn(move || c.request(request, timeout));
+            loop {
+                let finished = flashing.is_finished();
+                monitor.drain(PROGRESS_POLL, &mut |n| {
+                    if handle.matches(&n) {
+                        if let Some(s) = FlashStatus::from_notification(&n) {
+                            observe(&s);
+                        }
+                    }
+                })?;
+                if finished {
+                    break;
+                }
+            }
+            flashing.join().map_err(|_| {
+                NetlinkError::Decode("the thread sending the flash request panicked".into())
+            })?
+        })?;
+        Ok(())
+    }
+
+    /// `devlink dev reload action fw_activate [limit no_reset]`, allowing `timeout`; returns the
+    /// actions the kernel reports performed.
+    pub fn fw_activate(
+        &self,
+        no_reset: bool,
+        timeout: Duration,
+    ) -> Result<ActionsPerformed, NetlinkError> {
+        let mut c = self.connect()?;
+        let replies = c.request(fw_activate_request(&self.handle, no_reset), timeout)?;
+        Ok(replies
+            .iter()
+            .find_map(ActionsPerformed::from_reply)
+            .unwrap_or_default())
+    }
+
+    /// The device's state as the inventory reads it, for errors.
+    fn state_error(&self, e: NetlinkError) -> DeviceError {
+        DeviceError::BadState {
+            path: PathBuf::from(format!("devlink {}", self.handle)),
+            reason: format!("devlink dev info: {e}"),
+        }
+    }
+
+    fn flashable(&self, name: &str) -> Result<Component, DeviceError> {
+        let c = self
+            .profile
+            .component(name)
+            .ok_or_else(|| DeviceError::UnknownComponent {
+                profile: self.profile.name.clone(),
+                component: name.into(),
+            })?;
+        if !c.flashable {
+            return Err(DeviceError::NotFlashable {
+                component: name.into(),
+            });
+        }
+        Ok(c.clone())
+    }
+}
+
+impl Device for DevlinkDevice {
+    fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    fn inventory(&self) -> Result<Inventory, DeviceError> {
+        let info = self.info().map_err(|e| self.state_error(e))?;
+        Ok(inventory_from_info(&self.profile, &info))
+    }
+
+    fn stage(
+        &mut self,
+        component: &str,
+        info: &ImageInfo,
+        image: &mut dyn Read,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Staged, DeviceError> {
+        let c = self.flashable(component)?;
+        let max = c.max_image_bytes.unwrap_or(0);
+        if info.len > max {
+            return Err(DeviceError::ImageTooLarge {
+                component: component.into(),
+                len: info.len,
+                max,
+            });
+        }
+        let placed = place(
+            &self.opts.firmware_root,
+            &self.opts.firmware_dir,
+            component,
+            info,
+            image,
+        )?;
+        let mut last = Progress { done: 0, total: 0 };
+        let flashed = self.flash(placed.name(), c.flash_component.as_deref(), &mut |s| {
+            if s.total > 0 {
+                last = Progress {
+                    done: s.done,
+                    total: s.total,
+                };
+                progress(last);
+            }
+        });
+        drop(placed);
+        let at_percent = if last.total == 0 { 0 } else { last.percent() };
+        let failed = |reason: String| DeviceError::FlashFailed {
+            component: component.into(),
+            at_percent,
+            reason,
+        };
+        flashed.map_err(|e| failed(format!("devlink dev flash {}: {e}", self.handle)))?;
+        let now = self.info().map_err(|e| self.state_error(e))?;
+        match now.stored.get(&c.version_key) {
+            Some(v) if *v == info.version => Ok(Staged {
+                component: component.into(),
+                version: info.version.clone(),
+                slot: format!("devlink {} stored {}", self.handle, c.version_key),
+            }),
+            other => Err(failed(format!(
+                "after the flash devlink reports stored {} {}, but the image is version {}",
+                c.version_key,
+                other.map_or("(none)".into(), |v| format!("{v:?}")),
+                info.version
+            ))),
+        }
+    }
+
+    fn activate(
+        &mut self,
+        component: &str,
+        method: ActivationMethod,
+    ) -> Result<Activated, DeviceError> {
+        let c = self.flashable(component)?;
+        check_method(&self.profile, method)?;
+        let act = self.profile.activation(method).cloned().expect("checked");
+        let failed = |reason: String| DeviceError::ActivationFailed {
+            component: component.into(),
+            method,
+            reason,
+        };
+        let no_reset =
+            match method {
+                ActivationMethod::Live => true,
+                ActivationMethod::Reset => false,
+                ActivationMethod::Reboot => return Err(failed(
+                    "devlink cannot reboot the host: reboot it, and the device runs its stored \
+                     firmware"
+                        .into(),
+                )),
+            };
+        let before = self.info().map_err(|e| self.state_error(e))?;
+        let previous = before.running.get(&c.version_key).cloned();
+        let target = match before.stored.get(&c.version_key) {
+            Some(s) if Some(s) != previous.as_ref() => s.clone(),
+            _ => {
+                return Err(DeviceError::NothingStaged {
+                    component: component.into(),
+                })
+            }
+        };
+        let limit = if no_reset { " limit no_reset" } else { "" };
+        let timeout = Duration::from_millis(act.max_ms) + RELOAD_MARGIN;
+        let performed = self.fw_activate(no_reset, timeout).map_err(|e| {
+            failed(format!(
+                "devlink dev reload {} action fw_activate{limit}: {e}",
+                self.handle
+            ))
+        })?;
+        if !performed.fw_activate() {
+            return Err(failed(format!(
+                "the kernel reports actions performed: {performed}, not fw_activate"
+            )));
+        }
+        let after = self.info().map_err(|e| self.state_error(e))?;
+        let running = after.running.get(&c.version_key).cloned();
+        if running.as_ref() != Some(&target) {
+            return Err(failed(format!(
+                "after fw_activate devlink reports running {} {}, expected {target}",
+                c.version_key,
+                running.map_or("(none)".into(), |v| format!("{v:?}"))
+            )));
+        }
+        Ok(Activated {
+            component: component.into(),
+            method,
+            previous,
+            running: target,
+            disruptive: act.disruptive,
+        })
+    }
+
+    fn rollback(&mut self, component: &str) -> Result<Activated, DeviceError> {
+        self.flashable(component)?;
+        Err(DeviceError::RollbackUnsupported {
+            profile: self.profile.name.clone(),
+            component: component.into(),
+        })
+    }
+
+    fn set_link_epoch(&mut self, peer: u64, epoch: u64) -> Result<(), DeviceError> {
+        match self.link_epochs.get(&peer) {
+            Some(&current) if epoch < current => Err(DeviceError::EpochWentBack {
+                peer,
+                current,
+                requested: epoch,
+            }),
+            _ => {
+                self.link_epochs.insert(peer, epoch);
+                Ok(())
+            }
+        }
+    }
+
+    fn health(&self) -> Health {
+        match self.info() {
+            Ok(info) => {
+                let missing: Vec<&str> = self
+                    .profile
+                    .components
+                    .iter()
+                    .filter(|c| !info.running.contains_key(&c.version_key))
+                    .map(|c| c.version_key.as_str())
+                    .collect();
+                if missing.is_empty() {
+                    Health::Ok
+                } else {
+                    Health::Degraded(format!(
+                        "devlink {} reports no running version for {}",
+                        self.handle,
+                        missing.join(", ")
+                    ))
+                }
+            }
+            Err(e) => Health::Failed(format!("devlink {}: {e}", self.handle)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -72,6 +72,9 @@ pub struct DeviceConfig {
     /// `[device.devlink]`: the devlink instance (backend devlink only).
     #[serde(default)]
     pub devlink: Option<DevlinkConfig>,
+    /// `[device.redfish]`: the BMC and how to reach it (backend redfish only).
+    #[serde(default)]
+    pub redfish: Option<entente_devices::redfish::RedfishConfig>,
 }
 
 /// `[device.devlink]`: which devlink instance, and how it is flashed.
@@ -439,6 +442,28 @@ impl Config {
                 if d.devlink.is_some() {
                     return Err(bad("device.devlink", "only for backend \"devlink\"".into()));
                 }
+                if d.redfish.is_some() {
+                    return Err(bad("device.redfish", "only for backend \"redfish\"".into()));
+                }
+            }
+            "redfish" => {
+                if d.faults.is_some() || d.devlink.is_some() {
+                    let key = if d.faults.is_some() {
+                        "device.faults"
+                    } else {
+                        "device.devlink"
+                    };
+                    return Err(bad(key, "not for backend \"redfish\"".into()));
+                }
+                let Some(rf) = &d.redfish else {
+                    return Err(bad(
+                        "device.redfish",
+                        "backend \"redfish\" needs [device.redfish] with url and credentials_file"
+                            .into(),
+                    ));
+                };
+                rf.base_url()
+                    .map_err(|e| bad("device.redfish.url", e.to_string()))?;
             }
             "devlink" => {
                 if d.faults.is_some() {
@@ -456,7 +481,7 @@ impl Config {
             other => {
                 return Err(bad(
                     "device.backend",
-                    format!("unknown backend {other:?} (this build has: sim, devlink)"),
+                    format!("unknown backend {other:?} (this build has: sim, devlink, redfish)"),
                 ))
             }
         }
@@ -627,11 +652,11 @@ addr = "127.0.0.1:7002"
             e.contains("device.devlink") && e.contains("only for backend"),
             "{e}"
         );
-        let e = load("[device]\nbackend = \"redfish\"\n")
+        let e = load("[device]\nbackend = \"ipmi\"\n")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("device.backend") && e.contains("sim, devlink"),
+            e.contains("device.backend") && e.contains("sim, devlink, redfish"),
             "{e}"
         );
         let c = load(
@@ -644,5 +669,48 @@ addr = "127.0.0.1:7002"
             crate::device_backend::devlink_options(c.device.devlink.as_ref().unwrap()).unwrap();
         assert!(opts.overwrite.settings && !opts.overwrite.identifiers);
         assert_eq!(opts.firmware_dir, PathBuf::from("/lib/firmware/entente/n1"));
+    }
+
+    #[test]
+    fn a_redfish_device_needs_an_https_bmc() {
+        let d = dir("redfish");
+        let main = d.join("entented.toml");
+        std::fs::write(&main, BASE).unwrap();
+        std::fs::create_dir_all(d.join("entented.d")).unwrap();
+        let drop = d.join("entented.d/60-device.toml");
+        let load = |text: &str| {
+            std::fs::write(&drop, text).unwrap();
+            Config::load(Some(&main))
+        };
+        let e = load("[device]\nbackend = \"redfish\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("60-device.toml") && e.contains("device.redfish"),
+            "{e}"
+        );
+        let e = load(
+            "[device]\nbackend = \"redfish\"\n[device.redfish]\nurl = \"http://bmc\"\n\
+             credentials_file = \"/etc/entente/bmc.credentials\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("device.redfish.url") && e.contains("https://"),
+            "{e}"
+        );
+        let e = load(
+            "[device]\nbackend = \"redfish\"\n[device.redfish]\nurl = \"https://bmc\"\n\
+             credentials_file = \"/c\"\nslots = 3\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("60-device.toml") && e.contains("slots"), "{e}");
+        let c = load(
+            "[device]\nbackend = \"redfish\"\nprofile = \"h100-sxm5\"\n[device.redfish]\n\
+             url = \"https://bmc.rack12:443\"\ncredentials_file = \"/etc/entente/bmc.credentials\"\nslot = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.device.redfish.unwrap().slot, 3);
     }
 }

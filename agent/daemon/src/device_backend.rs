@@ -1,12 +1,13 @@
 //! Opens the device the configuration names, with the backend it names, as the `Device` the
-//! worker drives: `sim` (a directory under the data dir) or `devlink` (a kernel devlink
-//! instance). Each backend's settings are turned into its options here, once, so that the
+//! worker drives: `sim` (a directory under the data dir), `devlink` (a kernel devlink
+//! instance) or `redfish` (a BMC's UpdateService, for GPU baseboard firmware). Each backend's settings are turned into its options here, once, so that the
 //! configuration check and the agent agree on them.
 
 use crate::config::{Config, DevlinkConfig};
 use anyhow::{bail, Context, Result};
 use entente_devices::devlink::{DevlinkDevice, DevlinkOptions, Handle, Overwrite};
 use entente_devices::profile::Profile;
+use entente_devices::redfish::RedfishDevice;
 use entente_devices::sim::{Faults, SimDevice};
 use entente_devices::Device;
 use std::time::Duration;
@@ -60,7 +61,15 @@ pub fn open(cfg: &Config, profile: &Profile) -> Result<Box<dyn Device + Send>> {
                 .with_context(|| format!("open the devlink device {}", c.handle))?;
             Ok(Box::new(dev))
         }
-        // A `redfish` arm (a BMC's UpdateService for GPU firmware) opens its device here.
-        other => bail!("unknown device backend {other:?} (this build has: sim, devlink)"),
+        "redfish" => {
+            let c = d
+                .redfish
+                .as_ref()
+                .context("backend redfish needs [device.redfish]")?;
+            let dev = RedfishDevice::open(profile.clone(), c)
+                .with_context(|| format!("open the Redfish device at {}", c.url))?;
+            Ok(Box::new(dev))
+        }
+        other => bail!("unknown device backend {other:?} (this build has: sim, devlink, redfish)"),
     }
 }

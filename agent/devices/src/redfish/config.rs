@@ -114,7 +114,7 @@ impl RedfishConfig {
     }
 
     /// The base URL without a trailing slash, checked to be `https://`.
-    pub(crate) fn base_url(&self) -> Result<String, DeviceError> {
+    pub fn base_url(&self) -> Result<String, DeviceError> {
         let url = self.url.trim_end_matches('/');
         let rest = url
             .strip_prefix("https://")

@@ -2,10 +2,13 @@
 //!
 //! - `ci`: everything CI checks (format, lints, tests, the simulator's acceptance runs).
 //! - `sim-report`: regenerates `docs/sim-report.md` from release-build simulator runs.
+//! - `fanout-report`: regenerates `docs/bench/fanout.md` (image fan-out: simulator, loopback
+//!   agents, the lab's verbs run).
 //! - `lab [--keep] [--json FILE]`: the rxe lab (a QEMU guest with soft RoCE): the verbs backend's
 //!   conformance suite and its latency and throughput against rdma-core's tools.
 
 mod ci;
+mod fanout_report;
 mod lab;
 mod sim_report;
 
@@ -18,12 +21,15 @@ fn main() -> Result<()> {
     match task.as_str() {
         "ci" => ci::run(),
         "sim-report" => sim_report::run(),
+        "fanout-report" => fanout_report::run(),
         "lab" => {
             let args: Vec<String> = std::env::args().skip(2).collect();
             lab::run(&args)
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci|sim-report|lab [--keep] [--json FILE]>");
+            eprintln!(
+                "usage: cargo xtask <ci|sim-report|fanout-report|lab [--keep] [--json FILE]>"
+            );
             bail!("unknown task {task:?}")
         }
     }

@@ -270,7 +270,9 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
         .as_ref()
         .and_then(|s| s["links"].as_array().map(Vec::len));
     let statuses = per_agent(guest, "campaign-converge", "status ");
-    let histories: BTreeMap<u32, Vec<String>> = per_agent(guest, "campaign-history", "history ")
+    let raw_histories = per_agent(guest, "campaign-history", "history ");
+    let fanout = fanout_summary(&raw_histories);
+    let histories: BTreeMap<u32, Vec<String>> = raw_histories
         .into_iter()
         .map(|(n, h)| {
             let events = h
@@ -323,6 +325,7 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
         .map(|h| h.iter().filter(|e| committed(e).is_some()).count())
         .sum();
     let mut m = Map::new();
+    m.insert("fanout".into(), fanout);
     m.insert(
         "campaign".into(),
         json!({
@@ -349,6 +352,64 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
         }),
     );
     Ok(m)
+}
+
+/// How the campaign's image travelled over verbs, from the agents' histories (one clock: the
+/// guest's): from "campaign 1 started here" on agent 1 until each agent recorded the image
+/// complete in its store, with the chunks it fetched and resumed (the killed agent resumes).
+fn fanout_summary(histories: &BTreeMap<u32, Value>) -> Value {
+    let events = |h: &Value| -> Vec<(u64, String)> {
+        h.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| Some((e["at_ms"].as_u64()?, e["event"].as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let start = histories.get(&1).and_then(|h| {
+        events(h)
+            .into_iter()
+            .find(|(_, e)| e.starts_with("campaign ") && e.contains(" started here"))
+            .map(|(t, _)| t)
+    });
+    let mut agents = Vec::new();
+    let mut last: Option<u64> = None;
+    let mut complete = true;
+    for (&n, h) in histories.iter().filter(|(n, _)| **n != 1) {
+        let done = events(h)
+            .into_iter()
+            .find(|(_, e)| e.contains("staged in the store"));
+        let (at, event) = match (done, start) {
+            (Some((t, e)), Some(s)) => (Some(t.saturating_sub(s)), e),
+            _ => {
+                complete = false;
+                (None, String::new())
+            }
+        };
+        if let Some(t) = at {
+            last = Some(last.map_or(t, |l| l.max(t)));
+        }
+        let count = |after: &str| {
+            event
+                .split(after)
+                .next()
+                .and_then(|t| t.rsplit(' ').next())
+                .and_then(|x| x.parse::<u64>().ok())
+        };
+        agents.push(json!({
+            "agent": n,
+            "image_ms": at,
+            "chunks_fetched": count(" chunks fetched"),
+            "chunks_resumed": count(" resumed"),
+        }));
+    }
+    json!({
+        "strategy": "pipeline",
+        "transport": "verbs",
+        "image_all_hosts_ms": if complete { last } else { None },
+        "agents": agents,
+    })
 }
 
 /// Fails the lab unless the campaign converged, with the kill landing mid-campaign, no safety

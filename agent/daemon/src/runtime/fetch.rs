@@ -299,7 +299,8 @@ impl Agent {
                         break;
                     };
                     let len = image.chunk_len(index);
-                    if !self.download.try_take(len as u64, now) {
+                    // Charged when the chunk arrives: a declined request costs nothing.
+                    if !self.download.allows(len as u64, now) {
                         break;
                     }
                     match self.transport.grant_bulk(conn, len as u32) {
@@ -503,6 +504,7 @@ impl Agent {
                 ..
             } => {
                 if let Some(index) = inflight.remove(&(conn.peer, slot)) {
+                    self.download.charge(data.len() as u64, Instant::now());
                     match staging.write_chunk(index, &data) {
                         Ok(()) => {
                             *fetched += 1;

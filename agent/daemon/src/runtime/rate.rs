@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-/// Bytes per second with a burst of one second's worth (at least one chunk, so any chunk can
-/// pass). A rate of 0 means no cap.
+/// Bytes per second with a burst of a tenth of a second's worth, and at least two chunks (so
+/// that any chunk can pass and a request window of two stays full). A rate of 0 means no cap.
 #[derive(Debug)]
 pub struct RateLimit {
     rate: f64,
@@ -17,7 +17,7 @@ impl RateLimit {
     /// A cap of `mib_per_s` MiB/s (0: none) that lets chunks of up to `chunk` bytes through.
     pub fn new(mib_per_s: f64, chunk: u64) -> RateLimit {
         let rate = mib_per_s * f64::from(1 << 20);
-        let burst = rate.max(chunk as f64);
+        let burst = (rate / 10.0).max(2.0 * chunk as f64);
         RateLimit {
             rate,
             burst,
@@ -46,6 +46,22 @@ impl RateLimit {
         }
     }
 
+    /// Whether `bytes` may go now, taking nothing (see [`RateLimit::charge`]).
+    pub fn allows(&mut self, bytes: u64, now: Instant) -> bool {
+        self.rate == 0.0 || {
+            self.refill(now);
+            self.tokens >= bytes as f64
+        }
+    }
+
+    /// Takes `bytes` that went (tokens may go below zero: the debt delays what follows).
+    pub fn charge(&mut self, bytes: u64, now: Instant) {
+        if self.rate != 0.0 {
+            self.refill(now);
+            self.tokens -= bytes as f64;
+        }
+    }
+
     /// How long until `bytes` may go (zero when they may go now).
     pub fn wait_for(&mut self, bytes: u64, now: Instant) -> Duration {
         if self.rate == 0.0 {
@@ -68,15 +84,29 @@ mod tests {
     #[test]
     fn caps_the_rate_and_refills_with_time() {
         let t0 = Instant::now();
-        let mut r = RateLimit::new(1.0, 1 << 20);
+        let mut r = RateLimit::new(100.0, 1 << 20);
         assert!(
-            r.try_take(1 << 20, t0),
-            "a full bucket passes one second's worth"
+            r.try_take(10 << 20, t0),
+            "a tenth of a second's worth passes"
         );
         assert!(!r.try_take(1, t0));
-        assert!(r.wait_for(1 << 19, t0) >= Duration::from_millis(499));
-        assert!(!r.try_take(1 << 19, t0 + Duration::from_millis(400)));
-        assert!(r.try_take(1 << 19, t0 + Duration::from_millis(600)));
+        assert!(r.wait_for(5 << 20, t0) >= Duration::from_millis(49));
+        assert!(!r.try_take(5 << 20, t0 + Duration::from_millis(40)));
+        assert!(r.try_take(5 << 20, t0 + Duration::from_millis(60)));
+    }
+
+    #[test]
+    fn charges_after_the_fact_make_a_debt() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(10.0, 1 << 20);
+        assert!(
+            r.allows(2 << 20, t0) && r.allows(2 << 20, t0),
+            "allows takes nothing"
+        );
+        r.charge(3 << 20, t0);
+        assert!(!r.allows(1, t0));
+        assert!(!r.allows(1, t0 + Duration::from_millis(90)));
+        assert!(r.allows(1 << 20, t0 + Duration::from_millis(210)));
     }
 
     #[test]
@@ -88,10 +118,10 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_larger_than_a_second_still_passes() {
+    fn a_slow_cap_still_passes_two_chunks_at_once() {
         let t0 = Instant::now();
         let mut r = RateLimit::new(0.5, 1 << 20);
-        assert!(r.try_take(1 << 20, t0));
+        assert!(r.try_take(1 << 20, t0) && r.try_take(1 << 20, t0));
         assert!(!r.try_take(1 << 20, t0 + Duration::from_secs(1)));
         assert!(r.try_take(1 << 20, t0 + Duration::from_secs(2)));
     }

@@ -78,12 +78,18 @@ fn simulated(entente: &Path, md: &mut String) -> Result<()> {
             if n == 10_000 && s == "pipeline" {
                 let r = i["ratio_to_bound"].as_f64().unwrap_or(f64::NAN);
                 let verdict = if r <= 1.3 { "met" } else { "NOT met" };
-                writeln!(targets, "- Within 1.3× of the lower bound at 10,000 hosts: **{r:.3}×**, {verdict}.")?;
+                writeln!(
+                    targets,
+                    "- Within 1.3× of the lower bound at 10,000 hosts: **{r:.3}×**, {verdict}."
+                )?;
             }
             if n == 256 && s == "pull-one" {
                 let x = ms / times[0];
                 let verdict = if x >= 5.0 { "met" } else { "NOT met" };
-                writeln!(targets, "- At least 5× faster than pull-from-one at 256 hosts: **{x:.0}×**, {verdict}.")?;
+                writeln!(
+                    targets,
+                    "- At least 5× faster than pull-from-one at 256 hosts: **{x:.0}×**, {verdict}."
+                )?;
             }
         }
     }

@@ -302,6 +302,39 @@ pub struct DeviceEntry {
     pub components: Vec<ComponentEntry>,
     /// `ok`, `degraded` or `failed`.
     pub health: String,
+    /// What NVML reports on this host, for a device whose hw-profile reads its inventory
+    /// through NVML (the GPU profiles); `null` for other devices.
+    #[serde(default)]
+    pub nvml: Option<NvmlEntry>,
+}
+
+/// The GPU inventory NVML gives on this host, or why it gives none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NvmlEntry {
+    /// The NVIDIA driver's version (`null` when NVML could not be read).
+    pub driver_version: Option<String>,
+    /// The GPUs NVML sees, in its index order (empty when it could not be read).
+    pub gpus: Vec<GpuEntry>,
+    /// Why NVML could not be read (`unavailable: libnvidia-ml not found` on a host without
+    /// the NVIDIA driver); `null` when it was.
+    pub error: Option<String>,
+}
+
+/// One GPU as NVML reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuEntry {
+    /// NVML's index of the GPU.
+    pub index: u32,
+    /// The product name.
+    pub name: String,
+    /// The PCI bus id (`00000000:18:00.0`).
+    pub pci_bus_id: String,
+    /// The GPU's UUID.
+    pub uuid: String,
+    /// The VBIOS version.
+    pub vbios_version: String,
+    /// The InfoROM image version, where the GPU reports one.
+    pub inforom_image_version: Option<String>,
 }
 
 /// One component's versions (devlink's fixed / running / stored).
@@ -339,5 +372,26 @@ mod tests {
         assert_eq!(serde_json::from_str::<Envelope>(&text).unwrap(), e);
         assert!(Request::LinkRetire { peer: 2 }.is_mutating());
         assert!(!Request::Status.is_mutating());
+    }
+
+    #[test]
+    fn an_inventory_without_nvml_reads_back_and_nvml_errors_keep_their_text() {
+        let old = r#"{"devices":[{"profile":"sim-nic","components":[],"health":"ok"}]}"#;
+        let inv: Inventory = serde_json::from_str(old).unwrap();
+        assert_eq!(inv.devices[0].nvml, None);
+        let entry = NvmlEntry {
+            driver_version: None,
+            gpus: Vec::new(),
+            error: Some("unavailable: libnvidia-ml not found".into()),
+        };
+        let j = serde_json::to_value(&entry).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({
+                "driver_version": null,
+                "gpus": [],
+                "error": "unavailable: libnvidia-ml not found"
+            })
+        );
     }
 }

@@ -339,9 +339,36 @@ pub fn inventory(a: ReadArgs) -> Result<ExitCode> {
                     c.stored.as_deref().unwrap_or("-")
                 );
             }
+            if let Some(n) = &d.nvml {
+                print_nvml(n);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The GPUs NVML reports on the host, or why it reports none.
+fn print_nvml(n: &entente_api::NvmlEntry) {
+    if let Some(e) = &n.error {
+        println!("  nvml: {e}");
+        return;
+    }
+    println!(
+        "  nvml: driver {}, {} GPU(s)",
+        n.driver_version.as_deref().unwrap_or("-"),
+        n.gpus.len()
+    );
+    for g in &n.gpus {
+        println!(
+            "    gpu {} {}  {}  vbios {}  inforom {}  {}",
+            g.index,
+            g.name,
+            g.pci_bus_id,
+            g.vbios_version,
+            g.inforom_image_version.as_deref().unwrap_or("-"),
+            g.uuid
+        );
+    }
 }
 
 /// Runs `entente history`.

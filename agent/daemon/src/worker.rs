@@ -4,7 +4,8 @@
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use entente_devices::device::{Device, ImageInfo, Inventory};
-use entente_devices::profile::ActivationMethod;
+use entente_devices::nvml::GpuInventory;
+use entente_devices::profile::{ActivationMethod, Backend};
 use entente_stage::manifest::ProfileImage;
 use entente_stage::store::Store;
 use std::io::Read;
@@ -60,9 +61,36 @@ pub enum Done {
     /// Setting a link epoch failed.
     LinkEpochFailed(String),
     /// The inventory and health.
-    Inventory(Result<Inventory, String>, String),
+    Inventory(Box<Report>),
     /// Flash progress, percent.
     Progress(u8),
+}
+
+/// What the device reports when asked for its inventory.
+#[derive(Debug)]
+pub struct Report {
+    /// The device's components and their versions, or why they could not be read.
+    pub inventory: Result<Inventory, String>,
+    /// The device's health, lowercase (`ok`, `degraded`, `failed`).
+    pub health: String,
+    /// For a profile whose inventory backend is NVML (GPUs): the GPUs NVML reports on this
+    /// host, or why it reports none (`unavailable: libnvidia-ml not found`); `None` for
+    /// other profiles.
+    pub nvml: Option<Result<GpuInventory, String>>,
+}
+
+impl Report {
+    /// Asks `device` (and NVML, where its profile reads inventory there). A failure of either
+    /// is reported as its text, never a panic.
+    pub fn read(device: &dyn Device) -> Report {
+        let nvml = (device.profile().inventory == Backend::Nvml)
+            .then(|| entente_devices::nvml::inventory().map_err(|e| e.to_string()));
+        Report {
+            inventory: device.inventory().map_err(|e| e.to_string()),
+            health: format!("{:?}", device.health()).to_lowercase(),
+            nvml,
+        }
+    }
 }
 
 /// Handle of the worker thread.
@@ -150,10 +178,7 @@ impl Worker {
                                 Err(e) => Done::LinkEpochFailed(e.to_string()),
                             }
                         }
-                        Job::Inventory => Done::Inventory(
-                            device.inventory().map_err(|e| e.to_string()),
-                            format!("{:?}", device.health()).to_lowercase(),
-                        ),
+                        Job::Inventory => Done::Inventory(Box::new(Report::read(&*device))),
                     };
                     if done_tx.send(reply).is_err() {
                         return;

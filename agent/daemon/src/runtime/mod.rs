@@ -77,7 +77,7 @@ pub struct Agent {
     outs: Vec<Output>,
     buf: Vec<u8>,
     /// Last inventory reported by the device worker.
-    inventory: Option<(Result<entente_devices::Inventory, String>, String)>,
+    inventory: Option<crate::worker::Report>,
     flash_percent: Option<u8>,
     last_health: Instant,
     healthy: bool,
@@ -361,7 +361,7 @@ impl Agent {
                 tracing::error!("device refused a link epoch: {e}");
                 self.history(&format!("device refused a link epoch: {e}"));
             }
-            Done::Inventory(inv, health) => self.inventory = Some((inv, health)),
+            Done::Inventory(report) => self.inventory = Some(*report),
             Done::Progress(p) => self.flash_percent = Some(p),
         }
         Ok(())

@@ -3,8 +3,10 @@
 use super::Agent;
 use crate::worker::Job;
 use entente_api::{
-    ComponentEntry, DeviceEntry, Inventory, LinkStatus, NodeStatus, Status, TransportStats,
+    ComponentEntry, DeviceEntry, GpuEntry, Inventory, LinkStatus, NodeStatus, NvmlEntry, Status,
+    TransportStats,
 };
+use entente_devices::nvml::GpuInventory;
 use entente_proto::msg::Campaign;
 use entente_proto::{Epoch, NodeId, Pending, Window};
 use entente_stage::{Digest, Manifest, Signature};
@@ -20,6 +22,33 @@ pub enum StartError {
     Bad(String),
     /// This node already runs that campaign.
     AlreadyRunning(u64),
+}
+
+/// What NVML reported, as the control socket answers it.
+fn nvml_entry(r: &Result<GpuInventory, String>) -> NvmlEntry {
+    match r {
+        Ok(inv) => NvmlEntry {
+            driver_version: Some(inv.driver_version.clone()),
+            gpus: inv
+                .gpus
+                .iter()
+                .map(|g| GpuEntry {
+                    index: g.index,
+                    name: g.name.clone(),
+                    pci_bus_id: g.pci_bus_id.clone(),
+                    uuid: g.uuid.clone(),
+                    vbios_version: g.vbios_version.clone(),
+                    inforom_image_version: g.inforom_image_version.clone(),
+                })
+                .collect(),
+            error: None,
+        },
+        Err(e) => NvmlEntry {
+            driver_version: None,
+            gpus: Vec::new(),
+            error: Some(e.clone()),
+        },
+    }
 }
 
 fn phase_name(p: entente_proto::Phase) -> String {
@@ -97,34 +126,42 @@ impl Agent {
     /// The device inventory (as last reported; a fresh report is requested).
     pub fn inventory(&mut self) -> Inventory {
         let _ = self.worker.jobs.send(Job::Inventory);
-        // The worker answers between flashes; wait briefly for a fresh report.
-        if let Ok(d) = self
-            .worker
-            .done
-            .recv_timeout(std::time::Duration::from_millis(500))
-        {
+        // The worker answers between flashes; wait briefly for a fresh report, handling what
+        // it reports before it (flash progress, a finished staging).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        while let Ok(d) = self.worker.done.recv_deadline(deadline) {
+            let fresh = matches!(d, crate::worker::Done::Inventory(_));
             let _ = self.on_device_report(d);
+            if fresh {
+                break;
+            }
         }
-        let (components, health) = match &self.inventory {
-            Some((Ok(inv), health)) => (
-                inv.components
-                    .iter()
-                    .map(|c| ComponentEntry {
-                        name: c.component.clone(),
-                        running: c.running.clone(),
-                        stored: c.stored.clone(),
-                    })
-                    .collect(),
-                health.clone(),
-            ),
-            Some((Err(e), _)) => (Vec::new(), format!("failed: {e}")),
-            None => (Vec::new(), "unknown".into()),
+        let (components, health, nvml) = match &self.inventory {
+            Some(r) => {
+                let (components, health) = match &r.inventory {
+                    Ok(inv) => (
+                        inv.components
+                            .iter()
+                            .map(|c| ComponentEntry {
+                                name: c.component.clone(),
+                                running: c.running.clone(),
+                                stored: c.stored.clone(),
+                            })
+                            .collect(),
+                        r.health.clone(),
+                    ),
+                    Err(e) => (Vec::new(), format!("failed: {e}")),
+                };
+                (components, health, r.nvml.as_ref().map(nvml_entry))
+            }
+            None => (Vec::new(), "unknown".into(), None),
         };
         Inventory {
             devices: vec![DeviceEntry {
                 profile: self.profile.name.clone(),
                 components,
                 health,
+                nvml,
             }],
         }
     }
@@ -278,8 +315,8 @@ impl Agent {
                         img.size
                     ));
                 }
-                let running = match &self.inventory {
-                    Some((Ok(inv), _)) => inv.components.first().and_then(|c| c.running.clone()),
+                let running = match self.inventory.as_ref().map(|r| &r.inventory) {
+                    Some(Ok(inv)) => inv.components.first().and_then(|c| c.running.clone()),
                     _ => None,
                 };
                 let act = self.profile.least_disruptive();

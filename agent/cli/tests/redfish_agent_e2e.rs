@@ -144,9 +144,35 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Where an agent sits in a cluster of agents on loopback.
+struct Place {
+    /// Its node id.
+    id: u64,
+    /// The GPU slot its device is.
+    slot: u32,
+    /// Its port, and its peers' ids and ports.
+    port: u16,
+    peers: Vec<(u64, u16)>,
+    /// The directory whose `signer/ops.pub` it trusts (its own when `None`).
+    signer: Option<PathBuf>,
+}
+
 impl Agent {
-    /// Writes the keys, the BMC credentials (0600) and the configuration under `dir`.
+    /// Writes the keys, the BMC credentials (0600) and the configuration of a lone agent.
     fn setup(dir: &Path, bmc: &Bmc) -> Agent {
+        let place = Place {
+            id: 1,
+            slot: SLOT,
+            port: free_port(),
+            peers: Vec::new(),
+            signer: None,
+        };
+        Agent::setup_at(dir, bmc, &place)
+    }
+
+    /// The same for an agent at `place` in a cluster.
+    fn setup_at(dir: &Path, bmc: &Bmc, place: &Place) -> Agent {
+        std::fs::create_dir_all(dir).unwrap();
         let out = run(entente()
             .args(["keygen", "--out"])
             .arg(dir.join("signer"))
@@ -157,7 +183,8 @@ impl Agent {
             String::from_utf8_lossy(&out.stderr)
         );
         std::fs::create_dir_all(dir.join("trusted")).unwrap();
-        std::fs::copy(dir.join("signer/ops.pub"), dir.join("trusted/ops.pub")).unwrap();
+        let signer = place.signer.clone().unwrap_or_else(|| dir.to_owned());
+        std::fs::copy(signer.join("signer/ops.pub"), dir.join("trusted/ops.pub")).unwrap();
         let mut key = [0u8; 32];
         for (i, b) in key.iter_mut().enumerate() {
             *b = (i as u8).wrapping_mul(97) ^ (std::process::id() as u8);
@@ -172,18 +199,25 @@ impl Agent {
         );
         let socket = dir.join("control.sock");
         let config = dir.join("entented.toml");
+        let peers: String = place
+            .peers
+            .iter()
+            .map(|(id, port)| format!("[[peers]]\nid = {id}\naddr = \"127.0.0.1:{port}\"\n\n"))
+            .collect();
         std::fs::write(
             &config,
             format!(
-                "node_id = 1\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n\
+                "node_id = {id}\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n\
                  cluster_key = \"{cluster}\"\ntrusted_keys = \"{trusted}\"\n\
                  profiles = \"{profiles}\"\ncontrol_socket = \"{socket}\"\n\n\
                  [transport]\nkind = \"tcp\"\nrtt_ms = 5\n\n\
                  [device]\nbackend = \"redfish\"\nprofile = \"h100-sxm5\"\n\n\
                  [device.redfish]\nurl = \"{url}\"\nca_file = \"{ca}\"\n\
-                 credentials_file = \"{creds}\"\nauth = \"session\"\nslot = {SLOT}\n\
-                 poll_interval_ms = 20\ntask_timeout_ms = 60000\nactivation_timeout_ms = 30000\n",
-                port = free_port(),
+                 credentials_file = \"{creds}\"\nauth = \"session\"\nslot = {slot}\n\
+                 poll_interval_ms = 20\ntask_timeout_ms = 60000\nactivation_timeout_ms = 30000\n\n{peers}",
+                id = place.id,
+                slot = place.slot,
+                port = place.port,
                 data = dir.join("data").display(),
                 cluster = dir.join("cluster.key").display(),
                 trusted = dir.join("trusted").display(),
@@ -484,5 +518,134 @@ fn redfish_campaign_stages_on_reset_activates_by_reboot_and_reads_the_version_ba
         text.lines()
             .any(|l| l.contains("gpu-fw") && l.contains(NEW)),
         "{text}"
+    );
+}
+
+/// Writes a campaign for profile h100-sxm5 bringing `NEW`, signed with the key under `signer`.
+fn signed_campaign(dir: &Path, signer: &Path) -> (PathBuf, PathBuf) {
+    let image = dir.join("h100-fw.fwpkg");
+    std::fs::write(&image, package(NEW, 300_000)).unwrap();
+    std::fs::write(
+        dir.join("campaign.toml"),
+        format!(
+            "epoch = 1\nmanifest_version = 1\nvalid_days = 1\nsemantics = \"GPU VBIOS {NEW}\"\n\n\
+             [profiles.h100-sxm5]\nimage = \"h100-fw.fwpkg\"\nversion = \"{NEW}\"\n\
+             chunk_size = 65536\ncompat = [0, 1]\n"
+        ),
+    )
+    .unwrap();
+    let manifest = dir.join("campaign.manifest");
+    let out = run(entente()
+        .args(["manifest", "sign", "--key"])
+        .arg(signer.join("signer/ops.key"))
+        .arg("--in")
+        .arg(dir.join("campaign.toml"))
+        .arg("--out")
+        .arg(&manifest));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (manifest, image)
+}
+
+/// (time, event) of an agent's history, oldest first.
+fn timed_history(agent: &Agent) -> Vec<(u64, String)> {
+    let out = agent.cli(&["history", "--json", "--limit", "500"]);
+    let h: Value = serde_json::from_slice(&out.stdout).unwrap();
+    h.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["at_ms"].as_u64().unwrap(),
+                e["event"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn redfish_two_neighbours_reboot_one_at_a_time() {
+    // Two GPUs of one baseboard, each driven by its own agent, linked to each other. A reboot
+    // may take 30 minutes (the profile's max_ms), far beyond the configured 120 s lease: each
+    // agent must still get its neighbour's lease, and the two must not reboot at once.
+    let dir = tempdir("redfish-pair");
+    let bmc = Bmc::start(&dir.join("bmc.log"));
+    let (p1, p2) = (free_port(), free_port());
+    let a1 = dir.join("node1");
+    let mut one = Agent::setup_at(
+        &a1,
+        &bmc,
+        &Place {
+            id: 1,
+            slot: 1,
+            port: p1,
+            peers: vec![(2, p2)],
+            signer: None,
+        },
+    );
+    let mut two = Agent::setup_at(
+        &dir.join("node2"),
+        &bmc,
+        &Place {
+            id: 2,
+            slot: 2,
+            port: p2,
+            peers: vec![(1, p1)],
+            signer: Some(a1.clone()),
+        },
+    );
+    one.start();
+    two.start();
+    let (manifest, image) = signed_campaign(&a1, &a1);
+    let out = run(entente()
+        .args(["campaign", "start", "--socket"])
+        .arg(&one.socket)
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--image")
+        .arg(&image));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        one.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (s1, s2) = (one.status().unwrap(), two.status().unwrap());
+        if s1["phase"] == "converged" && s2["phase"] == "converged" && s1["converged"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence:\n{s1:#}\n{s2:#}\n{:#?}\n{:#?}",
+            one.history(),
+            two.history()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(bmc.gpu_version(1), NEW);
+    assert_eq!(bmc.gpu_version(2), NEW);
+    // One reboot at a time: each agent's reboot ran while the other's was not running.
+    let window = |a: &Agent| {
+        let h = timed_history(a);
+        let find = |needle: &str| {
+            h.iter()
+                .find(|(_, e)| e.contains(needle))
+                .map(|(t, _)| *t)
+                .unwrap_or_else(|| panic!("no {needle:?} in {h:#?}"))
+        };
+        (
+            find("activating epoch 1 (Reboot)"),
+            find("epoch 1 activated"),
+        )
+    };
+    let (w1, w2) = (window(&one), window(&two));
+    assert!(
+        w1.1 <= w2.0 || w2.1 <= w1.0,
+        "the two reboots overlapped: {w1:?} {w2:?}"
     );
 }

@@ -161,6 +161,22 @@ fn star_respects_the_lease_budget() {
 }
 
 #[test]
+fn an_activation_longer_than_the_configured_lease_gets_a_longer_grant() {
+    // A GPU baseboard's reboot may take 30 minutes, far beyond the 120 s configured lease: the
+    // grantor grants twice the campaign's need, and the holder measures the granted length.
+    let mut sim = pair();
+    sim.drive();
+    let mut c = campaign(1, true, 2);
+    c.max_activation_ms = 1_800_000;
+    sim.start_campaign(n(2), c);
+    sim.drive();
+    sim.assert_converged(1);
+    no_protocol_errors(&sim);
+    assert_eq!(sim.activations.iter().filter(|a| a.1).count(), 2);
+    assert!(sim.max_neighbours_activating <= 1);
+}
+
+#[test]
 fn lease_held_past_half_its_length_is_renewed_without_spinning() {
     // short leases; node 2 holds node 1's lease while it waits for node 3, which is down, so
     // the lease must be renewed while the acquisition goes on

@@ -150,7 +150,9 @@ impl Agent {
         );
         ncfg.max_unavailable_neighbors = cfg.policy.max_unavailable_neighbors;
         ncfg.firmware_window = running;
-        ncfg.incarnation_hint = starts;
+        // Starts before this one: 0 on the very first start, which therefore grants leases at
+        // once; any later start is a restart (it may have granted before it stopped).
+        ncfg.incarnation_hint = starts.saturating_sub(1);
         ncfg.gossip_chunk = 64;
         ncfg.seed = cfg.node_id ^ (u64::from(starts) << 32);
         let node = Node::new(ncfg, &durable, 0);

@@ -34,9 +34,9 @@ pub(super) struct Holder {
     order: Vec<usize>,
     /// Position in `order` of the next lease to acquire.
     next: usize,
-    /// Per link index: when the request behind the lease held was sent (a lower bound of the
-    /// grant time) and the grant's `seq`, if one is held.
-    held: Vec<Option<(Nanos, u32)>>,
+    /// Per link index, if a lease is held: when the request behind it was sent (a lower bound
+    /// of the grant time), the grant's `seq`, and the length the grantor granted.
+    held: Vec<Option<(Nanos, u32, Nanos)>>,
     /// Requests in flight (the next acquisition and renewals).
     asked: Vec<Asked>,
     /// Per link index: the `seq` of a lease given up while the connection was down; the
@@ -66,21 +66,23 @@ impl Holder {
     fn is_held(&self, link: usize) -> bool {
         self.held.get(link).is_some_and(Option::is_some)
     }
-    fn hold(&mut self, link: usize, requested_at: Nanos, seq: u32, renew_at: Nanos) {
+    fn hold(&mut self, link: usize, requested_at: Nanos, seq: u32, len: Nanos) {
         if self.held.len() <= link {
             self.held.resize(link + 1, None);
         }
-        self.held[link] = Some((requested_at, seq));
+        self.held[link] = Some((requested_at, seq, len));
+        let renew_at = requested_at + len / 2;
         if let Some(u) = self.unreleased.get_mut(link) {
             *u = None;
         }
         self.due_at = Some(self.due_at.map_or(renew_at, |d| d.min(renew_at)));
     }
-    fn held_links(&self) -> impl Iterator<Item = (usize, Nanos)> + '_ {
+    /// Held leases: (link index, requested at, granted length).
+    fn held_links(&self) -> impl Iterator<Item = (usize, Nanos, Nanos)> + '_ {
         self.held
             .iter()
             .enumerate()
-            .filter_map(|(i, h)| h.map(|(t, _)| (i, t)))
+            .filter_map(|(i, h)| h.map(|(t, _, len)| (i, t, len)))
     }
     /// Starts the request counter somewhere new, so that a restarted holder never mistakes an
     /// answer to its previous incarnation's request for one to its own.
@@ -117,6 +119,13 @@ impl Grantor {
             ..Grantor::default()
         }
     }
+    /// Extends the quiet period of a restarted grantor to `len` from `now`.
+    pub(super) fn quiet_for(&mut self, now: Nanos, len: Nanos) {
+        if self.quiet_until > 0 {
+            self.quiet_until = self.quiet_until.max(now + len);
+        }
+    }
+
     /// Grants not yet expired.
     pub(super) fn active(&self, now: Nanos) -> usize {
         self.grants.iter().filter(|g| g.1 > now).count()
@@ -124,9 +133,19 @@ impl Grantor {
 }
 
 impl Node {
-    /// How long a lease requested at `requested_at` is certainly valid on this node's clock.
-    fn lease_valid_until(&self, requested_at: Nanos) -> Nanos {
-        requested_at + self.cfg.lease - self.lease_slack
+    /// How long a lease of `len` requested at `requested_at` is certainly valid on this node's
+    /// clock (the grantor's clock may run faster by the largest drift).
+    fn lease_valid_until(&self, requested_at: Nanos, len: Nanos) -> Nanos {
+        let slack = (len as u128 * self.cfg.max_drift_ppm as u128 / 1_000_000) as Nanos;
+        requested_at + len - slack
+    }
+
+    /// Length of the leases this node grants: the configured length, or twice what the
+    /// campaign's longest activation needs, whichever is longer, so that a neighbour can hold a
+    /// lease through a long activation (a GPU baseboard's reboot may take half an hour). The
+    /// holder measures the length the grant names, never its own setting.
+    pub(super) fn grant_length(&self) -> Nanos {
+        self.cfg.lease.max(2 * self.activation_need())
     }
 
     fn activation_need(&self) -> Nanos {
@@ -167,8 +186,8 @@ impl Node {
         let short: Vec<usize> = self
             .holder
             .held_links()
-            .filter(|&(_, at)| self.lease_valid_until(at) < need)
-            .map(|(i, _)| i)
+            .filter(|&(_, at, len)| self.lease_valid_until(at, len) < need)
+            .map(|(i, _, _)| i)
             .collect();
         if short.is_empty() {
             let epoch = self.epoch();
@@ -237,12 +256,11 @@ impl Node {
             self.holder.retry_at = None;
         }
         self.drop_expired_leases(now);
-        let half = self.cfg.lease / 2;
         let due: Vec<usize> = self
             .holder
             .held_links()
-            .filter(|&(i, at)| at + half <= now && !self.holder.is_asked(i))
-            .map(|(i, _)| i)
+            .filter(|&(i, at, len)| at + len / 2 <= now && !self.holder.is_asked(i))
+            .map(|(i, _, _)| i)
             .collect();
         for i in due {
             self.ask(now, i, true);
@@ -252,12 +270,12 @@ impl Node {
         self.holder.due_at = self
             .holder
             .held_links()
-            .filter(|&(i, _)| self.links[i].conn.is_some())
-            .map(|(i, at)| {
+            .filter(|&(i, _, _)| self.links[i].conn.is_some())
+            .map(|(i, at, len)| {
                 if self.holder.is_asked(i) {
-                    self.lease_valid_until(at)
+                    self.lease_valid_until(at, len)
                 } else {
-                    at + half
+                    at + len / 2
                 }
             })
             .min();
@@ -274,8 +292,8 @@ impl Node {
         }
         if let Some(a) = self.holder.asked.iter().find(|a| a.link == i).copied() {
             self.ask(now, i, a.renewal);
-        } else if let Some((at, _)) = self.holder.held.get(i).copied().flatten() {
-            let renew = at + self.cfg.lease / 2;
+        } else if let Some((at, _, len)) = self.holder.held.get(i).copied().flatten() {
+            let renew = at + len / 2;
             self.holder.due_at = Some(self.holder.due_at.map_or(renew, |d| d.min(renew)));
         }
         if self.gate == Gate::Leasing {
@@ -287,10 +305,10 @@ impl Node {
     /// Lets go of every lease held (activation over, or given up).
     pub(super) fn release_leases(&mut self) {
         let epoch = self.epoch();
-        let held: Vec<usize> = self.holder.held_links().map(|(i, _)| i).collect();
+        let held: Vec<usize> = self.holder.held_links().map(|(i, _, _)| i).collect();
         self.holder.unreleased.resize(self.links.len(), None);
         for i in held {
-            let Some((_, seq)) = self.holder.held[i].take() else {
+            let Some((_, seq, _)) = self.holder.held[i].take() else {
                 continue;
             };
             if self.links[i].conn.is_some() {
@@ -319,7 +337,9 @@ impl Node {
                 self.grantor.grants.retain(|g| !(g.0 == peer && g.2 == seq));
                 self.serve_queue(now);
             }
-            Lease::Grant { seq, .. } => {
+            Lease::Grant {
+                seq, duration_ms, ..
+            } => {
                 let pos = self
                     .holder
                     .asked
@@ -345,8 +365,8 @@ impl Node {
                 if self.gate == Gate::Idle || beyond {
                     return self.hand_back(peer, seq);
                 }
-                let renew_at = asked.at + self.cfg.lease / 2;
-                self.holder.hold(i, asked.at, seq, renew_at);
+                let len = Nanos::from(duration_ms) * crate::types::MS;
+                self.holder.hold(i, asked.at, seq, len);
                 self.lease_step(now);
                 self.lease_rearm(now);
             }
@@ -376,7 +396,7 @@ impl Node {
         let epoch = self.epoch();
         for k in pos + 1..self.holder.order.len() {
             let j = self.holder.order[k];
-            if let Some((_, seq)) = self.holder.held[j].take() {
+            if let Some((_, seq, _)) = self.holder.held[j].take() {
                 self.holder.asked.retain(|a| a.link != j);
                 if self.links[j].conn.is_some() {
                     let peer = self.links[j].peer;
@@ -405,7 +425,7 @@ impl Node {
         let epoch = self.epoch();
         for k in idx..self.holder.order.len() {
             let j = self.holder.order[k];
-            if let Some((_, seq)) = self.holder.held[j].take() {
+            if let Some((_, seq, _)) = self.holder.held[j].take() {
                 self.holder.asked.retain(|a| a.link != j);
                 if j != i && self.links[j].conn.is_some() {
                     let peer = self.links[j].peer;
@@ -424,8 +444,8 @@ impl Node {
         let expired: Vec<usize> = self
             .holder
             .held_links()
-            .filter(|&(_, at)| self.lease_valid_until(at) <= now)
-            .map(|(i, _)| i)
+            .filter(|&(_, at, len)| self.lease_valid_until(at, len) <= now)
+            .map(|(i, _, _)| i)
             .collect();
         for i in expired {
             if self.holder.is_held(i) {
@@ -444,8 +464,9 @@ impl Node {
     /// in its own disruptive activation. Requesters whose connection is down are dropped (they
     /// ask again on reconnect).
     pub(super) fn serve_queue(&mut self, now: Nanos) {
-        let lease = self.cfg.lease;
-        let duration_ms = (lease / crate::types::MS) as u32;
+        let lease = self.grant_length();
+        let duration_ms = u32::try_from(lease / crate::types::MS).unwrap_or(u32::MAX);
+        let lease = Nanos::from(duration_ms) * crate::types::MS;
         self.grantor.grants.retain(|x| x.1 > now);
         let self_busy = matches!(self.gate, Gate::Activating { .. })
             && self.record.campaign.is_some_and(|c| c.disruptive);

@@ -119,7 +119,6 @@ pub struct Node {
     holder: Holder,
     grantor: Grantor,
     /// The most two clocks can drift apart over one lease length.
-    lease_slack: Nanos,
     summary: Summary,
     gossip: gossip::GossipState,
     stats: Stats,
@@ -164,7 +163,6 @@ impl Node {
             running: cfg.firmware_window,
             gate: Gate::Idle,
             holder: Holder::default(),
-            lease_slack: (cfg.lease as u128 * cfg.max_drift_ppm as u128 / 1_000_000) as Nanos,
             // a wiped disk (incarnation hint above 0) forgot the grants it gave: quiet too
             grantor: Grantor::new(
                 now,
@@ -183,6 +181,8 @@ impl Node {
         };
         let seq = node.rng.next_u64() as u32;
         node.holder.seed(seq);
+        // A restarted grantor stays quiet as long as the longest lease it may have granted.
+        node.grantor.quiet_for(now, node.grant_length());
         for i in 0..node.links.len() {
             node.links[i].retired = node.record.retired.contains(&node.links[i].peer);
             let ctx = node.ctx();

@@ -185,8 +185,12 @@ fn lab(md: &mut String) -> Result<()> {
     for a in f["agents"].as_array().into_iter().flatten() {
         writeln!(
             md,
-            "| {} | {} | {} | {} |",
-            a["agent"], a["image_ms"], a["chunks_fetched"], a["chunks_resumed"]
+            "| {} | {} | {} | {} | {} |",
+            a["agent"],
+            a["image_ms"],
+            a["chunks_fetched"],
+            a["chunks_in_place"],
+            a["chunks_resumed"]
         )?;
     }
     writeln!(md)?;

@@ -130,7 +130,7 @@ fn fanout_kill_resume() {
         .iter()
         .find(|e| e.contains("staged in the store"))
         .unwrap_or_else(|| panic!("{h:#?}"));
-    // "... staged in the store: F chunks fetched, R resumed, T ms"
+    // "... staged in the store: F chunks fetched (Z written from the receive buffer), R resumed, T ms"
     let num = |after: &str| -> u64 {
         let tail = done.split(after).next().unwrap();
         tail.rsplit(' ').next().unwrap().parse().unwrap()

@@ -456,3 +456,38 @@ fn pushed_writes_survive_a_dropped_staging() {
     assert_eq!(again.resumed_chunks(), 2);
     assert_eq!(again.missing_chunks(), vec![2, 3]);
 }
+
+/// `data` in memory that starts on a page boundary (plus `shift` bytes).
+fn page_aligned(data: &[u8], shift: usize) -> bytes::Bytes {
+    let mut v = vec![0u8; data.len() + 8192];
+    let start = v.as_ptr().align_offset(4096) + shift;
+    v[start..start + data.len()].copy_from_slice(data);
+    bytes::Bytes::from(v).slice(start..start + data.len())
+}
+
+#[test]
+fn shared_chunks_are_written_from_their_own_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = image_bytes(3 * 65536 + 100, 11);
+    let p = describe(&data, 65536);
+    let mut s = store.begin(&p).unwrap();
+    // Whole pages on a page boundary: written in place.
+    assert!(s
+        .write_chunk_shared(0, page_aligned(&chunk(&data, &p, 0), 0))
+        .unwrap());
+    assert!(s
+        .write_chunk_shared(2, page_aligned(&chunk(&data, &p, 2), 0))
+        .unwrap());
+    // Off a page boundary, or a short last chunk: copied where the file is written O_DIRECT.
+    s.write_chunk_shared(1, page_aligned(&chunk(&data, &p, 1), 8))
+        .unwrap();
+    s.write_chunk_shared(3, page_aligned(&chunk(&data, &p, 3), 0))
+        .unwrap();
+    // A bad chunk is refused like any other.
+    let mut bad = chunk(&data, &p, 1);
+    bad[0] ^= 1;
+    assert!(s.write_chunk_shared(1, page_aligned(&bad, 0)).is_err());
+    let path = s.finish().unwrap();
+    assert_eq!(fs::read(path).unwrap(), data);
+}

@@ -395,12 +395,14 @@ fn fanout_summary(histories: &BTreeMap<u32, Value>) -> Value {
                 .split(after)
                 .next()
                 .and_then(|t| t.rsplit(' ').next())
-                .and_then(|x| x.parse::<u64>().ok())
+                .and_then(|x| x.trim_start_matches('(').parse::<u64>().ok())
         };
         agents.push(json!({
             "agent": n,
             "image_ms": at,
             "chunks_fetched": count(" chunks fetched"),
+            // Written to the disk from the RDMA slot the chunk arrived in, without a copy.
+            "chunks_in_place": count(" written from the receive buffer"),
             "chunks_resumed": count(" resumed"),
         }));
     }

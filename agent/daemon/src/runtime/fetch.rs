@@ -73,6 +73,8 @@ pub enum Fetch {
         banned: BTreeSet<u64>,
         /// Chunks fetched from neighbours (and verified) since this staging began.
         fetched: u32,
+        /// Of those, chunks written to the disk from the memory they arrived in (an RDMA slot).
+        in_place: u32,
         /// Chunks found verified in the store when it began (a resumed staging).
         resumed: u32,
         /// When it began.
@@ -213,6 +215,7 @@ impl Agent {
                     resting: HashMap::new(),
                     banned: BTreeSet::new(),
                     fetched: 0,
+                    in_place: 0,
                     resumed,
                     started: Instant::now(),
                 };
@@ -409,6 +412,7 @@ impl Agent {
             image,
             staging,
             fetched,
+            in_place,
             resumed,
             started,
             ..
@@ -421,7 +425,7 @@ impl Agent {
                 self.images.insert(image.sha256.0, image.clone());
                 self.have_changed(image.sha256.0);
                 self.history(&format!(
-                    "image {} staged in the store: {fetched} chunks fetched, {resumed} resumed, {} ms",
+                    "image {} staged in the store: {fetched} chunks fetched ({in_place} written from the receive buffer), {resumed} resumed, {} ms",
                     image.sha256.to_hex(),
                     started.elapsed().as_millis()
                 ));
@@ -501,13 +505,15 @@ impl Agent {
                 inflight,
                 banned,
                 fetched,
+                in_place,
                 ..
             } => {
                 if let Some(index) = inflight.remove(&(conn.peer, slot)) {
                     self.download.charge(data.len() as u64, Instant::now());
-                    match staging.write_chunk(index, &data) {
-                        Ok(()) => {
+                    match staging.write_chunk_shared(index, data.clone()) {
+                        Ok(direct) => {
                             *fetched += 1;
+                            *in_place += u32::from(direct);
                             let digest = image.sha256.0;
                             self.have_changed(digest);
                         }

@@ -41,6 +41,7 @@ mod uring;
 use crate::fsutil::fsync_dir;
 use crate::manifest::{Digest, ProfileImage};
 use crate::verify::VerifyError;
+use bytes::Bytes;
 use hasher::ImageHasher;
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, OpenOptions};
@@ -489,6 +490,49 @@ impl Staging {
     /// Verifies `data` as chunk `index` (length, then SHA-256 against the manifest) and, if it
     /// matches, queues it for writing. A chunk already staged is verified and not written again.
     pub fn write_chunk(&mut self, index: u32, data: &[u8]) -> Result<(), StoreError> {
+        if !self.verify_chunk(index, data)? {
+            return Ok(());
+        }
+        let engine = self
+            .engine
+            .as_mut()
+            .expect("an incomplete staging has an engine");
+        let r = engine.write(self.image.chunk_offset(index), data, index);
+        if let Err(e) = r {
+            return Err(self.fail("write", e));
+        }
+        self.staged(index, data)
+    }
+
+    /// As [`Staging::write_chunk`], but the write goes to the file from `data`'s own memory
+    /// where the engine can (an RDMA slot the chunk was written into: page-aligned, whole
+    /// pages), so the chunk is not copied on its way to the disk; `data` is kept until the
+    /// write completes. Returns whether it was written without a copy.
+    pub fn write_chunk_shared(&mut self, index: u32, data: Bytes) -> Result<bool, StoreError> {
+        if !self.verify_chunk(index, &data)? {
+            return Ok(false);
+        }
+        let engine = self
+            .engine
+            .as_mut()
+            .expect("an incomplete staging has an engine");
+        let offset = self.image.chunk_offset(index);
+        let r = match engine.write_owned(offset, data.clone(), index) {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(back)) => engine.write(offset, &back, index).map(|()| false),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(direct) => {
+                self.staged(index, &data)?;
+                Ok(direct)
+            }
+            Err(e) => Err(self.fail("write", e)),
+        }
+    }
+
+    /// Checks chunk `index` against the manifest; `false` when it is already staged.
+    fn verify_chunk(&mut self, index: u32, data: &[u8]) -> Result<bool, StoreError> {
         if self.aborted {
             return Err(StoreError::Aborted);
         }
@@ -514,17 +558,11 @@ impl Staging {
             }
             .into());
         }
-        if self.have[index as usize] {
-            return Ok(());
-        }
-        let engine = self
-            .engine
-            .as_mut()
-            .expect("an incomplete staging has an engine");
-        let r = engine.write(self.image.chunk_offset(index), data, index);
-        if let Err(e) = r {
-            return Err(self.fail("write", e));
-        }
+        Ok(!self.have[index as usize])
+    }
+
+    /// Records chunk `index` as queued for writing.
+    fn staged(&mut self, index: u32, data: &[u8]) -> Result<(), StoreError> {
         self.have[index as usize] = true;
         self.missing -= 1;
         if index == self.hashed_through {

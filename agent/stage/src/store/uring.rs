@@ -155,6 +155,9 @@ struct Slot {
     /// Bytes the kernel has written so far.
     done: usize,
     tags: Vec<u32>,
+    /// A caller's buffer written in place of the slot's own (no copy), kept alive until the
+    /// write completes.
+    owned: Option<bytes::Bytes>,
 }
 
 /// An io_uring engine over one file (see the module docs).
@@ -249,6 +252,40 @@ impl Engine {
         Ok(())
     }
 
+    /// Queues `data` for writing at `offset` straight from its memory, without copying it into
+    /// a buffer of the pool: the engine keeps `data` until the write completes. In direct mode
+    /// that needs `data` to start on an [`ALIGN`] boundary and to be a multiple of [`ALIGN`]
+    /// long; otherwise `data` comes back and the caller copies it with [`Engine::write`].
+    pub(crate) fn write_owned(
+        &mut self,
+        offset: u64,
+        data: bytes::Bytes,
+        tag: u32,
+    ) -> io::Result<Result<(), bytes::Bytes>> {
+        let aligned = (data.as_ptr() as usize).is_multiple_of(ALIGN)
+            && data.len().is_multiple_of(ALIGN)
+            && offset.is_multiple_of(ALIGN as u64);
+        if data.is_empty() || (self.direct && !aligned) {
+            return Ok(Err(data));
+        }
+        self.check()?;
+        if let Some(id) = self.filling.take() {
+            self.submit(id)?;
+        }
+        let id = self.take_free()?;
+        let s = &mut self.slots[id];
+        s.file_off = offset;
+        s.len = data.len();
+        s.io_len = data.len();
+        s.done = 0;
+        s.tags.clear();
+        s.tags.push(tag);
+        s.owned = Some(data);
+        self.inflight += 1;
+        self.push_write(id)?;
+        Ok(Ok(()))
+    }
+
     fn append(&mut self, id: usize, data: &[u8], tag: u32) {
         let s = &mut self.slots[id];
         self.bufs.get_mut(id)[s.len..s.len + data.len()].copy_from_slice(data);
@@ -296,9 +333,20 @@ impl Engine {
     fn push_write(&mut self, id: usize) -> io::Result<()> {
         let s = &self.slots[id];
         let fd = types::Fd(self.file.as_raw_fd());
-        let ptr = self.bufs.get(id)[s.done..].as_ptr();
         let len = (s.io_len - s.done) as u32;
         let off = s.file_off + s.done as u64;
+        if let Some(data) = &s.owned {
+            let ptr = data[s.done..].as_ptr();
+            let sqe = opcode::Write::new(fd, ptr, len)
+                .offset(off)
+                .build()
+                .user_data(id as u64);
+            // SAFETY: the SQE points into `data`, which the slot owns until the completion is
+            // reaped (`finish_slot` drops it then; `Drop` leaks it if it cannot wait). `Bytes`
+            // are immutable, so nothing writes that memory meanwhile. `fd` is `self.file`.
+            return unsafe { self.push(&sqe) };
+        }
+        let ptr = self.bufs.get(id)[s.done..].as_ptr();
         let sqe = if self.fixed {
             opcode::WriteFixed::new(fd, ptr, len, id as u16)
                 .offset(off)
@@ -386,6 +434,8 @@ impl Engine {
 
     fn finish_slot(&mut self, id: usize, ok: bool) {
         self.inflight -= 1;
+        // The kernel is done with a caller's buffer: it may go.
+        self.slots[id].owned = None;
         if ok {
             self.done_tags.append(&mut self.slots[id].tags);
         } else {
@@ -509,8 +559,11 @@ impl Drop for Engine {
         while self.inflight > 0 {
             if self.reap(1).is_err() {
                 // Operations may still use the buffers: leak them rather than free memory the
-                // kernel could write to.
+                // kernel could write to (or read from, for a caller's buffer).
                 self.bufs.leaked = true;
+                for s in &mut self.slots {
+                    std::mem::forget(s.owned.take());
+                }
                 return;
             }
         }

@@ -314,7 +314,9 @@ impl Agent {
                             self.request(conn, Envelope::ChunkReq { image, index, slot });
                         }
                         Err(_) => {
-                            resting.insert(conn.peer, now + NOT_YET_BACKOFF);
+                            // Every slot of that connection is in use (a chunk may still be on
+                            // its way to the disk from its slot): ask again shortly.
+                            resting.insert(conn.peer, now + BUSY_BACKOFF);
                         }
                     }
                 }

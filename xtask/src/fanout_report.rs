@@ -179,9 +179,9 @@ fn lab(md: &mut String) -> Result<()> {
     writeln!(md)?;
     writeln!(
         md,
-        "| agent | image complete (ms) | chunks fetched | chunks resumed |"
+        "| agent | image complete (ms) | chunks fetched | of which written from the RDMA slot | chunks resumed |"
     )?;
-    writeln!(md, "|---:|---:|---:|---:|")?;
+    writeln!(md, "|---:|---:|---:|---:|---:|")?;
     for a in f["agents"].as_array().into_iter().flatten() {
         writeln!(
             md,

@@ -196,7 +196,7 @@ fn lab(md: &mut String) -> Result<()> {
     writeln!(md)?;
     writeln!(
         md,
-        "Every agent held the image after **{} ms**.",
+        "Every agent held the image after **{} ms**. \"Written from the RDMA slot\": chunks that went from the slot the NIC wrote them into to the disk without a copy (io_uring, O_DIRECT).",
         f["image_all_hosts_ms"]
     )?;
     writeln!(md)?;

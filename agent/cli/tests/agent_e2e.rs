@@ -37,17 +37,7 @@ fn a_campaign_converges_and_a_killed_agent_catches_up_after_restart() {
     let dir = tempdir("restart");
     let mut c = Cluster::new(&dir, 4);
     c.start_all();
-    let out = c.start_campaign(
-        0,
-        &c.path("manifest"),
-        &c.path("signature"),
-        Some(&c.path("image")),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.start_seeded_campaign();
     c.kill(2);
     std::thread::sleep(Duration::from_millis(300));
     c.start(2);

@@ -14,20 +14,6 @@ fn drop_in(c: &Cluster, i: usize, name: &str, text: &str) {
     std::fs::write(d.join(name), text).unwrap();
 }
 
-fn start_campaign(c: &Cluster) {
-    let out = c.start_campaign(
-        0,
-        &c.path("manifest"),
-        &c.path("signature"),
-        Some(&c.path("image")),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The sha256 of the image agent `i` holds, after checking every chunk of it again from disk.
 fn verified_image(c: &Cluster, i: usize) -> String {
     let list = run(entente()
@@ -70,7 +56,7 @@ fn fanout_corrupt_source() {
     );
     drop_in(&c, 0, "90-slow.toml", "[fanout]\nmax_mib_per_s = 4\n");
     c.start_all();
-    start_campaign(&c);
+    c.start_seeded_campaign();
     c.wait_converged(0, Duration::from_secs(120));
     let want = image_sha(&c.path("manifest"));
     let mut named = Vec::new();
@@ -101,7 +87,7 @@ fn fanout_kill_resume() {
     let dir = tempdir("fanout-resume");
     let mut c = Cluster::with_args(&dir, 4, &["--image-mb", "16", "--rate-mib-s", "4"]);
     c.start_all();
-    start_campaign(&c);
+    c.start_seeded_campaign();
     // Kill agent 3 once it holds a few chunks, well before it holds them all.
     let deadline = Instant::now() + Duration::from_secs(60);
     let held = loop {

@@ -394,30 +394,7 @@ fn redfish_campaign_stages_on_reset_activates_by_reboot_and_reads_the_version_ba
     assert_eq!(gpu_fw(&agent.inventory())["running"], FACTORY);
 
     // A signed manifest for profile h100-sxm5, written and signed with the CLI.
-    let image = dir.join("h100-fw.fwpkg");
-    std::fs::write(&image, package(NEW, 300_000)).unwrap();
-    std::fs::write(
-        dir.join("campaign.toml"),
-        format!(
-            "epoch = 1\nmanifest_version = 1\nvalid_days = 1\nsemantics = \"GPU VBIOS {NEW}\"\n\n\
-             [profiles.h100-sxm5]\nimage = \"h100-fw.fwpkg\"\nversion = \"{NEW}\"\n\
-             chunk_size = 65536\ncompat = [0, 1]\n"
-        ),
-    )
-    .unwrap();
-    let manifest = dir.join("campaign.manifest");
-    let out = run(entente()
-        .args(["manifest", "sign", "--key"])
-        .arg(dir.join("signer/ops.key"))
-        .arg("--in")
-        .arg(dir.join("campaign.toml"))
-        .arg("--out")
-        .arg(&manifest));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (manifest, image) = signed_campaign(&dir, &dir);
 
     // The plan: from the BMC's version to the manifest's, by a disruptive reboot.
     let out = run(entente()

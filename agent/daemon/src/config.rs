@@ -500,6 +500,20 @@ mod tests {
         d
     }
 
+    /// Writes BASE as the main configuration in a fresh directory; the loader returned writes
+    /// its argument as the drop-in `entented.d/<file>` and loads the whole.
+    fn drop_in_loader(name: &str, file: &str) -> impl Fn(&str) -> Result<Config, ConfigError> {
+        let d = dir(name);
+        let main = d.join("entented.toml");
+        std::fs::write(&main, BASE).unwrap();
+        std::fs::create_dir_all(d.join("entented.d")).unwrap();
+        let drop = d.join("entented.d").join(file);
+        move |text: &str| {
+            std::fs::write(&drop, text).unwrap();
+            Config::load(Some(&main))
+        }
+    }
+
     const BASE: &str = r#"
 node_id = 1
 listen = "127.0.0.1:7001"
@@ -569,12 +583,8 @@ addr = "127.0.0.1:7002"
 
     #[test]
     fn fanout_settings_are_checked() {
-        let d = dir("fanout");
-        let main = d.join("entented.toml");
-        std::fs::write(&main, BASE).unwrap();
-        std::fs::create_dir_all(d.join("entented.d")).unwrap();
-        let drop = d.join("entented.d/30-fanout.toml");
-        let c = Config::load(Some(&main)).unwrap();
+        let load = drop_in_loader("fanout", "30-fanout.toml");
+        let c = load("").unwrap();
         assert_eq!(c.fanout.strategy, FanoutStrategy::Pipeline);
         for (text, key) in [
             ("[fanout]\nstrategy = \"pull-one\"\n", "fanout.source"),
@@ -585,34 +595,21 @@ addr = "127.0.0.1:7002"
             ("[fanout]\nmax_mib_per_s = -1.0\n", "fanout.max_mib_per_s"),
             ("[fanout]\nstrategy = \"tree\"\n", "strategy"),
         ] {
-            std::fs::write(&drop, text).unwrap();
-            let e = Config::load(Some(&main)).unwrap_err().to_string();
+            let e = load(text).unwrap_err().to_string();
             assert!(
                 e.contains("30-fanout.toml") && e.contains(key),
                 "{text}: {e}"
             );
         }
-        std::fs::write(
-            &drop,
-            "[fanout]\nstrategy = \"pull-one\"\nsource = 2\nmax_mib_per_s = 50\n",
-        )
-        .unwrap();
-        let c = Config::load(Some(&main)).unwrap();
+        let c =
+            load("[fanout]\nstrategy = \"pull-one\"\nsource = 2\nmax_mib_per_s = 50\n").unwrap();
         assert_eq!(c.fanout.strategy, FanoutStrategy::PullOne);
         assert_eq!((c.fanout.source, c.fanout.max_mib_per_s), (Some(2), 50.0));
     }
 
     #[test]
     fn a_devlink_device_needs_a_valid_handle_and_firmware_dir() {
-        let d = dir("devlink");
-        let main = d.join("entented.toml");
-        std::fs::write(&main, BASE).unwrap();
-        std::fs::create_dir_all(d.join("entented.d")).unwrap();
-        let drop = d.join("entented.d/60-device.toml");
-        let load = |text: &str| {
-            std::fs::write(&drop, text).unwrap();
-            Config::load(Some(&main))
-        };
+        let load = drop_in_loader("devlink", "60-device.toml");
         let e = load("[device]\nbackend = \"devlink\"\n")
             .unwrap_err()
             .to_string();
@@ -673,15 +670,7 @@ addr = "127.0.0.1:7002"
 
     #[test]
     fn a_redfish_device_needs_an_https_bmc() {
-        let d = dir("redfish");
-        let main = d.join("entented.toml");
-        std::fs::write(&main, BASE).unwrap();
-        std::fs::create_dir_all(d.join("entented.d")).unwrap();
-        let drop = d.join("entented.d/60-device.toml");
-        let load = |text: &str| {
-            std::fs::write(&drop, text).unwrap();
-            Config::load(Some(&main))
-        };
+        let load = drop_in_loader("redfish", "60-device.toml");
         let e = load("[device]\nbackend = \"redfish\"\n")
             .unwrap_err()
             .to_string();

@@ -400,6 +400,26 @@ fn describe_refusal(status: Option<u16>, message_id: Option<&str>, message: &str
     parts.join(": ")
 }
 
+/// The component of `profile` called `name`, which must be flashable, as every backend checks
+/// before staging or activating.
+pub fn flashable_component<'p>(
+    profile: &'p Profile,
+    name: &str,
+) -> Result<&'p crate::profile::Component, DeviceError> {
+    let c = profile
+        .component(name)
+        .ok_or_else(|| DeviceError::UnknownComponent {
+            profile: profile.name.clone(),
+            component: name.into(),
+        })?;
+    if !c.flashable {
+        return Err(DeviceError::NotFlashable {
+            component: name.into(),
+        });
+    }
+    Ok(c)
+}
+
 /// Lowercase hex of a digest, for messages and state files.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -166,6 +166,21 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Starts the setup's campaign on agent 1 with its image, and checks that it started.
+    pub fn start_seeded_campaign(&self) {
+        let out = self.start_campaign(
+            0,
+            &self.path("manifest"),
+            &self.path("signature"),
+            Some(&self.path("image")),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The events of node `i`'s history, oldest first.
     pub fn history(&self, i: usize) -> Vec<String> {
         let out = run(entente()

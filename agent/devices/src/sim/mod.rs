@@ -281,19 +281,7 @@ impl SimDevice {
 
     /// The profile's flashable component called `name`.
     fn flashable(&self, name: &str) -> Result<Component, DeviceError> {
-        let c = self
-            .profile
-            .component(name)
-            .ok_or_else(|| DeviceError::UnknownComponent {
-                profile: self.profile.name.clone(),
-                component: name.into(),
-            })?;
-        if !c.flashable {
-            return Err(DeviceError::NotFlashable {
-                component: name.into(),
-            });
-        }
-        Ok(c.clone())
+        crate::device::flashable_component(&self.profile, name).cloned()
     }
 
     fn component_state(&mut self, name: &str) -> Result<&mut ComponentState, DeviceError> {

@@ -12,6 +12,9 @@
 //! (`O_DIRECT`) every write starts at a multiple of [`ALIGN`] and a short tail is padded with
 //! zeros to [`ALIGN`]; the caller truncates the file to its real length afterwards.
 //!
+//! A caller's page-aligned memory may be written in place instead ([`Engine::write_owned`]): it
+//! takes a slot like any write, and the slot keeps the caller's `Bytes` until the write completes.
+//!
 //! Each write carries the caller's tags (chunk indices); a tag is reported by
 //! [`Engine::take_done`] once all bytes of its buffer were written.
 //!

@@ -207,4 +207,51 @@ mod tests {
         );
         assert_eq!(db.next_start().unwrap(), 2);
     }
+
+    /// A state store written before the schema was versioned (records, history and meta tables,
+    /// no `user_version`) is upgraded in place, keeping what it held; a store from a newer
+    /// release is refused, naming both versions.
+    #[test]
+    fn state_db_upgrade() {
+        let dir = std::env::temp_dir().join(format!("entente-db-upgrade-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.db");
+        let _ = std::fs::remove_file(&path);
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE records (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE history (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     at_ms INTEGER NOT NULL, event TEXT NOT NULL);
+                 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 INSERT INTO meta VALUES ('starts', 7);
+                 INSERT INTO history (at_ms, event) VALUES (1, 'campaign 1 started here');",
+            )
+            .unwrap();
+            let link =
+                serde_json::to_string(&LinkState::established(entente_proto::Epoch(2))).unwrap();
+            old.execute("INSERT INTO records VALUES ('link:9', ?1)", [link])
+                .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let version: i64 = db
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
+        let d = db.load().unwrap();
+        assert_eq!(d.links[0].1.committed, entente_proto::Epoch(2));
+        assert_eq!(db.recent_history(5).unwrap().len(), 1);
+        assert_eq!(db.next_start().unwrap(), 8);
+        drop(db);
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = Db::open(&path)
+            .err()
+            .expect("a newer store was opened")
+            .to_string();
+        assert!(err.contains("99") && err.contains('2'), "{err}");
+    }
 }

@@ -203,3 +203,83 @@ impl Drop for Cluster {
         }
     }
 }
+
+impl Cluster {
+    /// Node `i`'s data directory (state store, image store, sim device).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.agent(i, "config").with_file_name("data")
+    }
+
+    /// Deletes node `i`'s state store (`state.db` and its WAL files), as a lost disk would.
+    pub fn wipe_state(&self, i: usize) {
+        for f in ["state.db", "state.db-wal", "state.db-shm"] {
+            let _ = std::fs::remove_file(self.data_dir(i).join(f));
+        }
+    }
+
+    /// Node `i`'s log, as written so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.agent(i, "log")).unwrap_or_default()
+    }
+
+    /// Polls node `i`'s status until `ready` holds (or panics after `limit`, showing the last
+    /// status).
+    pub fn wait_status(&self, i: usize, limit: Duration, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = self.status(i);
+            if let Some(s) = &s {
+                if ready(s) {
+                    return s.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} never reached the expected state: {s:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A signing key the agents of `dir` trust (its public half copied into the setup's `keys`).
+pub fn trusted_signer(dir: &Path, name: &str) -> PathBuf {
+    let keys = dir.join(format!("signer-{name}"));
+    let out = run(entente()
+        .args(["keygen", "--out"])
+        .arg(&keys)
+        .args(["--name", name]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::copy(
+        keys.join(format!("{name}.pub")),
+        dir.join(format!("keys/{name}.pub")),
+    )
+    .unwrap();
+    keys.join(format!("{name}.key"))
+}
+
+/// Signs the TOML campaign description `desc` (image paths relative to `dir`) with `key`;
+/// returns the manifest and its signature.
+pub fn sign_campaign(dir: &Path, key: &Path, name: &str, desc: &str) -> (PathBuf, PathBuf) {
+    let toml = dir.join(format!("{name}.toml"));
+    std::fs::write(&toml, desc).unwrap();
+    let manifest = dir.join(format!("{name}.manifest"));
+    let out = run(entente()
+        .args(["manifest", "sign", "--key"])
+        .arg(key)
+        .arg("--in")
+        .arg(&toml)
+        .arg("--out")
+        .arg(&manifest));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sig = PathBuf::from(format!("{}.sig", manifest.display()));
+    (manifest, sig)
+}

@@ -7,11 +7,18 @@ use entente_proto::NodeId;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
+/// The layout this release writes, kept in SQLite's `user_version`. 1 is the layout of the
+/// first releases, which did not record a version (it reads as 0); 2 records it. An upgrade
+/// step per version is applied in [`Db::open`], in one transaction.
+pub const SCHEMA_VERSION: i64 = 2;
+
 /// The agent's database.
 pub struct Db {
     conn: Connection,
     /// Records written since the last commit.
     pending: Vec<Record>,
+    /// The file did not exist before this open (a first start, or a lost store).
+    created: bool,
 }
 
 /// A database failure (always fatal to the operation that hit it).
@@ -20,6 +27,14 @@ pub enum DbError {
     /// SQLite refused.
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The file was written by a newer release, whose layout this one does not know.
+    #[error("state database: schema version {found} is newer than this release's {supported}: run the newer entented, or move the file away to start from an empty store")]
+    Newer {
+        /// The version found in the file.
+        found: i64,
+        /// The newest version this release reads.
+        supported: i64,
+    },
     /// A stored record does not decode: the file was damaged or written by another version.
     #[error("state database: record {key:?} does not decode: {message}")]
     Corrupt {
@@ -37,10 +52,20 @@ fn link_key(peer: NodeId) -> String {
 impl Db {
     /// Opens (creating) the database at `path`.
     pub fn open(path: &Path) -> Result<Db, DbError> {
-        let conn = Connection::open(path)?;
+        let created = !path.exists();
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
+        let tx = conn.transaction()?;
+        let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(DbError::Newer {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        // Version 0/1 (unversioned) to 2: the tables are the same; the version is recorded.
+        tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS history (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -48,10 +73,20 @@ impl Db {
                  event TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )?;
+        if found < SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        tx.commit()?;
         Ok(Db {
             conn,
             pending: Vec::new(),
+            created,
         })
+    }
+
+    /// Whether this open created the file: a first start, or a store that was lost.
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// Everything persisted, for `Node::new`.

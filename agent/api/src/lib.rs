@@ -273,6 +273,9 @@ pub struct NodeStatus {
     pub epoch: u64,
     /// Its phase.
     pub phase: String,
+    /// The incarnation of its report (grows when a node lost its store).
+    #[serde(default)]
+    pub incarnation: u32,
 }
 
 /// Transport counters.

@@ -150,12 +150,28 @@ impl Worker {
                     .first()
                     .map(|c| c.name.clone())
                     .unwrap_or_default();
+                // The campaign whose image the device already ran when asked to stage it (a node
+                // that lost its state store learns its campaign again): nothing to flash or
+                // activate.
+                let mut already_running: Option<u64> = None;
                 for job in job_rx {
                     let reply = match job {
                         Job::Stage { epoch, image } => {
-                            let error =
-                                stage(&mut *device, &component, &store, &image, &done_tx).err();
-                            Done::Staged { epoch, error }
+                            let running = device.inventory().ok().and_then(|inv| {
+                                inv.component(&component).and_then(|c| c.running.clone())
+                            });
+                            if running.as_deref() == Some(image.version.as_str()) {
+                                already_running = Some(epoch);
+                                Done::Staged { epoch, error: None }
+                            } else {
+                                already_running = None;
+                                let error =
+                                    stage(&mut *device, &component, &store, &image, &done_tx).err();
+                                Done::Staged { epoch, error }
+                            }
+                        }
+                        Job::Activate { epoch, .. } if already_running == Some(epoch) => {
+                            Done::Activated { epoch, error: None }
                         }
                         Job::Activate {
                             epoch,

@@ -49,6 +49,9 @@ pub struct Hello {
     pub activated: Option<Epoch>,
     /// The sender's persisted state of this link; `None` when it has none (new link, wiped disk).
     pub link: Option<LinkSnapshot>,
+    /// The newest version of the receiver's own phase report the sender holds: a receiver that
+    /// lost its store learns from it an incarnation to outgrow.
+    pub your_version: Option<crate::phase::Version>,
 }
 
 /// The persisted state of one end of a link, as carried by HELLO.

@@ -6,7 +6,7 @@
 //!
 //! | tag | message     | body                                                                 |
 //! |-----|-------------|----------------------------------------------------------------------|
-//! | 1   | `Hello`     | window, activated (flag, epoch), link (flag, committed, pending)     |
+//! | 1   | `Hello`     | window, activated (flag, epoch), link (flag, committed, pending), your version (flag, incarnation, counter) |
 //! | 2   | `Activated` | epoch                                                                |
 //! | 3   | `Txn`       | kind u8, epoch, nonce, digest (32 bytes), reason u8                  |
 //! | 4   | `Lease`     | kind u8 (0 req, 1 grant, 2 deny, 3 release), then that kind's fields |
@@ -207,6 +207,11 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
                     }
                 }
             }
+            put_u8(out, h.your_version.is_some().into());
+            if let Some(v) = h.your_version {
+                put_u32(out, v.incarnation);
+                put_u32(out, v.counter);
+            }
         }
         Message::Activated { epoch } => {
             put_u8(out, TAG_ACTIVATED);
@@ -316,7 +321,12 @@ pub fn encoded_len(msg: &Message) -> usize {
                 Pending::None => 8 + 1,
                 Pending::Tentative(_) | Pending::Reflecting(_) => 8 + 1 + 8,
             });
-            16 + 1 + if h.activated.is_some() { 8 } else { 0 } + 1 + link
+            16 + 1
+                + if h.activated.is_some() { 8 } else { 0 }
+                + 1
+                + link
+                + 1
+                + if h.your_version.is_some() { 8 } else { 0 }
         }
         Message::Activated { .. } | Message::GossipAck { .. } => 8,
         Message::Txn(_) => 1 + 8 + 8 + 32 + 1,
@@ -373,10 +383,19 @@ pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
             } else {
                 None
             };
+            let your_version = if r.flag()? {
+                Some(crate::phase::Version {
+                    incarnation: r.u32()?,
+                    counter: r.u32()?,
+                })
+            } else {
+                None
+            };
             Message::Hello(Hello {
                 window,
                 activated,
                 link,
+                your_version,
             })
         }
         TAG_ACTIVATED => Message::Activated { epoch: r.epoch()? },
@@ -584,6 +603,7 @@ mod tests {
                 window: Window::new(0, 1),
                 activated: None,
                 link: None,
+                your_version: None,
             }),
             Message::Hello(Hello {
                 window: Window::new(3, 4),
@@ -591,6 +611,10 @@ mod tests {
                 link: Some(LinkSnapshot {
                     committed: Epoch(3),
                     pending: Pending::Tentative(Nonce(7)),
+                }),
+                your_version: Some(Version {
+                    incarnation: 3,
+                    counter: 9,
                 }),
             }),
             Message::Hello(Hello {
@@ -600,6 +624,10 @@ mod tests {
                     committed: Epoch(3),
                     pending: Pending::Reflecting(Nonce(8)),
                 }),
+                your_version: Some(Version {
+                    incarnation: 3,
+                    counter: 9,
+                }),
             }),
             Message::Hello(Hello {
                 window: Window::new(5, 5),
@@ -607,6 +635,10 @@ mod tests {
                 link: Some(LinkSnapshot {
                     committed: Epoch(5),
                     pending: Pending::None,
+                }),
+                your_version: Some(Version {
+                    incarnation: 3,
+                    counter: 9,
                 }),
             }),
             Message::Activated { epoch: Epoch(9) },
@@ -814,6 +846,7 @@ mod tests {
                 committed: Epoch(0),
                 pending: Pending::None,
             }),
+            your_version: None,
         });
         assert_eq!(
             bad(hello, 28, 3),
@@ -841,8 +874,9 @@ mod tests {
             window: Window::new(0, 1),
             activated: None,
             link: None,
+            your_version: None,
         }));
-        for at in [18, 19] {
+        for at in [18, 19, 20] {
             let mut bytes = hello.clone();
             bytes[at] = 2;
             assert_eq!(decode(&bytes), Err(WireError::BadFlag(2)));
@@ -924,6 +958,7 @@ mod tests {
             window: Window::new(2, 1),
             activated: None,
             link: None,
+            your_version: None,
         });
         assert_eq!(decode(&encoded(&hello)), Err(WireError::InvalidWindow));
         let campaign = Message::Campaign(Campaign {

@@ -1398,6 +1398,7 @@ fn hello(window: Window, activated: Option<u64>, link: Option<(u64, Pending)>) -
             committed: Epoch(e),
             pending,
         }),
+        your_version: None,
     }
 }
 
@@ -1429,7 +1430,7 @@ fn hello_on_fresh_links_takes_the_highest_common_epoch() {
     // a second HELLO on an agreed link changes nothing persistent, but learns activation
     let changed = f
         .on_hello(
-            &hello(Window::new(0, 0), Some(7), Some((1, Pending::None))),
+            &hello(Window::new(0, 9), Some(7), Some((4, Pending::None))),
             &Window::new(1, 4),
         )
         .unwrap();
@@ -1457,14 +1458,39 @@ fn hello_on_fresh_link_adopts_the_peers_committed_epoch() {
         .unwrap();
     assert!(changed);
     assert_eq!(f.state, LinkState::established(Epoch(3)));
-    // the peer's committed epoch outside the common window: highest common epoch instead
+    // the peer's committed epoch outside this end's window: the link is incompatible (never
+    // another epoch than the one the peer holds), nothing persisted, nothing sent
     let mut f = LinkEnd::new(B, A, LinkState::fresh());
-    f.on_hello(
-        &hello(Window::new(1, 5), None, Some((1, Pending::None))),
-        &Window::new(2, 4),
-    )
-    .unwrap();
-    assert_eq!(f.state.committed, Epoch(4));
+    f.conn = Some(1);
+    let err = f
+        .on_hello(
+            &hello(Window::new(1, 5), None, Some((1, Pending::None))),
+            &Window::new(2, 4),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        HelloError::Incompatible {
+            epoch: Epoch(1),
+            mine: Window::new(2, 4),
+            theirs: Window::new(1, 5)
+        }
+    );
+    assert!(f.state.fresh && f.incompatible);
+    assert_eq!(f.send_epoch(&ctx(true)), None);
+    // the end that holds the state decides alike from the same pair of windows
+    let mut s = LinkEnd::new(A, B, LinkState::established(Epoch(1)));
+    s.conn = Some(1);
+    assert!(s
+        .on_hello(&hello(Window::new(2, 4), None, None), &Window::new(1, 5))
+        .is_err());
+    assert!(s.incompatible && !s.guard(&ctx(true)));
+    assert_eq!(s.send_epoch(&ctx(true)), None);
+    // a later HELLO whose windows hold the epoch clears it
+    s.on_hello(&hello(Window::new(1, 4), None, None), &Window::new(1, 5))
+        .unwrap();
+    assert!(!s.incompatible);
+    assert_eq!(s.send_epoch(&ctx(true)), Some(Epoch(1)));
 }
 
 #[test]
@@ -1515,14 +1541,53 @@ fn link_agreed_by_hello_acknowledges_any_commit_of_its_epoch() {
 fn hello_does_not_move_an_agreed_link() {
     let mut i = tentative();
     let before = i.state;
+    // the peer at the same epoch, or behind: this end keeps its state
+    for theirs in [before.committed.0, before.committed.0 - 1] {
+        let changed = i
+            .on_hello(
+                &hello(Window::new(0, 9), Some(5), Some((theirs, Pending::None))),
+                &Window::new(0, 9),
+            )
+            .unwrap();
+        assert!(!changed);
+        assert_eq!(i.state, before);
+    }
+}
+
+#[test]
+fn hello_moves_an_end_behind_to_the_higher_committed_epoch() {
+    // a store restored from an older copy: both ends take the higher epoch
+    let mut i = tentative();
     let changed = i
         .on_hello(
             &hello(Window::new(0, 9), Some(5), Some((9, Pending::None))),
             &Window::new(0, 9),
         )
         .unwrap();
-    assert!(!changed);
+    assert!(changed);
+    assert_eq!(i.state, LinkState::established(Epoch(9)));
+    // unless a window does not hold it: incompatible, state kept
+    let mut i = tentative();
+    let before = i.state;
+    assert!(i
+        .on_hello(
+            &hello(Window::new(0, 9), Some(5), Some((9, Pending::None))),
+            &Window::new(0, 8),
+        )
+        .is_err());
+    assert!(i.incompatible);
     assert_eq!(i.state, before);
+    // a responder one epoch behind that reflected waits for the COMMIT its initiator re-sends
+    let mut r = reflecting(1);
+    let before = r.state;
+    let changed = r
+        .on_hello(
+            &hello(Window::new(0, 9), Some(5), Some((E.0, Pending::None))),
+            &Window::new(0, 9),
+        )
+        .unwrap();
+    assert!(!changed);
+    assert_eq!(r.state, before);
 }
 
 // ---- timers ----

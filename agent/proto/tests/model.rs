@@ -235,11 +235,12 @@ impl End {
             peer_activated,
             peer_window,
             retired,
+            incompatible,
             tries: _,
             aborts,
             timer_at,
         } = link;
-        assert!(peer_after == peer && peer_window.is_none() && !retired);
+        assert!(peer_after == peer && peer_window.is_none() && !retired && !incompatible);
         self.state = state;
         self.conn = conn.is_some();
         self.commit_sent_on_conn = commit_sent_on_conn;

@@ -1166,6 +1166,7 @@ fn duplicate_hello_and_stale_messages_are_harmless() {
             committed: Epoch(1),
             pending: Pending::None,
         }),
+        your_version: None,
     };
     sim.inject(n(1), n(2), Message::Hello(hello));
     let outs = sim.inject(

@@ -48,11 +48,16 @@ fn hello() -> impl Strategy<Value = Hello> {
         window(),
         proptest::option::of(epoch()),
         proptest::option::of(link),
+        proptest::option::of((any::<u32>(), any::<u32>())),
     )
-        .prop_map(|(window, activated, link)| Hello {
+        .prop_map(|(window, activated, link, v)| Hello {
             window,
             activated,
             link,
+            your_version: v.map(|(incarnation, counter)| Version {
+                incarnation,
+                counter,
+            }),
         })
 }
 

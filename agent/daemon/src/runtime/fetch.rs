@@ -88,6 +88,20 @@ fn manifest_dir(data: &Path) -> std::path::PathBuf {
     data.join("manifests")
 }
 
+/// The manifests this node accepted before (decoded only: they were verified when accepted),
+/// to map the device's running version to a window at start.
+pub(super) fn held_manifests(data: &Path) -> Vec<Manifest> {
+    let Ok(dir) = std::fs::read_dir(manifest_dir(data)) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "manifest"))
+        .filter_map(|p| std::fs::read(p).ok())
+        .filter_map(|b| Manifest::from_canonical_bytes(&b).ok())
+        .collect()
+}
+
 impl Agent {
     /// Reloads the manifests this node accepted before, and which of their images it holds.
     pub(super) fn restore_manifests(&mut self) -> Result<()> {

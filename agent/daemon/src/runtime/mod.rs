@@ -9,6 +9,7 @@ mod outputs;
 mod rate;
 mod serve;
 mod status;
+pub mod window;
 
 use crate::config::Config;
 use crate::control::ControlServer;
@@ -83,6 +84,24 @@ pub struct Agent {
     healthy: bool,
 }
 
+/// What in the data directory shows this node ran before, when its state store is new: a
+/// store that was lost rather than a first start.
+fn lost_store_evidence(data: &std::path::Path) -> Option<String> {
+    let non_empty =
+        |p: std::path::PathBuf| std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_some());
+    let mut seen = Vec::new();
+    if data.join("manifest-state.json").exists() {
+        seen.push("the anti-rollback record");
+    }
+    if non_empty(data.join("manifests")) {
+        seen.push("accepted manifests");
+    }
+    if non_empty(data.join("store/images")) {
+        seen.push("stored images");
+    }
+    (!seen.is_empty()).then(|| format!("{} remain", seen.join(", ")))
+}
+
 /// Largest bulk transfer between agents: a manifest or one image chunk.
 pub const BULK_SLOT: u32 = 1 << 20;
 
@@ -135,13 +154,38 @@ impl Agent {
                 )
             })?;
         let device = crate::device_backend::open(&cfg, &profile)?;
+        let inventory = device.inventory().map_err(|e| e.to_string());
+        let running = window::running_window(
+            &profile,
+            inventory.as_ref().map_err(Clone::clone),
+            &fetch::held_manifests(&cfg.data_dir),
+            db.running_window()?,
+        )
+        .map_err(anyhow::Error::msg)?;
+        tracing::info!(
+            "the device runs {}: firmware window {:?} from {}",
+            running.version.as_deref().unwrap_or("(unknown)"),
+            running.window,
+            running.source
+        );
+        let lost = db
+            .created()
+            .then(|| lost_store_evidence(&cfg.data_dir))
+            .flatten();
+        if let Some(evidence) = &lost {
+            tracing::warn!(
+                "the state store was lost: state.db is new, but {evidence}. Links are agreed \
+                 again with the neighbours, which hold their committed epochs; this node takes a \
+                 new incarnation above the one they report and grants no lease during the \
+                 restart quarantine"
+            );
+        }
         let worker = Worker::start(
             device,
             Store::open(&cfg.data_dir.join("store")).context("image store")?,
             cfg.policy.drain_hook.clone(),
         );
         let transport = net::open_transport(&cfg, key, fast_config())?;
-        let running = db.running_window()?.unwrap_or(Window::new(0, 0));
         let start = Instant::now();
         let mut ncfg = NodeConfig::new(
             NodeId(cfg.node_id),
@@ -149,10 +193,11 @@ impl Agent {
             cfg.transport.rtt_ms * 1_000_000,
         );
         ncfg.max_unavailable_neighbors = cfg.policy.max_unavailable_neighbors;
-        ncfg.firmware_window = running;
+        ncfg.firmware_window = running.window;
         // Starts before this one: 0 on the very first start, which therefore grants leases at
-        // once; any later start is a restart (it may have granted before it stopped).
-        ncfg.incarnation_hint = starts.saturating_sub(1);
+        // once; any later start is a restart (it may have granted before it stopped), and so is
+        // a start whose store was lost.
+        ncfg.incarnation_hint = starts.saturating_sub(1).max(u32::from(lost.is_some()));
         ncfg.gossip_chunk = 64;
         ncfg.seed = cfg.node_id ^ (u64::from(starts) << 32);
         let node = Node::new(ncfg, &durable, 0);
@@ -184,7 +229,7 @@ impl Agent {
             reader: None,
             upload: rate::RateLimit::new(cfg.fanout.max_mib_per_s, u64::from(BULK_SLOT)),
             download: rate::RateLimit::new(cfg.fanout.max_mib_per_s, u64::from(BULK_SLOT)),
-            running,
+            running: running.window,
             activating: None,
             next_probe: start,
             probe_seq: 0,
@@ -201,6 +246,11 @@ impl Agent {
             cfg,
         };
         agent.restore_manifests()?;
+        if let Some(evidence) = lost {
+            agent.history(&format!(
+                "state store lost ({evidence}); restart quarantine"
+            ));
+        }
         agent.carry_out()?;
         Ok(agent)
     }

@@ -90,6 +90,24 @@ impl Agent {
                 "SAFETY: probe from {} sent under epoch {} read under {}",
                 peer.0, sent.0, interpreted.0
             ),
+            Event::LinkIncompatible {
+                peer,
+                epoch,
+                mine,
+                theirs,
+            } => format!(
+                "link to {} incompatible: it holds epoch {}, which windows {}..={} (here) and \
+                 {}..={} (there) do not both speak; no probes or data until an operator acts",
+                peer.0, epoch.0, mine.min.0, mine.max.0, theirs.min.0, theirs.max.0
+            ),
+            Event::Reincarnated {
+                incarnation,
+                quiet_ms,
+            } => format!(
+                "new incarnation {incarnation}: a neighbour holds reports of an earlier life of \
+                 this node; restart quarantine, no lease granted for {} s",
+                quiet_ms / 1000
+            ),
             other => format!("{other:?}"),
         };
         match e {
@@ -98,7 +116,9 @@ impl Agent {
             | Event::StagingFailed { .. }
             | Event::ActivationFailed { .. }
             | Event::UnknownPeer(_)
-            | Event::HelloFailed { .. } => tracing::warn!("{text}"),
+            | Event::HelloFailed { .. }
+            | Event::LinkIncompatible { .. }
+            | Event::Reincarnated { .. } => tracing::warn!("{text}"),
             _ => tracing::info!("{text}"),
         }
         self.history(&text);

@@ -72,13 +72,20 @@ impl Agent {
                 summary.is_retired(a, b) || summary.link_epoch(a, b).is_some_and(|e| e >= epoch)
             })
             .count();
-        let converged = epoch.0 > 0 && !links.is_empty() && committed == links.len();
+        let incompatible = self
+            .node
+            .links()
+            .iter()
+            .any(|l| l.incompatible && !l.retired);
+        let converged =
+            epoch.0 > 0 && !links.is_empty() && committed == links.len() && !incompatible;
         let mut nodes: Vec<NodeStatus> = summary
             .phases()
             .map(|(n, p)| NodeStatus {
                 node: n.0,
                 epoch: p.epoch.0,
                 phase: phase_name(p.phase),
+                incarnation: p.version.incarnation,
             })
             .collect();
         nodes.sort_by_key(|n| n.node);
@@ -97,7 +104,9 @@ impl Agent {
                 .map(|l| LinkStatus {
                     peer: l.peer.0,
                     committed: l.state.committed.0,
-                    state: if l.state.fresh {
+                    state: if l.incompatible {
+                        "incompatible".into()
+                    } else if l.state.fresh {
                         "fresh".into()
                     } else {
                         match l.state.pending {

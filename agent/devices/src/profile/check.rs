@@ -450,6 +450,21 @@ fn check_profile(cx: &mut Ctx<'_>, raw: RawProfile) -> Checked {
         }
     }
     activations.sort_by_key(|a| a.method);
+    let base_window = match &raw.base_window {
+        None => (0, 0),
+        Some(w) => {
+            let [min, max] = *w.get_ref();
+            if min < 0 || max < min {
+                cx.err(
+                    w,
+                    format!("base_window [{min}, {max}] must be two epochs, min <= max"),
+                );
+                (0, 0)
+            } else {
+                (min as u64, max as u64)
+            }
+        }
+    };
 
     Checked {
         profile: Profile {
@@ -462,6 +477,7 @@ fn check_profile(cx: &mut Ctx<'_>, raw: RawProfile) -> Checked {
             matcher,
             components,
             activations,
+            base_window,
         },
         lines: Lines {
             name: cx.line_of(&raw.name),

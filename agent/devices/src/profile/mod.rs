@@ -218,6 +218,9 @@ pub struct Profile {
     pub components: Vec<Component>,
     /// Its activation methods, least disruptive first.
     pub activations: Vec<Activation>,
+    /// The epochs (min, max) that firmware no manifest describes speaks (factory firmware,
+    /// an image installed by other means): `base_window = [0, 0]` unless the profile says.
+    pub base_window: (u64, u64),
 }
 
 impl Profile {

@@ -24,6 +24,8 @@ pub(crate) struct RawProfile {
     pub components: Vec<Spanned<RawComponent>>,
     #[serde(default, rename = "activation")]
     pub activations: Vec<Spanned<RawActivation>>,
+    #[serde(default)]
+    pub base_window: Option<Spanned<[i64; 2]>>,
 }
 
 /// `[match]`.

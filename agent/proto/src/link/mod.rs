@@ -138,6 +138,9 @@ pub struct LinkEnd {
     pub peer_window: Option<Window>,
     /// Retired by an operator: ignored by convergence, no transactions.
     pub retired: bool,
+    /// The last LINK_HELLO found no epoch both ends can speak that agrees with the state either
+    /// end holds: no data, no probes, no transactions until the next HELLO or an operator acts.
+    pub incompatible: bool,
     /// Retransmissions of the open proposal / commit so far.
     pub tries: u32,
     /// Proposals aborted since the last commit (backs off the guard re-check).
@@ -158,6 +161,7 @@ impl LinkEnd {
             peer_activated: None,
             peer_window: None,
             retired: false,
+            incompatible: false,
             tries: 0,
             aborts: 0,
             timer_at: None,
@@ -169,7 +173,7 @@ impl LinkEnd {
     /// COMMIT on this connection).
     pub fn send_epoch(&self, ctx: &LinkCtx) -> Option<Epoch> {
         let _ = ctx;
-        if self.state.fresh || self.conn.is_none() {
+        if self.state.fresh || self.conn.is_none() || self.incompatible {
             return None;
         }
         #[cfg(feature = "mutants")]
@@ -199,7 +203,7 @@ impl LinkEnd {
 
     fn class_for(&self, epoch: Epoch) -> Result<Class, Note> {
         let s = &self.state;
-        if s.fresh || self.retired {
+        if s.fresh || self.retired || self.incompatible {
             return Err(Note::Stale);
         }
         if epoch == s.committed.next() {
@@ -421,6 +425,7 @@ impl LinkEnd {
         self.role == Role::Initiator
             && !self.state.fresh
             && !self.retired
+            && !self.incompatible
             && self.conn.is_some()
             && self.state.pending == Pending::None
             && self.state.acked
@@ -530,26 +535,59 @@ impl LinkEnd {
         fx
     }
 
-    /// LINK_HELLO received: learn the peer's window and activation; agree a fresh link's epoch.
+    /// LINK_HELLO received: learn the peer's window and activation, and agree the link's epoch
+    /// from the two windows and the two ends' states (both ends see the same pair, so both
+    /// decide alike):
+    /// - neither end has state: the highest epoch both windows hold;
+    /// - one end has state (the other lost its store): that end's committed epoch;
+    /// - both have state but one is behind (a store restored from an older copy): the higher
+    ///   committed epoch — except a responder one epoch behind that reflected, which waits for
+    ///   the COMMIT its initiator re-sends;
+    /// - the epoch so chosen is not in both windows: the link is incompatible.
+    ///
     /// Returns true when this end's persisted state changed (persist before sending data).
     pub fn on_hello(&mut self, hello: &Hello, my_window: &Window) -> Result<bool, HelloError> {
         self.peer_window = Some(hello.window);
         if let Some(a) = hello.activated {
             self.peer_activated = Some(self.peer_activated.map_or(a, |p| p.max(a)));
         }
-        if !self.state.fresh {
+        let common = my_window.intersect(&hello.window);
+        let mine = (!self.state.fresh).then_some(self.state.committed);
+        let theirs = hello.link.map(|l| l.committed);
+        if mine.is_some() && mine == theirs {
+            // Agreed already (a repeated HELLO): nothing to decide.
+            self.incompatible = false;
             return Ok(false);
         }
-        let common = my_window
-            .intersect(&hello.window)
-            .ok_or(HelloError::NoCommonEpoch {
-                mine: *my_window,
-                theirs: hello.window,
-            })?;
-        let epoch = match hello.link {
-            Some(snap) if common.contains(snap.committed) => snap.committed,
-            _ => common.max,
+        let target = match (mine, theirs) {
+            (None, None) => common.map(|c| c.max),
+            (None, Some(t)) => Some(t),
+            (Some(m), None) => Some(m),
+            (Some(m), Some(t)) => Some(m.max(t)),
         };
+        let Some(epoch) = target.filter(|&e| common.is_some_and(|c| c.contains(e))) else {
+            self.incompatible = true;
+            return Err(match (common, target) {
+                (Some(_), Some(epoch)) => HelloError::Incompatible {
+                    epoch,
+                    mine: *my_window,
+                    theirs: hello.window,
+                },
+                _ => HelloError::NoCommonEpoch {
+                    mine: *my_window,
+                    theirs: hello.window,
+                },
+            });
+        };
+        self.incompatible = false;
+        if mine == Some(epoch) {
+            return Ok(false);
+        }
+        let reflected_one_behind = matches!(self.state.pending, Pending::Reflecting(_))
+            && mine.map(Epoch::next) == Some(epoch);
+        if reflected_one_behind {
+            return Ok(false);
+        }
         self.state = LinkState::established(epoch);
         Ok(true)
     }
@@ -561,6 +599,18 @@ pub enum HelloError {
     /// The two firmware windows share no epoch: the link cannot carry traffic.
     #[error("firmware windows {mine:?} and {theirs:?} share no epoch")]
     NoCommonEpoch {
+        /// This end's window.
+        mine: Window,
+        /// The peer's window.
+        theirs: Window,
+    },
+    /// The epoch one end holds (the other lost or restored its store) is outside a window.
+    #[error(
+        "the link holds epoch {epoch:?}, which windows {mine:?} and {theirs:?} do not both speak"
+    )]
+    Incompatible {
+        /// The committed epoch the state at either end holds.
+        epoch: Epoch,
         /// This end's window.
         mine: Window,
         /// The peer's window.

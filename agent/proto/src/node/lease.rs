@@ -126,6 +126,12 @@ impl Grantor {
         }
     }
 
+    /// Grants nothing for `len` from `now`, whether or not it was quiet (a node that learns it
+    /// lost its store: the grants of its earlier life are forgotten).
+    pub(super) fn quarantine(&mut self, now: Nanos, len: Nanos) {
+        self.quiet_until = self.quiet_until.max(now + len);
+    }
+
     /// Grants not yet expired.
     pub(super) fn active(&self, now: Nanos) -> usize {
         self.grants.iter().filter(|g| g.1 > now).count()

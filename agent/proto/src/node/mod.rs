@@ -316,6 +316,7 @@ impl Node {
             window: self.running,
             activated,
             link: link.state.snapshot(),
+            your_version: self.summary.phase(peer).map(|p| p.version),
         };
         self.hello_sent.retain(|(p, _)| *p != peer);
         self.hello_sent.push((peer, hello.window));
@@ -414,6 +415,9 @@ impl Node {
     }
 
     fn on_hello(&mut self, now: Nanos, i: usize, h: &Hello) {
+        if let Some(v) = h.your_version {
+            self.outgrow(now, v);
+        }
         let peer = self.links[i].peer;
         let sent = self.hello_sent.iter().find(|(p, _)| *p == peer);
         let mine = sent.map_or(self.running, |&(_, w)| w);
@@ -437,7 +441,44 @@ impl Node {
                 let peer = self.links[i].peer;
                 self.emit(Output::Event(Event::HelloFailed { peer, mine, theirs }));
             }
+            Err(crate::link::HelloError::Incompatible {
+                epoch,
+                mine,
+                theirs,
+            }) => {
+                let peer = self.links[i].peer;
+                self.emit(Output::Event(Event::LinkIncompatible {
+                    peer,
+                    epoch,
+                    mine,
+                    theirs,
+                }));
+            }
         }
+    }
+
+    /// A neighbour holds version `seen` of this node's own phase report. A version above this
+    /// node's current one was written by an earlier life whose store is gone (or was restored
+    /// from an older copy): take an incarnation above it, so this node's reports win again, and
+    /// wait out the restart quarantine, since the grants it gave then are forgotten.
+    fn outgrow(&mut self, now: Nanos, seen: Version) {
+        if seen <= self.record.phase.version {
+            return;
+        }
+        let incarnation = seen.incarnation.saturating_add(1);
+        self.record.phase.version = Version {
+            incarnation,
+            counter: 0,
+        };
+        self.emit(Output::Persist(Record::Node(self.record.clone())));
+        self.summary.set_phase(self.cfg.id, self.record.phase);
+        let quiet = self.grant_length();
+        self.grantor.quarantine(now, quiet);
+        self.emit(Output::Event(Event::Reincarnated {
+            incarnation,
+            quiet_ms: quiet / MS,
+        }));
+        self.gossip_dirty(now);
     }
 
     fn try_propose(&mut self, now: Nanos, i: usize) {

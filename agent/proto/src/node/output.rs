@@ -164,6 +164,28 @@ pub enum Event {
         /// Why.
         reason: &'static str,
     },
+    /// LINK_HELLO found that the epoch the state at one end holds is not in both windows (a
+    /// store lost or restored at one end, and firmware that cannot speak the link's epoch): the
+    /// link carries nothing until an operator acts.
+    LinkIncompatible {
+        /// Neighbour.
+        peer: NodeId,
+        /// The committed epoch one end holds.
+        epoch: Epoch,
+        /// This end's window.
+        mine: Window,
+        /// The peer's window.
+        theirs: Window,
+    },
+    /// A neighbour holds a newer report of this node than this node itself (its store was lost
+    /// or restored from an older copy): this node takes a new incarnation above it and, having
+    /// forgotten the leases it may have granted, grants none for `quiet_ms` (restart quarantine).
+    Reincarnated {
+        /// The new incarnation.
+        incarnation: u32,
+        /// How long the restart quarantine lasts.
+        quiet_ms: u64,
+    },
     /// LINK_HELLO could not agree an epoch.
     HelloFailed {
         /// Neighbour.

@@ -30,6 +30,11 @@ pub enum Job {
         /// The method.
         method: ActivationMethod,
     },
+    /// Ask whether the device can take a link epoch.
+    PrepareLinkEpoch {
+        /// Epoch.
+        epoch: u64,
+    },
     /// Record a link's epoch in the device.
     SetLinkEpoch {
         /// Neighbour.
@@ -58,8 +63,22 @@ pub enum Done {
         /// The error, if it failed.
         error: Option<String>,
     },
-    /// Setting a link epoch failed.
-    LinkEpochFailed(String),
+    /// The device's answer to whether it can take a link epoch.
+    LinkEpochPrepared {
+        /// Epoch.
+        epoch: u64,
+        /// Its refusal, if it refused.
+        result: Result<(), String>,
+    },
+    /// The device applied a link epoch, or failed to.
+    LinkEpochApplied {
+        /// Neighbour.
+        peer: u64,
+        /// Epoch.
+        epoch: u64,
+        /// The failure, if it failed.
+        result: Result<(), String>,
+    },
     /// The inventory and health.
     Inventory(Box<Report>),
     /// Flash progress, percent.
@@ -188,12 +207,17 @@ impl Worker {
                                 .err();
                             Done::Activated { epoch, error }
                         }
-                        Job::SetLinkEpoch { peer, epoch } => {
-                            match device.set_link_epoch(peer, epoch) {
-                                Ok(()) => continue,
-                                Err(e) => Done::LinkEpochFailed(e.to_string()),
-                            }
-                        }
+                        Job::PrepareLinkEpoch { epoch } => Done::LinkEpochPrepared {
+                            epoch,
+                            result: device.can_take_link_epoch(epoch).map_err(|e| e.to_string()),
+                        },
+                        Job::SetLinkEpoch { peer, epoch } => Done::LinkEpochApplied {
+                            peer,
+                            epoch,
+                            result: device
+                                .set_link_epoch(peer, epoch)
+                                .map_err(|e| e.to_string()),
+                        },
                         Job::Inventory => Done::Inventory(Box::new(Report::read(&*device))),
                     };
                     if done_tx.send(reply).is_err() {

@@ -266,6 +266,14 @@ pub enum DeviceError {
         /// The epoch asked for.
         requested: u64,
     },
+    /// The device refused a link epoch (it cannot take it, or failed to apply it).
+    #[error("link epoch {epoch}: {reason}")]
+    LinkEpochRefused {
+        /// The epoch asked for.
+        epoch: u64,
+        /// Why.
+        reason: String,
+    },
     /// The device's persisted state cannot be used.
     #[error("device state {path}: {reason}")]
     BadState {
@@ -359,6 +367,14 @@ pub trait Device {
     /// Records that the link to `peer` now speaks `epoch` (DESIGN §2: a firmware mode, a devlink
     /// parameter); epochs only grow, and setting the current one again is a no-op.
     fn set_link_epoch(&mut self, peer: u64, epoch: u64) -> Result<(), DeviceError>;
+
+    /// Whether the device, as it runs now, can take `epoch` as a link epoch: asked before the
+    /// agent proposes or reflects the epoch (the device's vote in the link's commit). Devices
+    /// that record link epochs without conditions accept every epoch.
+    fn can_take_link_epoch(&self, epoch: u64) -> Result<(), DeviceError> {
+        let _ = epoch;
+        Ok(())
+    }
 
     /// The device's health now.
     fn health(&self) -> Health;

@@ -39,6 +39,7 @@ fn configure<M: criterion::measurement::Measurement>(g: &mut BenchmarkGroup<'_, 
 fn link_ctx(ready_for: Epoch) -> LinkCtx {
     LinkCtx {
         ready_for: Some(ready_for),
+        device_refused: false,
         firmware_digest: [0xab; 32],
         timers: LinkTimers::for_rtt(RTT),
         #[cfg(feature = "mutants")]
@@ -73,11 +74,19 @@ fn transaction(init: &mut LinkEnd, resp: &mut LinkEnd, now: Nanos) -> Epoch {
 
     let fx = init.on_txn(&reflect, &ctx);
     init.rearm(now, &ctx, fx.persist);
-    let commit = fx.send.expect("same nonce reflected: COMMIT");
+    let committed = fx.committed.expect("same nonce reflected: committed");
+    let commit = init
+        .device_applied(committed)
+        .send
+        .expect("device acknowledged: COMMIT");
 
     let fx = resp.on_txn(&commit, &ctx);
     resp.rearm(now, &ctx, fx.persist);
-    let ack = fx.send.expect("reflecting responder: COMMIT_ACK");
+    let committed = fx.committed.expect("reflecting responder: committed");
+    let ack = resp
+        .device_applied(committed)
+        .send
+        .expect("device acknowledged: COMMIT_ACK");
 
     let fx = init.on_txn(&ack, &ctx);
     init.rearm(now, &ctx, fx.persist);

@@ -123,6 +123,8 @@ pub enum AbortReason {
     Restarted,
     /// The campaign is halted at the sender.
     Halted,
+    /// The responder's device cannot take the proposed link epoch.
+    DeviceRefused,
 }
 
 /// One link-transaction message.

@@ -16,16 +16,22 @@ pub enum Mutant {
     CommitOnOtherPath,
     /// The driver sends messages before the state they depend on is durable.
     SendBeforePersist,
+    /// An end sends new-epoch data (probes) before its device acknowledged the link's epoch.
+    ProbeBeforeDeviceAck,
+    /// The responder reflects without checking that its device can take the epoch.
+    ReflectWithoutDeviceCheck,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 6] = [
+    pub const ALL: [Mutant; 8] = [
         Mutant::ResponderAbortsAfterReflect,
         Mutant::ResponderDoesNotPause,
         Mutant::DataBeforeCommit,
         Mutant::CommitOnOtherNonce,
         Mutant::CommitOnOtherPath,
         Mutant::SendBeforePersist,
+        Mutant::ProbeBeforeDeviceAck,
+        Mutant::ReflectWithoutDeviceCheck,
     ];
 }

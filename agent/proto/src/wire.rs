@@ -151,6 +151,7 @@ code_table!(abort_reason_code, abort_reason_from, AbortReason, "abort reason", {
     AbortReason::LocalFailure = 4,
     AbortReason::Restarted = 5,
     AbortReason::Halted = 6,
+    AbortReason::DeviceRefused = 7,
 });
 
 code_table!(deny_reason_code, deny_reason_from, DenyReason, "deny reason", {
@@ -802,10 +803,10 @@ mod tests {
             })
         );
         assert_eq!(
-            bad(txn, 51, 7),
+            bad(txn, 51, 8),
             Err(WireError::BadEnum {
                 field: "abort reason",
-                value: 7
+                value: 8
             })
         );
         let lease = Message::Lease(Lease::Deny {

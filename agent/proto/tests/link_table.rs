@@ -736,6 +736,7 @@ fn timers() -> LinkTimers {
 fn ctx(ready: bool) -> LinkCtx {
     LinkCtx {
         ready_for: ready.then_some(E),
+        device_refused: false,
         firmware_digest: DIGEST,
         timers: timers(),
         #[cfg(feature = "mutants")]
@@ -748,6 +749,7 @@ fn initiator() -> LinkEnd {
     let mut l = LinkEnd::new(A, B, LinkState::established(E0));
     assert_eq!(l.role, I);
     l.conn = Some(1);
+    l.device = Some(E0);
     l.peer_activated = Some(E);
     l
 }
@@ -757,6 +759,7 @@ fn responder() -> LinkEnd {
     let mut l = LinkEnd::new(B, A, LinkState::established(E0));
     assert_eq!(l.role, R);
     l.conn = Some(1);
+    l.device = Some(E0);
     l
 }
 
@@ -822,11 +825,15 @@ fn happy_path_exact_messages() {
     assert_eq!(r.send_epoch(&c), None, "reflecting responder pauses data");
     assert_eq!(r.recv_epoch(), E0);
 
-    // COMMIT: the initiator switches, but sends no new data before COMMIT went out
+    // COMMIT: the initiator commits, its device applies E, then COMMIT goes out; no data
+    // flows meanwhile
     let fx = i.on_txn(&refl, &c);
     assert!(fx.persist);
     assert_eq!(fx.committed, Some(E));
-    let commit = fx.send.unwrap();
+    assert_eq!(fx.send, None, "COMMIT waits for the device");
+    assert_eq!(i.send_epoch(&c), None, "no data while the device switches");
+    assert_eq!(i.device_applied(E0).send, None, "not the committed epoch");
+    let commit = i.device_applied(E).send.unwrap();
     assert_eq!(commit, txn(TxnKind::Commit, E, 1));
     assert_eq!(i.state.committed, E);
     assert_eq!(i.state.pending, Pending::None);
@@ -838,15 +845,20 @@ fn happy_path_exact_messages() {
         "nonces restart for the next epoch"
     );
     assert_eq!(i.recv_epoch(), E);
-    assert_eq!(i.send_epoch(&c), None, "no new-epoch data before COMMIT");
     i.commit_sent_on_conn = true; // what the node does when it sends the COMMIT
-    assert_eq!(i.send_epoch(&c), Some(E));
+    assert_eq!(
+        i.send_epoch(&c),
+        None,
+        "no new-epoch data before COMMIT_ACK: the responder's device may not speak E yet"
+    );
 
-    // COMMIT_ACK
+    // COMMIT_ACK, once the responder's device took E
     let fx = r.on_txn(&commit, &c);
     assert!(fx.persist);
     assert_eq!(fx.committed, Some(E));
-    let ack = fx.send.unwrap();
+    assert_eq!(fx.send, None, "COMMIT_ACK waits for the device");
+    assert_eq!(r.send_epoch(&c), None);
+    let ack = r.device_applied(E).send.unwrap();
     assert_eq!(ack, txn(TxnKind::CommitAck, E, 1));
     assert_eq!(r.state.committed, E);
     assert_eq!(r.state.pending, Pending::None);
@@ -872,7 +884,8 @@ fn query_commits_like_reflect() {
     let mut i = tentative();
     let fx = i.on_txn(&txn(TxnKind::Query, E, 1), &c);
     assert_eq!(fx.committed, Some(E));
-    assert_eq!(fx.send, Some(txn(TxnKind::Commit, E, 1)));
+    assert_eq!(fx.send, None);
+    assert_eq!(i.device_applied(E).send, Some(txn(TxnKind::Commit, E, 1)));
 }
 
 #[test]
@@ -880,6 +893,7 @@ fn committed_initiator_answers_reflect_and_query_with_commit() {
     let c = ctx(true);
     let mut i = tentative();
     i.on_txn(&reflect(1), &c);
+    i.device_applied(E);
     for k in [TxnKind::Reflect, TxnKind::Query] {
         let fx = i.on_txn(&txn(k, E, 1), &c);
         assert!(!fx.persist);
@@ -1131,6 +1145,7 @@ fn duplicate_commit_is_reacked() {
     let c = ctx(true);
     let mut r = reflecting(1);
     r.on_txn(&txn(TxnKind::Commit, E, 1), &c);
+    r.device_applied(E);
     for _ in 0..2 {
         let fx = r.on_txn(&txn(TxnKind::Commit, E, 1), &c);
         assert!(!fx.persist);
@@ -1275,15 +1290,20 @@ fn restart_initiator_committed_unacked_resends_commit() {
     assert_eq!(i.send_epoch(&c), None, "connection down");
     let fx = i.on_event(Stimulus::Restart, &c);
     assert!(!fx.persist);
+    assert_eq!(
+        fx.send, None,
+        "the restarted agent's device must take E again first"
+    );
+    let fx = i.device_applied(E);
     assert_eq!(fx.send, Some(txn(TxnKind::Commit, E, 1)));
     assert_eq!(i.state.committed, E);
-    // on the new connection: no new-epoch data until COMMIT went out on it
+    // on the new connection: no new-epoch data until the responder acknowledged the COMMIT
     i.conn = Some(2);
     assert_eq!(i.send_epoch(&c), None);
     let fx = i.on_event(Stimulus::Reconnect, &c);
     assert_eq!(fx.send, Some(txn(TxnKind::Commit, E, 1)));
     i.commit_sent_on_conn = true;
-    assert_eq!(i.send_epoch(&c), Some(E));
+    assert_eq!(i.send_epoch(&c), None);
     // the commit is retransmitted until acknowledged
     let at = i.rearm(10, &c, true).unwrap();
     assert_eq!(at, 10 + 30);
@@ -1343,6 +1363,7 @@ fn reconnect_rules() {
     assert_eq!(fx.send, Some(txn(TxnKind::Propose, E, 1)));
     // Committed, unacked: COMMIT again
     i.on_txn(&reflect(1), &c);
+    i.device_applied(E);
     let fx = i.on_event(Stimulus::Reconnect, &c);
     assert_eq!(fx.send, Some(txn(TxnKind::Commit, E, 1)));
     // acked: nothing
@@ -1419,6 +1440,12 @@ fn hello_on_fresh_links_takes_the_highest_common_epoch() {
     assert_eq!(f.state, LinkState::established(Epoch(4)));
     assert_eq!(f.peer_window, Some(Window::new(2, 6)));
     assert_eq!(f.peer_activated, Some(Epoch(6)));
+    assert_eq!(
+        f.send_epoch(&ctx(true)),
+        None,
+        "the device has not taken the epoch yet"
+    );
+    f.device_applied(Epoch(4));
     assert_eq!(f.send_epoch(&ctx(true)), Some(Epoch(4)));
     assert_eq!(
         f.state.snapshot(),
@@ -1481,6 +1508,7 @@ fn hello_on_fresh_link_adopts_the_peers_committed_epoch() {
     // the end that holds the state decides alike from the same pair of windows
     let mut s = LinkEnd::new(A, B, LinkState::established(Epoch(1)));
     s.conn = Some(1);
+    s.device = Some(Epoch(1));
     assert!(s
         .on_hello(&hello(Window::new(2, 4), None, None), &Window::new(1, 5))
         .is_err());
@@ -1523,6 +1551,7 @@ fn link_agreed_by_hello_acknowledges_any_commit_of_its_epoch() {
     )
     .unwrap();
     assert_eq!(r.state, LinkState::established(E));
+    r.device_applied(E);
     let fx = r.on_txn(&txn(TxnKind::Commit, E, 7), &c);
     assert_eq!(fx.note, Some(Note::Ok));
     assert_eq!(fx.send, Some(txn(TxnKind::CommitAck, E, 7)));
@@ -1623,6 +1652,7 @@ fn commit_retransmission_backs_off_and_never_gives_up() {
     let c = ctx(true);
     let mut i = tentative();
     i.on_txn(&reflect(1), &c);
+    i.device_applied(E);
     let mut now = 0;
     let mut at = i.rearm(now, &c, true).unwrap();
     let mut gaps = Vec::new();

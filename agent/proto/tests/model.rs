@@ -100,15 +100,17 @@ const DATA_AGREEMENT: &str = "data agreement: DATA is interpreted under its send
 const NO_COMMIT_ABANDONED: &str = "the initiator never commits a nonce the responder abandoned";
 const MONOTONIC: &str = "monotonicity: committed epochs never decrease, across crashes";
 const DURABLE: &str = "durability: a restarted end is not behind what it sent a message about";
+const DEVICE_TAKES: &str = "an end commits only an epoch its device can take";
 const ALL_COMMITTED: &str = "every link end committed epoch 1";
 
 /// The safety properties.
-const SAFETY: [&str; 5] = [
+const SAFETY: [&str; 6] = [
     AGREEMENT,
     DATA_AGREEMENT,
     NO_COMMIT_ABANDONED,
     MONOTONIC,
     DURABLE,
+    DEVICE_TAKES,
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -195,6 +197,10 @@ struct End {
     writing: bool,
     /// [`Reconnect::AfterHello`]: up, but the peer's LINK_HELLO not yet received.
     awaiting_hello: bool,
+    /// `LinkEnd::device`: the epoch the device acknowledged in this life of the agent.
+    device: Option<Epoch>,
+    /// `LinkEnd::held`: the COMMIT / COMMIT_ACK waiting for the device.
+    held: Option<(TxnKind, Epoch, Nonce)>,
 }
 
 impl End {
@@ -210,6 +216,8 @@ impl End {
             disk: state,
             writing: false,
             awaiting_hello: false,
+            device: None,
+            held: None,
         }
     }
 
@@ -220,6 +228,10 @@ impl End {
         let mut link = LinkEnd::new(me, peer, self.state);
         link.conn = self.conn.then_some(0);
         link.commit_sent_on_conn = self.commit_sent_on_conn;
+        link.device = self.device;
+        link.held = self
+            .held
+            .map(|(kind, epoch, nonce)| Txn::new(kind, epoch, nonce));
         link.peer_activated = self.peer_activated;
         link.aborts = self.aborts;
         link.timer_at = self.timer_armed.then_some(0);
@@ -236,6 +248,8 @@ impl End {
             peer_window,
             retired,
             incompatible,
+            device,
+            held,
             tries: _,
             aborts,
             timer_at,
@@ -244,6 +258,8 @@ impl End {
         self.state = state;
         self.conn = conn.is_some();
         self.commit_sent_on_conn = commit_sent_on_conn;
+        self.device = device;
+        self.held = held.map(|t| (t.kind, t.epoch, t.nonce));
         self.peer_activated = peer_activated;
         self.aborts = aborts;
         self.timer_armed = timer_at.is_some();
@@ -289,6 +305,9 @@ struct Link {
     breaks: u8,
     /// The initiator's commit note on the other path, once posted.
     other_path: Option<Epoch>,
+    /// `dev[s]`: the link epoch side `s`'s device (hardware) speaks: it survives crashes of
+    /// the agent, tags the data that side sends and interprets what it receives.
+    dev: [Epoch; 2],
     ghost: Ghost,
 }
 
@@ -393,6 +412,8 @@ impl Enc {
             disk,
             writing,
             awaiting_hello,
+            device,
+            held,
         } = e;
         self.state(state);
         self.flag(*conn);
@@ -403,6 +424,16 @@ impl Enc {
         self.state(disk);
         self.flag(*writing);
         self.flag(*awaiting_hello);
+        self.opt(device.map(|e| e.0));
+        match held {
+            None => self.byte(0),
+            Some((kind, epoch, nonce)) => {
+                self.byte(1);
+                self.byte(*kind as u8);
+                self.num(epoch.0);
+                self.num(nonce.0);
+            }
+        }
     }
 
     fn msg(&mut self, m: Option<Msg>) {
@@ -429,6 +460,7 @@ impl Enc {
             proposals,
             breaks,
             other_path,
+            dev,
             ghost,
         } = l;
         ends.iter().for_each(|e| self.end(e));
@@ -437,6 +469,7 @@ impl Enc {
         self.byte(*proposals);
         self.byte(*breaks);
         self.opt(other_path.map(|e| e.0));
+        dev.iter().for_each(|e| self.num(e.0));
         let Ghost {
             i_committed,
             r_abandoned,
@@ -523,6 +556,8 @@ struct LinkModel<const L: usize> {
     crashes: [u8; MAX_NODES],
     /// Whether the nodes after the first start ready.
     others_ready: bool,
+    /// The node whose device cannot take epoch 1 (it votes no).
+    refusing: Option<usize>,
 }
 
 impl LinkModel<1> {
@@ -537,6 +572,7 @@ impl LinkModel<1> {
             breaks: 1,
             crashes: [1, 1, 0],
             others_ready: false,
+            refusing: None,
         }
     }
 }
@@ -554,6 +590,7 @@ impl LinkModel<2> {
             breaks: 0,
             crashes: [0, 1, 0],
             others_ready: true,
+            refusing: None,
         }
     }
 }
@@ -570,8 +607,11 @@ fn id(node: usize) -> NodeId {
 impl<const L: usize> LinkModel<L> {
     /// What a node knows of itself (`Node::ctx`).
     fn ctx(&self, w: &World<L>, node: usize) -> LinkCtx {
+        let takes = self.refusing != Some(node);
+        let unchecked = self.mutant == Some(Mutant::ReflectWithoutDeviceCheck);
         LinkCtx {
-            ready_for: w.ready[node].then_some(NEXT),
+            ready_for: (w.ready[node] && (takes || unchecked)).then_some(NEXT),
+            device_refused: w.ready[node] && !takes,
             firmware_digest: [0; 32],
             timers: LinkTimers::for_rtt(1_000),
             mutant: self.mutant,
@@ -678,6 +718,7 @@ impl<const L: usize> LinkModel<L> {
         let end = End {
             conn: true,
             peer_activated: Some(NEXT),
+            device: Some(Epoch(0)),
             ..End::new(established)
         };
         Link {
@@ -687,6 +728,7 @@ impl<const L: usize> LinkModel<L> {
             proposals: self.proposals,
             breaks: self.breaks,
             other_path: None,
+            dev: [Epoch(0); 2],
             ghost: Ghost {
                 promised: [rank(&established); 2],
                 ..Ghost::default()
@@ -722,6 +764,9 @@ enum Action {
     OtherPath { link: usize },
     /// The node becomes ready for epoch 1.
     Activate { node: usize },
+    /// The end's device applies the link's committed epoch and acknowledges
+    /// (`Node::link_epoch_applied`); a device that cannot take the epoch never does.
+    DeviceApply { link: usize, side: usize },
 }
 
 impl<const L: usize> Model for LinkModel<L> {
@@ -778,6 +823,11 @@ impl<const L: usize> Model for LinkModel<L> {
                 if end.writing {
                     out.push(Action::Persist { link: l, side });
                 }
+                let committed = end.state.committed;
+                let refuses = self.refusing == Some(node(l, side)) && committed == NEXT;
+                if !end.state.fresh && end.device != Some(committed) && !refuses {
+                    out.push(Action::DeviceApply { link: l, side });
+                }
             }
             let link = &w.links[l];
             if link.breaks > 0 && link.ends.iter().any(|e| e.conn) {
@@ -804,8 +854,8 @@ impl<const L: usize> Model for LinkModel<L> {
                 let to = 1 - from;
                 match w.links[l].chans[from].pop()? {
                     Msg::Data(tag) => {
-                        let epoch = self.with(&mut w, l, to, |end, _| end.recv_epoch());
-                        if tag != epoch {
+                        // The receiving device interprets it, under the epoch it speaks.
+                        if tag != w.links[l].dev[to] {
                             w.links[l].ghost.data_mismatch = true;
                         }
                     }
@@ -828,8 +878,14 @@ impl<const L: usize> Model for LinkModel<L> {
             }
             Action::Data { link: l, side } => {
                 w.links[l].budget[side] -= 1;
-                let tag = self.with(&mut w, l, side, |end, ctx| end.send_epoch(ctx))?;
+                let agent = self.with(&mut w, l, side, |end, ctx| end.send_epoch(ctx))?;
                 let link = &mut w.links[l];
+                // The device sends it, in the epoch it speaks; a probe that claims another
+                // epoch than its device's is a mismatch already.
+                let tag = link.dev[side];
+                if agent != tag {
+                    link.ghost.data_mismatch = true;
+                }
                 let promised = &mut link.ghost.promised[side];
                 *promised = (*promised).max((tag.0, 0, 0, 0));
                 if !link.chans[side].push(Msg::Data(tag)) {
@@ -888,6 +944,11 @@ impl<const L: usize> Model for LinkModel<L> {
                 self.apply(&mut w, l, R, fx);
             }
             Action::Activate { node } => w.ready[node] = true,
+            Action::DeviceApply { link: l, side } => {
+                let epoch = w.links[l].ends[side].state.committed;
+                w.links[l].dev[side] = epoch;
+                self.step(&mut w, l, side, |end, _| end.device_applied(epoch));
+            }
         }
         Self::observe(before, &mut w);
         Some(w)
@@ -914,6 +975,13 @@ impl<const L: usize> Model for LinkModel<L> {
             }),
             Property::always(DURABLE, |_, w: &World<L>| {
                 w.links.iter().all(|l| !l.ghost.forgot)
+            }),
+            Property::always(DEVICE_TAKES, |m: &Self, w: &World<L>| {
+                w.links.iter().enumerate().all(|(l, link)| {
+                    [I, R].into_iter().all(|side| {
+                        link.ends[side].state.committed < NEXT || m.refusing != Some(node(l, side))
+                    })
+                })
             }),
             Property::sometimes(ALL_COMMITTED, |_, w: &World<L>| {
                 w.links
@@ -1064,6 +1132,43 @@ fn mutant_commit_on_other_nonce_is_caught() {
 fn mutant_commit_on_other_path_is_caught() {
     let model = LinkModel::two_nodes(Some(Mutant::CommitOnOtherPath));
     caught(model, DATA_AGREEMENT);
+}
+
+#[test]
+fn mutant_probe_before_device_ack_is_caught() {
+    let model = LinkModel::two_nodes(Some(Mutant::ProbeBeforeDeviceAck));
+    caught(model, DATA_AGREEMENT);
+}
+
+#[test]
+fn mutant_reflect_without_device_check_is_caught() {
+    let model = LinkModel {
+        refusing: Some(1),
+        ..LinkModel::two_nodes(Some(Mutant::ReflectWithoutDeviceCheck))
+    };
+    caught(model, DEVICE_TAKES);
+}
+
+/// A responder whose device cannot take epoch 1: it refuses every PROPOSE, nothing commits,
+/// and no safety property breaks.
+#[test]
+fn protocol_holds_when_the_responders_device_refuses() {
+    let model = LinkModel {
+        refusing: Some(1),
+        others_ready: true,
+        ..LinkModel::two_nodes(None)
+    };
+    let checker = model.checker().spawn_bfs().join();
+    let broken: Vec<_> = SAFETY
+        .into_iter()
+        .filter(|name| checker.discovery(name).is_some())
+        .collect();
+    assert!(broken.is_empty(), "counterexamples to {broken:?}");
+    assert!(checker.is_done());
+    assert!(
+        checker.discovery(ALL_COMMITTED).is_none(),
+        "a link committed an epoch a device refused"
+    );
 }
 
 #[test]

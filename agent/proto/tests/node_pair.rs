@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{campaign, n, Sim, DELAY};
+use common::{campaign, n, Sim, DELAY, DEVICE_DELAY};
 use entente_proto::link::LinkState;
 use entente_proto::msg::{ControlAction, Hello};
 use entente_proto::node::{Event, Record};
@@ -595,6 +595,8 @@ fn resume_of_a_node_already_running_the_firmware_lets_its_leases_go() {
     assert_eq!(sim.node(n(1)).phase().phase, Phase::Staged);
     let before = sim.activations.len();
     sim.control(n(1), 1, ControlAction::Resume, 1);
+    // converged as soon as its device confirmed it can take the epoch
+    sim.run_for(2 * DEVICE_DELAY);
     assert_eq!(sim.node(n(1)).phase().phase, Phase::Converged);
     sim.drive();
     sim.assert_converged(1);
@@ -960,10 +962,9 @@ fn hello_crossing_an_activation_agrees_one_epoch() {
     sim.restart(n(2));
     sim.set_device_window(n(3), Window::new(0, 1));
     sim.start_campaign(n(1), campaign(1, false, 1));
-    sim.run_until(|s| {
-        s.activation_due(n(2))
-            .is_some_and(|at| at <= s.now + DELAY / 2)
-    });
+    sim.run_until(|s| s.activation_due(n(2)).is_some());
+    let due = sim.activation_due(n(2)).unwrap();
+    sim.run_for(due - sim.now - DELAY / 2);
     sim.restart_wiped(n(3));
     sim.run_for(SEC);
     let (a, b) = (link_state(&sim, 2, 3), link_state(&sim, 3, 2));
@@ -1055,72 +1056,73 @@ fn persist_comes_before_the_send_that_depends_on_it() {
         .unwrap();
     assert!(p < s, "{b:#?}");
 
-    // COMMIT (initiator): committed persisted, device switched, then COMMIT
-    let b = batch_with(1, TxnKind::Commit);
+    // COMMIT (initiator): committed persisted, the device asked to switch; COMMIT goes out in
+    // a later batch, once the device acknowledged (the device is a participant of the commit)
+    let index_of = |who: u64, pred: &dyn Fn(&Output) -> bool| {
+        sim.batches
+            .iter()
+            .position(|(id, b)| *id == n(who) && b.iter().any(pred))
+            .unwrap_or_else(|| panic!("no such batch of {who}"))
+    };
+    let committed = index_of(1, &|o| {
+        is_link_persist(o, n(2), |s| s.committed == Epoch(1) && !s.acked)
+    });
+    let b = &sim.batches[committed].1;
     let p = b
         .iter()
         .position(|o| is_link_persist(o, n(2), |s| s.committed == Epoch(1) && !s.acked))
-        .expect("commit persisted");
+        .unwrap();
     let d = b
         .iter()
         .position(|o| matches!(o, Output::SetLinkEpoch { peer, epoch } if *peer == n(2) && *epoch == Epoch(1)))
-        .expect("device switched");
-    let s = b.iter().position(|o| txn_sent(o, TxnKind::Commit)).unwrap();
-    assert!(p < d && d < s, "{b:#?}");
+        .expect("device asked in the commit's batch");
+    assert!(p < d, "{b:#?}");
+    assert!(!b.iter().any(|o| txn_sent(o, TxnKind::Commit)), "{b:#?}");
+    assert!(index_of(1, &|o| txn_sent(o, TxnKind::Commit)) > committed);
 
-    // COMMIT_ACK (responder): committed persisted first
-    let b = batch_with(2, TxnKind::CommitAck);
-    let p = b
-        .iter()
-        .position(|o| is_link_persist(o, n(1), |s| s.committed == Epoch(1)))
-        .expect("commit persisted");
-    let s = b
-        .iter()
-        .position(|o| txn_sent(o, TxnKind::CommitAck))
-        .unwrap();
-    assert!(p < s, "{b:#?}");
+    // COMMIT_ACK (responder): committed persisted and the device asked first; the ack goes out
+    // once the device acknowledged
+    let committed = index_of(2, &|o| {
+        is_link_persist(o, n(1), |s| s.committed == Epoch(1))
+    });
+    let b = &sim.batches[committed].1;
+    assert!(!b.iter().any(|o| txn_sent(o, TxnKind::CommitAck)), "{b:#?}");
+    assert!(b.iter().any(
+        |o| matches!(o, Output::SetLinkEpoch { peer, epoch } if *peer == n(1) && *epoch == Epoch(1))
+    ));
+    assert!(index_of(2, &|o| txn_sent(o, TxnKind::CommitAck)) > committed);
 
-    // the node reached Converged (persisted) in the COMMIT_ACK batch too
+    // the node reached Converged (persisted) when its link committed
     assert!(b.iter().any(
         |o| matches!(o, Output::Persist(Record::Node(r)) if r.phase.phase == Phase::Converged)
     ));
 
-    // ACTIVATED goes out only after the Activated phase is durable
+    // ACTIVATED goes out only after the Activated phase is durable (and once the device said
+    // it can take the epoch: a batch after the phase's, or the same one after its record)
+    let sends_activated = |o: &Output| {
+        matches!(
+            o,
+            Output::Send {
+                msg: Message::Activated { .. },
+                ..
+            }
+        )
+    };
     for who in [1u64, 2] {
-        let b = sim
-            .batches
-            .iter()
-            .find(|(id, b)| {
-                *id == n(who)
-                    && b.iter().any(|o| {
-                        matches!(
-                            o,
-                            Output::Send {
-                                msg: Message::Activated { .. },
-                                ..
-                            }
-                        )
-                    })
-            })
-            .map(|(_, b)| b)
-            .unwrap();
-        let p = b
-            .iter()
-            .position(|o| matches!(o, Output::Persist(Record::Node(r)) if r.phase.phase == Phase::Activated))
-            .unwrap();
-        let s = b
-            .iter()
-            .position(|o| {
-                matches!(
-                    o,
-                    Output::Send {
-                        msg: Message::Activated { .. },
-                        ..
-                    }
-                )
-            })
-            .unwrap();
-        assert!(p < s);
+        let persisted = index_of(
+            who,
+            &|o| matches!(o, Output::Persist(Record::Node(r)) if r.phase.phase == Phase::Activated),
+        );
+        let sent = index_of(who, &sends_activated);
+        assert!(persisted <= sent);
+        if persisted == sent {
+            let b = &sim.batches[sent].1;
+            let p = b
+                .iter()
+                .position(|o| matches!(o, Output::Persist(Record::Node(r)) if r.phase.phase == Phase::Activated))
+                .unwrap();
+            assert!(p < b.iter().position(sends_activated).unwrap());
+        }
     }
 }
 
@@ -1214,4 +1216,128 @@ fn harness_catches_a_responder_that_does_not_pause() {
     sim.drive();
     sim.start_campaign(n(1), campaign(1, false, 1));
     sim.drive();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The device as a participant of the link's commit
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn device_refuses_link_epoch() {
+    // node 2's device cannot take epoch 1: node 2 votes no (ABORT, reason DeviceRefused) and
+    // never reflects; the link stays at epoch 0, safe, and the refusal is reported
+    let mut sim = pair();
+    sim.drive();
+    sim.refuse_link_epoch(n(2), Epoch(1));
+    sim.start_campaign(n(1), campaign(1, false, 1));
+    sim.run_for(20 * SEC);
+    assert!(
+        !sim.txns
+            .iter()
+            .any(|t| t.0 == n(2) && t.2.kind == TxnKind::Reflect),
+        "reflected an epoch its device refused"
+    );
+    assert_eq!(link_state(&sim, 1, 2).committed, Epoch(0));
+    assert_eq!(link_state(&sim, 2, 1).committed, Epoch(0));
+    assert!(sim
+        .events
+        .iter()
+        .any(|(_, id, e)| *id == n(2) && matches!(e, Event::DeviceRefusedEpoch { .. })));
+    sim.check_probes();
+    no_protocol_errors(&sim);
+}
+
+#[test]
+fn device_refusal_aborts_a_propose_before_reflect() {
+    // node 2 activated but its device said no: a PROPOSE that reaches it is aborted with the
+    // device's reason, never reflected
+    let mut sim = pair();
+    sim.drive();
+    sim.refuse_link_epoch(n(2), Epoch(1));
+    sim.start_campaign(n(1), campaign(1, false, 1));
+    sim.run_for(20 * SEC);
+    let outs = sim.inject(
+        n(1),
+        n(2),
+        Message::Txn(Txn::new(TxnKind::Propose, Epoch(1), Nonce(9))),
+    );
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Send { msg: Message::Txn(t), .. }
+            if t.kind == TxnKind::Abort
+                && t.reason == entente_proto::msg::AbortReason::DeviceRefused
+    )));
+    assert!(!outs.iter().any(
+        |o| matches!(o, Output::Send { msg: Message::Txn(t), .. } if t.kind == TxnKind::Reflect)
+    ));
+}
+
+#[test]
+fn device_fails_after_commit() {
+    // node 2's device fails to apply epoch 1 three times after the link committed: the commit
+    // stands, the device is asked again with back-off, the link is reported lagging, and no
+    // probe of the new epoch leaves either end before its device took it (checked on every
+    // probe by the harness)
+    let mut sim = pair();
+    sim.drive();
+    sim.fail_link_epochs(n(2), 3);
+    sim.start_campaign(n(1), campaign(1, false, 1));
+    sim.run_until(|s| link_state(s, 2, 1).committed == Epoch(1));
+    sim.run_for(50 * MS);
+    assert!(sim.node(n(2)).device_lagging(n(1)));
+    assert_eq!(
+        link_state(&sim, 2, 1).committed,
+        Epoch(1),
+        "the commit stands"
+    );
+    assert!(
+        !sim.txns
+            .iter()
+            .any(|t| t.0 == n(2) && t.2.kind == TxnKind::CommitAck),
+        "acknowledged a commit its device has not taken"
+    );
+    assert_eq!(
+        sim.node(n(2)).send_epoch(n(1)),
+        None,
+        "no data while lagging"
+    );
+    sim.drive();
+    sim.assert_converged(1);
+    let lagging = sim
+        .events
+        .iter()
+        .filter(|(_, id, e)| *id == n(2) && matches!(e, Event::DeviceLagging { .. }))
+        .count();
+    assert_eq!(lagging, 3, "one report per failed try");
+    assert!(!sim.node(n(2)).device_lagging(n(1)));
+    sim.check_probes();
+    no_protocol_errors(&sim);
+}
+
+#[test]
+fn wiped_node_outgrows_its_old_incarnation() {
+    // node 2 lost its store after the campaign: node 1 still holds node 2's old reports; the
+    // HELLO tells node 2, which takes a higher incarnation so its new reports win
+    let mut sim = pair();
+    sim.drive();
+    sim.start_campaign(n(1), campaign(1, false, 1));
+    sim.drive();
+    sim.assert_converged(1);
+    let old = sim.node(n(2)).phase().version;
+    sim.crash(n(2));
+    sim.restart_lost_store(n(2));
+    sim.run_for(SEC);
+    let new = sim.node(n(2)).phase().version;
+    assert!(new > old, "{new:?} <= {old:?}");
+    assert!(sim
+        .events
+        .iter()
+        .any(|(_, id, e)| *id == n(2) && matches!(e, Event::Reincarnated { .. })));
+    assert_eq!(
+        sim.node(n(1)).summary().phase(n(2)),
+        Some(sim.node(n(2)).phase()),
+        "node 1 sees node 2's current report"
+    );
+    assert_eq!(link_state(&sim, 2, 1).committed, Epoch(1));
+    sim.check_probes();
 }

@@ -70,6 +70,7 @@ fn txn() -> impl Strategy<Value = Txn> {
         AbortReason::LocalFailure,
         AbortReason::Restarted,
         AbortReason::Halted,
+        AbortReason::DeviceRefused,
     ]);
     (
         select(TxnKind::ALL.to_vec()),

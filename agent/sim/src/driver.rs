@@ -39,6 +39,8 @@ impl World {
         // Reused across calls: this runs once per event.
         let mut touched = std::mem::take(&mut self.touched);
         touched.clear();
+        // The simulated device answers link-epoch work at once, after the outputs that asked.
+        let mut device_answers = Vec::new();
         for o in outs.drain(..) {
             match o {
                 Output::Persist(r) => {
@@ -86,11 +88,23 @@ impl World {
                         }
                         touched.push(link);
                     }
+                    device_answers.push((Some(peer), epoch));
                 }
+                Output::PrepareLinkEpoch { epoch } => device_answers.push((None, epoch)),
                 Output::Event(e) => self.on_event(n, e),
             }
         }
         self.buf = outs;
+        if !device_answers.is_empty() {
+            self.with_node(n, |node, now| {
+                for (peer, epoch) in device_answers {
+                    match peer {
+                        Some(peer) => node.link_epoch_applied(now, peer, epoch, Ok(())),
+                        None => node.link_epoch_prepared(now, epoch, Ok(())),
+                    }
+                }
+            });
+        }
         touched.sort_unstable();
         touched.dedup();
         for &link in &touched {

@@ -99,6 +99,10 @@ fn hunt(m: Mutant) -> Option<Hunt> {
         // consistent. Searched without a catch: ring and full mesh, 10 µs to 200 ms links, loss
         // up to 0.2, duplicates 0.5, crashes 0.1, partitions, activation failures 0.2.
         Mutant::CommitOnOtherNonce => return None,
+        // The device mutants need a device that answers later than its agent's next step:
+        // the simulator's device answers link-epoch work at once, so neither can act here.
+        // The model check (agent/proto/tests/model.rs) and model/link.pml catch both.
+        Mutant::ProbeBeforeDeviceAck | Mutant::ReflectWithoutDeviceCheck => return None,
     };
     Some(h)
 }

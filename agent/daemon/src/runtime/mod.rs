@@ -409,9 +409,21 @@ impl Agent {
                 self.node
                     .activation_done(now, entente_proto::Epoch(epoch), error.is_none());
             }
-            Done::LinkEpochFailed(e) => {
-                tracing::error!("device refused a link epoch: {e}");
-                self.history(&format!("device refused a link epoch: {e}"));
+            Done::LinkEpochPrepared { epoch, result } => {
+                self.node
+                    .link_epoch_prepared(now, entente_proto::Epoch(epoch), result);
+            }
+            Done::LinkEpochApplied {
+                peer,
+                epoch,
+                result,
+            } => {
+                self.node.link_epoch_applied(
+                    now,
+                    NodeId(peer),
+                    entente_proto::Epoch(epoch),
+                    result,
+                );
             }
             Done::Inventory(report) => self.inventory = Some(*report),
             Done::Progress(p) => self.flash_percent = Some(p),

@@ -36,6 +36,12 @@ impl Agent {
                         epoch: epoch.0,
                     });
                 }
+                Output::PrepareLinkEpoch { epoch } => {
+                    let _ = self
+                        .worker
+                        .jobs
+                        .send(Job::PrepareLinkEpoch { epoch: epoch.0 });
+                }
                 Output::Event(e) => self.on_event(e),
             }
         }
@@ -100,6 +106,20 @@ impl Agent {
                  {}..={} (there) do not both speak; no probes or data until an operator acts",
                 peer.0, epoch.0, mine.min.0, mine.max.0, theirs.min.0, theirs.max.0
             ),
+            Event::DeviceRefusedEpoch { epoch, reason } => format!(
+                "the device cannot take link epoch {}: {reason}; this node proposes and reflects nothing for it",
+                epoch.0
+            ),
+            Event::DeviceLagging {
+                peer,
+                epoch,
+                reason,
+                retry_ms,
+            } => format!(
+                "device lagging: link to {} committed epoch {}, the device failed to apply it \
+                 ({reason}); asked again in {retry_ms} ms, no data on the link until then",
+                peer.0, epoch.0
+            ),
             Event::Reincarnated {
                 incarnation,
                 quiet_ms,
@@ -118,6 +138,8 @@ impl Agent {
             | Event::UnknownPeer(_)
             | Event::HelloFailed { .. }
             | Event::LinkIncompatible { .. }
+            | Event::DeviceRefusedEpoch { .. }
+            | Event::DeviceLagging { .. }
             | Event::Reincarnated { .. } => tracing::warn!("{text}"),
             _ => tracing::info!("{text}"),
         }

@@ -106,6 +106,8 @@ impl Agent {
                     committed: l.state.committed.0,
                     state: if l.incompatible {
                         "incompatible".into()
+                    } else if self.node.device_lagging(l.peer) {
+                        "device_lagging".into()
                     } else if l.state.fresh {
                         "fresh".into()
                     } else {

@@ -86,7 +86,7 @@ mod tests {
 
     fn profile() -> Profile {
         let text = include_str!("../../../../hw-profiles/sim-nic.toml");
-        entente_devices::profile::parse("sim-nic", text).unwrap()
+        entente_devices::profile::parse(std::path::Path::new("sim-nic.toml"), text).unwrap()
     }
 
     fn inventory(running: &str) -> Inventory {

@@ -37,6 +37,11 @@ pub struct Faults {
     /// Power is lost once this percentage is written (0–100): the write stops, nothing is
     /// recorded as complete, and the device must be opened again.
     pub power_loss_at_percent: Option<u8>,
+    /// The device cannot take this link epoch: it votes no before the agent reflects it.
+    pub refuse_link_epoch: Option<u64>,
+    /// Setting a link epoch fails this many times (since the device was opened) before it
+    /// succeeds: a device that lags behind a committed link.
+    pub link_epoch_failures: u32,
 }
 
 impl Faults {

@@ -55,6 +55,8 @@ pub struct SimDevice {
     powered_off: bool,
     /// Problems found with active banks (their content does not match the state).
     active_problems: Vec<String>,
+    /// Failures of `set_link_epoch` still to inject (`Faults::link_epoch_failures`).
+    link_epoch_failures_left: u32,
 }
 
 /// The image a fresh device runs, distinct per profile and component.
@@ -115,6 +117,7 @@ impl SimDevice {
             reason: format!("faults: {reason}"),
         })?;
         std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        let failures = faults.link_epoch_failures;
         let mut dev = SimDevice {
             dir: dir.to_path_buf(),
             state: SimState {
@@ -127,6 +130,7 @@ impl SimDevice {
             faults,
             powered_off: false,
             active_problems: Vec::new(),
+            link_epoch_failures_left: failures,
         };
         match SimState::load(&state_path)? {
             Some(state) => {
@@ -679,8 +683,35 @@ impl Device for SimDevice {
         })
     }
 
+    fn can_take_link_epoch(&self, epoch: u64) -> Result<(), DeviceError> {
+        self.powered()?;
+        if self.faults.refuse_link_epoch == Some(epoch) {
+            return Err(DeviceError::LinkEpochRefused {
+                epoch,
+                reason: "injected fault refuse_link_epoch".into(),
+            });
+        }
+        Ok(())
+    }
+
     fn set_link_epoch(&mut self, peer: u64, epoch: u64) -> Result<(), DeviceError> {
         self.powered()?;
+        if self.faults.refuse_link_epoch == Some(epoch) {
+            return Err(DeviceError::LinkEpochRefused {
+                epoch,
+                reason: "injected fault refuse_link_epoch".into(),
+            });
+        }
+        if self.link_epoch_failures_left > 0 && self.state.link_epochs.get(&peer) != Some(&epoch) {
+            self.link_epoch_failures_left -= 1;
+            return Err(DeviceError::LinkEpochRefused {
+                epoch,
+                reason: format!(
+                    "injected fault link_epoch_failures ({} left)",
+                    self.link_epoch_failures_left
+                ),
+            });
+        }
         match self.state.link_epochs.get(&peer) {
             Some(&current) if epoch < current => Err(DeviceError::EpochWentBack {
                 peer,

@@ -85,6 +85,9 @@ impl LinkTimers {
 pub struct LinkCtx {
     /// The node has activated `committed + 1` for this link and may move it (not halted).
     pub ready_for: Option<Epoch>,
+    /// The node activated the epoch but its device said it cannot take it as a link epoch
+    /// (a PROPOSE is refused with `AbortReason::DeviceRefused`).
+    pub device_refused: bool,
     /// Digest of the running firmware, sent in REFLECT.
     pub firmware_digest: Digest,
     /// Retransmission and query timers.
@@ -141,6 +144,13 @@ pub struct LinkEnd {
     /// The last LINK_HELLO found no epoch both ends can speak that agrees with the state either
     /// end holds: no data, no probes, no transactions until the next HELLO or an operator acts.
     pub incompatible: bool,
+    /// The link epoch this end's device acknowledged since the agent started (`None`: not
+    /// yet): data and new-epoch probes wait for it to equal `state.committed`.
+    pub device: Option<Epoch>,
+    /// COMMIT (initiator) or COMMIT_ACK (responder) of the committed epoch, held until the
+    /// device acknowledged that epoch: the peer learns of a commit only once this end's
+    /// hardware speaks it.
+    pub held: Option<Txn>,
     /// Retransmissions of the open proposal / commit so far.
     pub tries: u32,
     /// Proposals aborted since the last commit (backs off the guard re-check).
@@ -162,6 +172,8 @@ impl LinkEnd {
             peer_window: None,
             retired: false,
             incompatible: false,
+            device: None,
+            held: None,
             tries: 0,
             aborts: 0,
             timer_at: None,
@@ -169,31 +181,41 @@ impl LinkEnd {
     }
 
     /// The epoch this end tags its outgoing data with, or `None` while it must not send data
-    /// (connection down, link not agreed, responder reflecting, initiator that has not yet sent
-    /// COMMIT on this connection).
+    /// (connection down, link not agreed or incompatible, device not yet at the committed
+    /// epoch, responder reflecting, initiator whose COMMIT was not yet acknowledged).
     pub fn send_epoch(&self, ctx: &LinkCtx) -> Option<Epoch> {
         let _ = ctx;
         if self.state.fresh || self.conn.is_none() || self.incompatible {
             return None;
         }
         #[cfg(feature = "mutants")]
-        let (no_pause, early_data) = (
+        let (no_pause, early_data, before_device) = (
             ctx.is(Mutant::ResponderDoesNotPause),
             ctx.is(Mutant::DataBeforeCommit),
+            ctx.is(Mutant::ProbeBeforeDeviceAck),
         );
         #[cfg(not(feature = "mutants"))]
-        let (no_pause, early_data) = (false, false);
+        let (no_pause, early_data, before_device) = (false, false, false);
+        if self.device != Some(self.state.committed) && !before_device {
+            return None;
+        }
         match self.state.pending {
             Pending::Reflecting(_) if !no_pause => None,
-            _ if self.role == Role::Initiator
-                && !self.state.acked
-                && !self.commit_sent_on_conn
-                && !early_data =>
-            {
-                None
-            }
+            _ if self.role == Role::Initiator && !self.state.acked && !early_data => None,
             _ => Some(self.state.committed),
         }
+    }
+
+    /// The device acknowledged link epoch `epoch`: data may resume at it, and a COMMIT or
+    /// COMMIT_ACK held for it goes out.
+    pub fn device_applied(&mut self, epoch: Epoch) -> Effect {
+        let mut fx = Effect::default();
+        if self.state.fresh || epoch != self.state.committed {
+            return fx;
+        }
+        self.device = Some(epoch);
+        fx.send = self.held.take();
+        fx
     }
 
     /// The epoch under which this end interprets data it receives.
@@ -291,7 +313,11 @@ impl LinkEnd {
             self.state.last_nonce = self.state.last_nonce.max(txn.nonce);
         }
         let reason = if cell.reply == Reply::AbortTheirs && txn.kind == TxnKind::Propose {
-            AbortReason::NotActivated
+            if ctx.device_refused {
+                AbortReason::DeviceRefused
+            } else {
+                AbortReason::NotActivated
+            }
         } else {
             AbortReason::WrongNonce
         };
@@ -532,7 +558,20 @@ impl LinkEnd {
             Reply::AbortOwn => Some(Txn::abort(epoch, own, reason)),
             Reply::Query => Some(txn(TxnKind::Query, own)),
         };
+        self.hold_for_device(&mut fx);
         fx
+    }
+
+    /// A COMMIT or COMMIT_ACK of the committed epoch waits for the device to acknowledge that
+    /// epoch (the device is a participant of the commit: the peer may act on the new epoch as
+    /// soon as it hears of it).
+    fn hold_for_device(&mut self, fx: &mut Effect) {
+        let Some(t) = fx.send else { return };
+        let confirms = matches!(t.kind, TxnKind::Commit | TxnKind::CommitAck)
+            && t.epoch == self.state.committed;
+        if confirms && self.device != Some(self.state.committed) {
+            self.held = fx.send.take();
+        }
     }
 
     /// LINK_HELLO received: learn the peer's window and activation, and agree the link's epoch

@@ -162,10 +162,15 @@ impl Node {
         self.announce_activated(now);
     }
 
-    fn announce_activated(&mut self, now: Nanos) {
+    /// Tells every neighbour this node activated the campaign's epoch, once its device said it
+    /// can take that epoch as a link epoch (until then it could not reflect a PROPOSE).
+    pub(super) fn announce_activated(&mut self, now: Nanos) {
         let Some(c) = self.record.campaign else {
             return;
         };
+        if self.ctx().ready_for != Some(c.epoch) {
+            return;
+        }
         for i in 0..self.links.len() {
             if self.links[i].conn.is_some() {
                 let to = self.links[i].peer;
@@ -369,6 +374,10 @@ impl Node {
         self.summary.set_phase(self.cfg.id, self.record.phase);
         self.gossip_dirty(now);
         self.emit(Output::Event(Event::Phase { from, to, epoch }));
+        if to == Phase::Activated && self.device_ready.is_none_or(|(e, _)| e != epoch) {
+            self.device_ready = None;
+            self.emit(Output::PrepareLinkEpoch { epoch });
+        }
     }
 
     pub(super) fn persist_node(&mut self) {

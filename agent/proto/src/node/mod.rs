@@ -123,6 +123,11 @@ pub struct Node {
     gossip: gossip::GossipState,
     stats: Stats,
     out: Vec<Output>,
+    /// What the device answered to [`Output::PrepareLinkEpoch`] for the activated epoch: this
+    /// node proposes or reflects that epoch only once its device said it can take it.
+    device_ready: Option<(Epoch, bool)>,
+    /// Failed tries of the device at each link's committed epoch (same order as `links`).
+    device_failures: Vec<u32>,
     /// The window sent in LINK_HELLO on each link's current connection: a fresh link's epoch is
     /// agreed from the two windows exchanged, which both ends see alike, even if this node
     /// activated (and its running window changed) before the peer's HELLO arrived.
@@ -174,6 +179,8 @@ impl Node {
             stats: Stats::default(),
             out: Vec::new(),
             hello_sent: Vec::new(),
+            device_ready: None,
+            device_failures: vec![0; links.len()],
             peers: links.iter().map(|l| l.peer).collect(),
             links,
             record,
@@ -199,8 +206,91 @@ impl Node {
             }
         }
         node.summary.set_phase(node.cfg.id, node.record.phase);
+        if node.activated_epoch().is_some() {
+            let epoch = node.record.phase.epoch;
+            node.out.push(Output::PrepareLinkEpoch { epoch });
+        }
         node.resume_after_restart(now);
         node
+    }
+
+    /// The campaign epoch this node activated, if its phase says it runs one.
+    fn activated_epoch(&self) -> Option<Epoch> {
+        let phase = self.record.phase;
+        (self.cfg.transactions
+            && matches!(
+                phase.phase,
+                Phase::Activated | Phase::Converged | Phase::Finalized
+            ))
+        .then_some(phase.epoch)
+    }
+
+    /// The device's answer to [`Output::PrepareLinkEpoch`]: whether it can take `epoch` as a
+    /// link epoch. A refusal keeps this node from proposing or reflecting it (PROPOSEs are
+    /// aborted with `AbortReason::DeviceRefused`).
+    pub fn link_epoch_prepared(&mut self, now: Nanos, epoch: Epoch, result: Result<(), String>) {
+        if self.activated_epoch() != Some(epoch) {
+            return;
+        }
+        self.device_ready = Some((epoch, result.is_ok()));
+        match result {
+            Ok(()) => {
+                if self.record.phase.phase == Phase::Activated {
+                    self.announce_activated(now);
+                } else {
+                    for i in 0..self.links.len() {
+                        self.try_propose(now, i);
+                    }
+                }
+            }
+            Err(reason) => self.emit(Output::Event(Event::DeviceRefusedEpoch { epoch, reason })),
+        }
+    }
+
+    /// The device's answer to [`Output::SetLinkEpoch`]. Applied: data resumes on the link at
+    /// that epoch and the held COMMIT / COMMIT_ACK goes out. Failed: the commit stands; the
+    /// device is asked again with back-off, and the link is reported lagging.
+    pub fn link_epoch_applied(
+        &mut self,
+        now: Nanos,
+        peer: NodeId,
+        epoch: Epoch,
+        result: Result<(), String>,
+    ) {
+        let Some(i) = self.index(peer) else { return };
+        if self.links[i].state.committed != epoch {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.device_failures[i] = 0;
+                let fx = self.links[i].device_applied(epoch);
+                self.apply_link(now, i, fx);
+            }
+            Err(reason) => {
+                let n = self.device_failures[i];
+                self.device_failures[i] = n.saturating_add(1);
+                let retry = (100 * MS).saturating_mul(1 << n.min(8)).min(30 * SEC);
+                self.emit(Output::Event(Event::DeviceLagging {
+                    peer,
+                    epoch,
+                    reason,
+                    retry_ms: retry / MS,
+                }));
+                self.emit(Output::Timer {
+                    at: now.saturating_add(retry),
+                    key: TimerKey::Device(peer),
+                });
+            }
+        }
+    }
+
+    /// Whether the device of the link to `peer` lags behind the link's committed epoch.
+    pub fn device_lagging(&self, peer: NodeId) -> bool {
+        self.index(peer).is_some_and(|i| {
+            let l = &self.links[i];
+            !l.state.fresh && self.device_failures[i] > 0 && l.device != Some(l.state.committed)
+        })
     }
 
     /// This node's id.
@@ -276,14 +366,15 @@ impl Node {
     }
 
     fn ctx(&self) -> LinkCtx {
-        let phase = self.record.phase;
-        let ready = self.cfg.transactions
-            && matches!(
-                phase.phase,
-                Phase::Activated | Phase::Converged | Phase::Finalized
-            );
+        let activated = self.activated_epoch();
+        #[cfg(feature = "mutants")]
+        let unchecked = self.cfg.mutant == Some(Mutant::ReflectWithoutDeviceCheck);
+        #[cfg(not(feature = "mutants"))]
+        let unchecked = false;
+        let device_takes = |e: Epoch| unchecked || self.device_ready == Some((e, true));
         LinkCtx {
-            ready_for: ready.then_some(phase.epoch),
+            ready_for: activated.filter(|&e| device_takes(e)),
+            device_refused: activated.is_some_and(|e| self.device_ready == Some((e, false))),
             firmware_digest: self.cfg.firmware_digest,
             timers: self.timers,
             #[cfg(feature = "mutants")]
@@ -393,6 +484,14 @@ impl Node {
             TimerKey::Lease => self.on_lease_timer(now),
             TimerKey::Grant => self.on_grant_timer(now),
             TimerKey::Retry => self.on_retry_timer(now),
+            TimerKey::Device(peer) => {
+                if let Some(l) = self.link(peer) {
+                    if !l.state.fresh && l.device != Some(l.state.committed) {
+                        let epoch = l.state.committed;
+                        self.emit(Output::SetLinkEpoch { peer, epoch });
+                    }
+                }
+            }
         }
     }
 

@@ -42,11 +42,20 @@ pub enum Output {
         /// Whether traffic is disrupted (leases are held for the duration).
         disruptive: bool,
     },
-    /// The device's link to `peer` now speaks `epoch` (`Device::set_link_epoch`).
+    /// Apply `epoch` to the device's link to `peer` (`Device::set_link_epoch`), then report
+    /// the outcome with [`Node::link_epoch_applied`](crate::Node::link_epoch_applied): data on
+    /// the link, and the COMMIT or COMMIT_ACK that tells the peer, wait for it.
     SetLinkEpoch {
         /// Neighbour.
         peer: NodeId,
         /// New link epoch.
+        epoch: Epoch,
+    },
+    /// Ask the device whether it can take link epoch `epoch` (before this node proposes or
+    /// reflects it), then report with
+    /// [`Node::link_epoch_prepared`](crate::Node::link_epoch_prepared).
+    PrepareLinkEpoch {
+        /// The campaign epoch this node activated.
         epoch: Epoch,
     },
     /// Something an operator should see (logged, kept in history).
@@ -118,6 +127,8 @@ pub enum TimerKey {
     Grant,
     /// Retry of a failed activation or staging.
     Retry,
+    /// Retry of a link epoch the device failed to apply.
+    Device(NodeId),
 }
 
 /// Operator-visible events.
@@ -185,6 +196,26 @@ pub enum Event {
         incarnation: u32,
         /// How long the restart quarantine lasts.
         quiet_ms: u64,
+    },
+    /// The device cannot take this epoch as a link epoch: this node proposes and reflects
+    /// nothing for it.
+    DeviceRefusedEpoch {
+        /// The epoch.
+        epoch: Epoch,
+        /// The device's reason.
+        reason: String,
+    },
+    /// The device failed to apply a committed link epoch: the commit stands, the device is
+    /// asked again after `retry_ms`, and the link carries no data until it succeeds.
+    DeviceLagging {
+        /// Neighbour.
+        peer: NodeId,
+        /// The committed epoch.
+        epoch: Epoch,
+        /// The device's reason.
+        reason: String,
+        /// Wait before the next try.
+        retry_ms: u64,
     },
     /// LINK_HELLO could not agree an epoch.
     HelloFailed {

@@ -64,7 +64,14 @@ struct Slot {
     activate_delay: Nanos,
     /// Per-node delay override for staging.
     stage_delay: Nanos,
+    /// The device cannot take this link epoch (it votes no).
+    refuse_link_epoch: Option<Epoch>,
+    /// Applying a link epoch fails this many more times.
+    link_epoch_failures: u32,
 }
+
+/// How long the simulated device takes to answer link-epoch work.
+pub const DEVICE_DELAY: Nanos = 20_000;
 
 #[derive(Debug)]
 enum Job {
@@ -83,6 +90,13 @@ enum Job {
         life: u64,
         epoch: Epoch,
         disruptive: bool,
+    },
+    /// The device answers link-epoch work: applied (`peer` set) or prepared.
+    Device {
+        node: NodeId,
+        life: u64,
+        peer: Option<NodeId>,
+        epoch: Epoch,
     },
 }
 
@@ -206,6 +220,8 @@ impl Sim {
                     device_links: BTreeMap::new(),
                     activate_delay: ACTIVATE,
                     stage_delay: STAGE,
+                    refuse_link_epoch: None,
+                    link_epoch_failures: 0,
                 },
             );
         }
@@ -287,6 +303,21 @@ impl Sim {
     /// Replaces the firmware the device of `id` runs (e.g. a spare shipped with newer firmware).
     pub fn set_device_window(&mut self, id: NodeId, w: Window) {
         self.slots.get_mut(&id).unwrap().device = w;
+    }
+
+    /// Node `id`'s device refuses link epoch `e` (votes no before a REFLECT).
+    pub fn refuse_link_epoch(&mut self, id: NodeId, e: Epoch) {
+        self.slots.get_mut(&id).unwrap().refuse_link_epoch = Some(e);
+    }
+
+    /// Node `id`'s device fails to apply the next `n` link epochs.
+    pub fn fail_link_epochs(&mut self, id: NodeId, n: u32) {
+        self.slots.get_mut(&id).unwrap().link_epoch_failures = n;
+    }
+
+    /// The link epochs node `id`'s device was told, by peer.
+    pub fn device_links(&self, id: NodeId) -> &BTreeMap<NodeId, Epoch> {
+        &self.slots[&id].device_links
     }
 
     pub fn set_activate_delay(&mut self, id: NodeId, d: Nanos) {
@@ -405,6 +436,16 @@ impl Sim {
         let slot = self.slots.get_mut(&id).unwrap();
         slot.durable = Durable::default();
         slot.cfg.incarnation_hint += 1;
+        self.boot(id);
+    }
+
+    /// The node starts again with its store lost and nothing else telling it its history (the
+    /// start counter lived in the lost store too): same incarnation hint as before.
+    pub fn restart_lost_store(&mut self, id: NodeId) {
+        if self.trace {
+            eprintln!("{} LOST-STORE RESTART {id}", self.now);
+        }
+        self.slots.get_mut(&id).unwrap().durable = Durable::default();
         self.boot(id);
     }
 
@@ -552,7 +593,28 @@ impl Sim {
                     "{id}: link to {peer} set to {epoch} outside running window {:?}",
                     slot.device
                 );
-                slot.device_links.insert(peer, epoch);
+                let life = slot.life;
+                self.schedule(
+                    now + DEVICE_DELAY,
+                    Job::Device {
+                        node: id,
+                        life,
+                        peer: Some(peer),
+                        epoch,
+                    },
+                );
+            }
+            Output::PrepareLinkEpoch { epoch } => {
+                let life = self.slots[&id].life;
+                self.schedule(
+                    now + DEVICE_DELAY,
+                    Job::Device {
+                        node: id,
+                        life,
+                        peer: None,
+                        epoch,
+                    },
+                );
             }
             Output::Event(e) => self.events.push((now, id, e)),
         }
@@ -664,6 +726,11 @@ impl Sim {
                     Some(epoch),
                     "{id}: data to {p} in a non-durable epoch"
                 );
+                assert_eq!(
+                    self.device_link(id, p),
+                    Some(epoch),
+                    "{id}: data to {p} in an epoch its device has not acknowledged"
+                );
                 self.probe_seq += 1;
                 let seq = self.probe_seq;
                 self.send(id, p, Message::Probe { epoch, seq });
@@ -736,7 +803,8 @@ impl Sim {
         let (id, life) = match job {
             Job::Timer { node, life, .. }
             | Job::Staged { node, life, .. }
-            | Job::Activated { node, life, .. } => (node, life),
+            | Job::Activated { node, life, .. }
+            | Job::Device { node, life, .. } => (node, life),
         };
         if self.slots[&id].life != life || !self.is_up(id) {
             return;
@@ -774,6 +842,30 @@ impl Sim {
                     a.3 = Some(now);
                 }
                 self.node_mut(id).activation_done(now, epoch, true);
+            }
+            Job::Device { peer, epoch, .. } => {
+                let slot = self.slots.get_mut(&id).unwrap();
+                let refused = slot.refuse_link_epoch == Some(epoch);
+                match peer {
+                    None => {
+                        let r = if refused {
+                            Err("refused".into())
+                        } else {
+                            Ok(())
+                        };
+                        self.node_mut(id).link_epoch_prepared(now, epoch, r);
+                    }
+                    Some(peer) => {
+                        let r = if refused || slot.link_epoch_failures > 0 {
+                            slot.link_epoch_failures = slot.link_epoch_failures.saturating_sub(1);
+                            Err("failed".to_owned())
+                        } else {
+                            slot.device_links.insert(peer, epoch);
+                            Ok(())
+                        };
+                        self.node_mut(id).link_epoch_applied(now, peer, epoch, r);
+                    }
+                }
             }
         }
         self.flush(id);

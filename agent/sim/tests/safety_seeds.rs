@@ -31,3 +31,24 @@ fn budget_dup_crash_seed() {
     assert_eq!(r.safety_violations, 0, "{}", explain(&r));
     assert!(r.passed(), "{}", explain(&r));
 }
+
+/// `entente sim --nodes 32 --topology ring --seed 133871 --crash-rate 0.05 --partition-rate
+/// 0.02 --skew-ms 1 --activation-failure 0.1`: the origin n0 crashes 0.2 ms into the run, before
+/// the operator starts the campaign at 1 ms. A campaign must not vanish with its origin: the
+/// operator's start reaches the origin once it is back, and every node converges.
+#[test]
+fn campaign_survives_origin_crash_sim() {
+    let r = common::run(SimConfig {
+        nodes: 32,
+        topology: TopologyKind::Ring,
+        seed: 133_871,
+        crash_rate: 0.05,
+        partition_rate: 0.02,
+        skew_ms: 1.0,
+        activation_failure: 0.1,
+        ..SimConfig::default()
+    });
+    assert_eq!(r.safety_violations, 0, "{}", explain(&r));
+    assert!(r.converged, "{}", explain(&r));
+    assert!(r.passed(), "{}", explain(&r));
+}

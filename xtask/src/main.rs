@@ -4,6 +4,8 @@
 //! - `sim-report`: regenerates `docs/sim-report.md` from release-build simulator runs.
 //! - `fanout-report`: regenerates `docs/bench/fanout.md` (image fan-out: simulator, loopback
 //!   agents, the lab's verbs run).
+//! - `swarm --runs N [--seed S] [--max-nodes M] [--for-s SECS] [--json]`: simulator swarm
+//!   seeds on every core; exits 1 if any run failed.
 //! - `lab [--keep] [--json FILE]`: the rxe lab (a QEMU guest with soft RoCE): the verbs backend's
 //!   conformance suite and its latency and throughput against rdma-core's tools.
 
@@ -11,6 +13,7 @@ mod ci;
 mod fanout_report;
 mod lab;
 mod sim_report;
+mod swarm;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -22,13 +25,17 @@ fn main() -> Result<()> {
         "ci" => ci::run(),
         "sim-report" => sim_report::run(),
         "fanout-report" => fanout_report::run(),
+        "swarm" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            swarm::run(&args)
+        }
         "lab" => {
             let args: Vec<String> = std::env::args().skip(2).collect();
             lab::run(&args)
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|sim-report|fanout-report|lab [--keep] [--json FILE]>"
+                "usage: cargo xtask <ci|sim-report|fanout-report|swarm --runs N [--seed S] [--max-nodes M] [--for-s SECS] [--json]|lab [--keep] [--json FILE]>"
             );
             bail!("unknown task {task:?}")
         }

@@ -16,6 +16,9 @@ const PROFILES: [(&str, &str); 4] = [
     ("partition", "--partition-rate 0.001"),
 ];
 
+/// Heading of the hand-kept section of long swarm runs, which regeneration preserves.
+const SWARM_SECTION: &str = "## Long swarm runs";
+
 /// Seeds per cell of the comparison table, by cluster size.
 fn seeds_for(n: usize) -> u64 {
     match n {
@@ -36,6 +39,13 @@ pub fn run() -> Result<()> {
     comparison(&entente, &mut md)?;
     atomic_flip(&entente, &mut md)?;
     let path = root().join("docs/sim-report.md");
+    // The swarm section records long `cargo xtask swarm` runs by hand: keep it.
+    if let Ok(old) = std::fs::read_to_string(&path) {
+        if let Some(at) = old.find(SWARM_SECTION) {
+            writeln!(md)?;
+            md.push_str(&old[at..]);
+        }
+    }
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())

@@ -370,6 +370,9 @@ impl World {
         sn.required_seq = sn.durable_seq;
         self.m.last_restart = self.now;
         self.start_node(n);
+        if n == 0 {
+            self.offer_campaign();
+        }
         let links: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(_, l)| l).collect();
         for link in links {
             self.try_connect(link);

@@ -1,8 +1,19 @@
-//! Swarm testing: one seed picks every option of a run.
+//! Swarm testing: one seed picks every option of a run. Faults reach loss 0.2, duplicates 0.5,
+//! 0.05 crashes and 0.02 partitions per node per second and activation failures 0.2, and one run
+//! in eight has all of them at once near the top of those ranges.
 
 use crate::config::{Budget, Protocol, SimConfig, TopologyKind};
 use entente_proto::types::SeededRng;
 use entente_proto::Rng;
+
+/// The fault rates of one run.
+struct Faults {
+    loss: f64,
+    dup: f64,
+    crash_rate: f64,
+    partition_rate: f64,
+    activation_failure: f64,
+}
 
 /// The options seed `seed` chooses, for clusters of at most `max_nodes` hosts.
 pub fn options(seed: u64, max_nodes: usize, protocol: Protocol) -> SimConfig {
@@ -23,19 +34,37 @@ pub fn options(seed: u64, max_nodes: usize, protocol: Protocol) -> SimConfig {
         }
     }
     let pick = |r: &mut SeededRng, choices: &[f64]| choices[r.below(choices.len() as u64) as usize];
+    let mut faults = Faults {
+        loss: pick(&mut r, &[0.0, 0.001, 0.01, 0.05, 0.2]),
+        dup: pick(&mut r, &[0.0, 0.1, 0.5]),
+        crash_rate: pick(&mut r, &[0.0, 0.001, 0.01, 0.05]),
+        partition_rate: pick(&mut r, &[0.0, 0.001, 0.01, 0.02]),
+        activation_failure: pick(&mut r, &[0.0, 0.05, 0.1, 0.2]),
+    };
+    // One run in eight is a storm: every fault at once, near the top of its range (the
+    // combination that found a grantor over its budget under duplicates and crashes).
+    if r.below(8) == 0 {
+        faults = Faults {
+            loss: pick(&mut r, &[0.05, 0.2]),
+            dup: pick(&mut r, &[0.1, 0.5]),
+            crash_rate: pick(&mut r, &[0.01, 0.05]),
+            partition_rate: pick(&mut r, &[0.01, 0.02]),
+            activation_failure: pick(&mut r, &[0.1, 0.2]),
+        };
+    }
     SimConfig {
         nodes,
         topology,
         radix: [4, 8, 16][r.below(3) as usize],
         degree,
-        loss: pick(&mut r, &[0.0, 0.001, 0.01, 0.05]),
-        dup: pick(&mut r, &[0.0, 0.1, 0.5]),
-        crash_rate: pick(&mut r, &[0.0, 0.001, 0.01, 0.05]),
-        partition_rate: pick(&mut r, &[0.0, 0.001, 0.01]),
+        loss: faults.loss,
+        dup: faults.dup,
+        crash_rate: faults.crash_rate,
+        partition_rate: faults.partition_rate,
+        activation_failure: faults.activation_failure,
         skew_ms: pick(&mut r, &[0.0, 1.0, 5.0, 50.0]),
         drift_ppm: pick(&mut r, &[0.0, 50.0, 200.0]),
         traffic_hz: pick(&mut r, &[100.0, 1000.0, 100_000.0]),
-        activation_failure: pick(&mut r, &[0.0, 0.05, 0.2]),
         corrupt: pick(&mut r, &[0.0, 0.01, 0.1]),
         max_unavailable: [
             Budget::Count(1),

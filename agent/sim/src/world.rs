@@ -220,6 +220,8 @@ pub struct World {
     pub(crate) buf: Vec<Output>,
     /// Links a node's outputs touched (scratch, reused per event).
     pub(crate) touched: Vec<u32>,
+    /// The operator started the campaign and the origin has not accepted it yet.
+    origin_pending: bool,
     trace: u64,
     stop: bool,
 }
@@ -355,6 +357,7 @@ impl World {
             campaign,
             buf: Vec::new(),
             touched: Vec::new(),
+            origin_pending: false,
             trace: 0xcbf2_9ce4_8422_2325,
             stop: false,
         }
@@ -466,13 +469,25 @@ impl World {
     }
 
     fn start_campaign(&mut self) {
-        let c = self.campaign;
         match self.cfg.protocol {
             Protocol::Bilateral => {}
             Protocol::FitoClock => self.fito_announce(),
             Protocol::Fito2pc => self.two_pc_start(),
         }
-        self.with_node(0, |n, now| n.start_campaign(now, c));
+        self.origin_pending = true;
+        self.offer_campaign();
+    }
+
+    /// The operator's start reaches the origin if its agent runs; the operator asks again
+    /// until the origin has accepted it (a start sent to a crashed agent gets no answer).
+    pub(crate) fn offer_campaign(&mut self) {
+        if !self.origin_pending || self.nodes[0].node.is_none() {
+            return;
+        }
+        let c = self.campaign;
+        let mut accepted = false;
+        self.with_node(0, |n, now| accepted = n.start_campaign(now, c));
+        self.origin_pending = !accepted;
     }
 
     fn heal(&mut self) {

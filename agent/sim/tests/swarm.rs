@@ -79,6 +79,18 @@ fn swarm_draws_every_fault_and_shape() {
     some("every fault at once", &|c| {
         c.loss > 0.0 && c.dup > 0.0 && c.crash_rate > 0.0 && c.partition_rate > 0.0
     });
+    some("loss 0.2", &|c| c.loss >= 0.2);
+    some("duplicates 0.5", &|c| c.dup >= 0.5);
+    some("crashes 0.05", &|c| c.crash_rate >= 0.05);
+    some("partitions 0.02", &|c| c.partition_rate >= 0.02);
+    some("activation failures 0.2", &|c| c.activation_failure >= 0.2);
+    some("every fault at once, near the top of its range", &|c| {
+        c.loss >= 0.05
+            && c.dup >= 0.1
+            && c.crash_rate >= 0.01
+            && c.partition_rate >= 0.01
+            && c.activation_failure >= 0.1
+    });
 }
 
 #[test]

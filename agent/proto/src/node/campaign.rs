@@ -8,8 +8,16 @@ use crate::types::{Epoch, Nanos, NodeId};
 
 impl Node {
     /// The operator starts a campaign on this node (the origin); it floods to every neighbour.
-    pub fn start_campaign(&mut self, now: Nanos, campaign: Campaign) {
+    ///
+    /// Returns whether this node holds the campaign now (accepted, or already held). On
+    /// acceptance the node record that holds the campaign is emitted (`Output::Persist`) ahead
+    /// of the campaign sent to the neighbours: a driver carries out the outputs (the persist made durable) before it
+    /// tells the operator the campaign started. After a restart the node re-announces it on
+    /// every new connection. `false` (refused, see `Event::CampaignRefused`) tells the operator
+    /// nothing started; an operator whose request did not reach a running agent asks again.
+    pub fn start_campaign(&mut self, now: Nanos, campaign: Campaign) -> bool {
         self.on_campaign(now, None, campaign);
+        self.record.campaign == Some(campaign)
     }
 
     /// An operator control issued on this node; it floods to every neighbour.

@@ -15,6 +15,13 @@ use crate::link::LinkEnd;
 use crate::msg::{Lease, Message};
 use crate::types::{Nanos, NodeId, Rng};
 
+/// How far behind a neighbour's newest LEASE_REQ a request's `seq` may be and still count as a
+/// duplicate of an earlier one. Duplicates come from the last few messages of a previous
+/// connection; a restarted holder starts its counter at a random value, which falls this close
+/// behind by chance with probability 2^-22 (its request then goes unanswered until it asks
+/// again on its next connection).
+const DUP_WINDOW: u32 = 1 << 10;
+
 /// A request in flight.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 struct Asked {
@@ -105,6 +112,8 @@ pub(super) struct Grantor {
     grants: Vec<(NodeId, Nanos, u32)>,
     /// Requests waiting for a free slot: (requester, epoch, seq), oldest first.
     queue: Vec<(NodeId, crate::types::Epoch, u32)>,
+    /// Per link index: the `seq` of the newest LEASE_REQ received from that neighbour.
+    last_req: Vec<Option<u32>>,
     /// No grants before this time (restart quarantine).
     quiet_until: Nanos,
     /// Armed grantor timer (next expiry or end of quarantine).
@@ -130,6 +139,23 @@ impl Grantor {
     /// lost its store: the grants of its earlier life are forgotten).
     pub(super) fn quarantine(&mut self, now: Nanos, len: Nanos) {
         self.quiet_until = self.quiet_until.max(now + len);
+    }
+
+    /// Whether a LEASE_REQ `seq` from the neighbour of link `i` is a duplicate: not newer than
+    /// the newest request already received from it. A holder numbers its requests in order and
+    /// never asks twice with one `seq`, so such a request was answered (or dropped) already, and
+    /// its grant may have been released since. Taking it as a renewal would rewind the grant's
+    /// `seq` to the released one, and a duplicated release of that one would end the lease the
+    /// holder's activation runs under. Otherwise records `seq` as the newest.
+    fn duplicate(&mut self, i: usize, seq: u32) -> bool {
+        if self.last_req.len() <= i {
+            self.last_req.resize(i + 1, None);
+        }
+        let dup = self.last_req[i].is_some_and(|last| last.wrapping_sub(seq) < DUP_WINDOW);
+        if !dup {
+            self.last_req[i] = Some(seq);
+        }
+        dup
     }
 
     /// Grants not yet expired.
@@ -333,6 +359,10 @@ impl Node {
         let peer = self.links[i].peer;
         match msg {
             Lease::Req { epoch, seq } => {
+                if self.grantor.duplicate(i, seq) {
+                    self.stats.stale += 1;
+                    return;
+                }
                 let g = &mut self.grantor;
                 g.queue.retain(|q| q.0 != peer);
                 g.queue.push((peer, epoch, seq));

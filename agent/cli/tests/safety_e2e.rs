@@ -285,3 +285,53 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn drain_then_lease() {
+    let dir = tempdir("drain-lease");
+    let mut c = Cluster::new(&dir, 3);
+    // Only disruptive activations: every node drains, then asks for leases.
+    let profile = dir.join("profiles/sim-nic.toml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    let live = text.find("[[activation]]\nmethod = \"live\"").unwrap();
+    let next = live + text[live + 1..].find("[[activation]]").unwrap() + 1;
+    std::fs::write(&profile, format!("{}{}", &text[..live], &text[next..])).unwrap();
+    let marks = dir.join("drains");
+    for i in 0..3 {
+        let config = c.agent(i, "config");
+        std::fs::create_dir_all(config.with_extension("d")).unwrap();
+        std::fs::write(
+            config.with_extension("d").join("20-drain.toml"),
+            format!(
+                "[policy]\ndrain_hook = \"echo $ENTENTE_NODE $ENTENTE_EPOCH >> {}; sleep 2; echo jobs gone\"\ndrain_timeout_s = 60\n",
+                marks.display()
+            ),
+        )
+        .unwrap();
+    }
+    c.start_all();
+    c.start_seeded_campaign();
+    c.wait_converged(0, Duration::from_secs(120));
+    let drained = std::fs::read_to_string(&marks).unwrap();
+    let mut lines: Vec<&str> = drained.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["1 1", "2 1", "3 1"], "{drained}");
+    for i in 0..3 {
+        let h = c.history(i);
+        let at = |what: &str| {
+            h.iter()
+                .position(|e| e.contains(what))
+                .unwrap_or_else(|| panic!("node {i}: no {what:?} in {h:#?}"))
+        };
+        let (draining, drained, leases, activating) = (
+            at("draining for epoch 1"),
+            at("drained for epoch 1: jobs gone"),
+            at("asking the neighbours for leases"),
+            at("activating epoch 1"),
+        );
+        assert!(
+            draining < drained && drained < leases && leases < activating,
+            "node {i}: {h:#?}"
+        );
+    }
+}

@@ -147,13 +147,22 @@ pub struct Policy {
     /// Most neighbours that may be disrupted at once because of this node's lease.
     #[serde(default = "one")]
     pub max_unavailable_neighbors: usize,
-    /// Command run before a disruptive activation (drain traffic); non-zero exit aborts it.
+    /// Command run before a disruptive activation (drain traffic), before any neighbour lease
+    /// is asked for; a non-zero exit, or running past `drain_timeout_s`, fails the drain, which
+    /// is tried again later. It gets `ENTENTE_NODE` and `ENTENTE_EPOCH` in its environment.
     #[serde(default)]
     pub drain_hook: Option<String>,
+    /// Longest the drain hook may run, in seconds (a scheduler drain waits for jobs).
+    #[serde(default = "drain_timeout")]
+    pub drain_timeout_s: u64,
 }
 
 fn one() -> usize {
     1
+}
+
+fn drain_timeout() -> u64 {
+    4 * 3600
 }
 
 impl Default for Policy {
@@ -161,6 +170,7 @@ impl Default for Policy {
         Policy {
             max_unavailable_neighbors: 1,
             drain_hook: None,
+            drain_timeout_s: drain_timeout(),
         }
     }
 }
@@ -425,6 +435,12 @@ impl Config {
             return Err(bad(
                 "policy.max_unavailable_neighbors",
                 "must be at least 1, or no node could ever activate".into(),
+            ));
+        }
+        if self.policy.drain_timeout_s == 0 {
+            return Err(bad(
+                "policy.drain_timeout_s",
+                "must be at least 1 second".into(),
             ));
         }
         Ok(())

@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod db;
 pub mod device_backend;
+pub mod drain;
 pub mod envelope;
 pub mod runtime;
 pub mod worker;

@@ -21,7 +21,7 @@ pub enum Job {
         /// The image, as the manifest describes it.
         image: ProfileImage,
     },
-    /// Activate the staged image (run the drain hook first when `disruptive`).
+    /// Activate the staged image (the node was drained before, when `disruptive`).
     Activate {
         /// Campaign epoch.
         epoch: u64,
@@ -83,6 +83,14 @@ pub enum Done {
     Inventory(Box<Report>),
     /// Flash progress, percent.
     Progress(u8),
+    /// The drain before a disruptive activation ended: the tail of the hook's output, or why
+    /// it failed.
+    Drained {
+        /// Campaign epoch.
+        epoch: u64,
+        /// Output, or the failure.
+        result: Result<String, String>,
+    },
 }
 
 /// What the device reports when asked for its inventory.
@@ -118,6 +126,8 @@ pub struct Worker {
     pub jobs: Sender<Job>,
     /// Results out.
     pub done: Receiver<Done>,
+    /// Where work done beside the device thread (drains) reports, into `done`.
+    pub reports: Sender<Done>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -153,13 +163,10 @@ impl Read for StoreReader {
 
 impl Worker {
     /// Starts the worker over `device`; staged images are read from `store`.
-    pub fn start(
-        mut device: Box<dyn Device + Send>,
-        store: Store,
-        drain_hook: Option<String>,
-    ) -> Worker {
+    pub fn start(mut device: Box<dyn Device + Send>, store: Store) -> Worker {
         let (jobs, job_rx) = unbounded::<Job>();
         let (done_tx, done) = unbounded::<Done>();
+        let reports = done_tx.clone();
         let thread = std::thread::Builder::new()
             .name("device".into())
             .spawn(move || {
@@ -192,18 +199,11 @@ impl Worker {
                         Job::Activate { epoch, .. } if already_running == Some(epoch) => {
                             Done::Activated { epoch, error: None }
                         }
-                        Job::Activate {
-                            epoch,
-                            disruptive,
-                            method,
-                        } => {
-                            let error = drain(disruptive, drain_hook.as_deref())
-                                .and_then(|()| {
-                                    device
-                                        .activate(&component, method)
-                                        .map(|_| ())
-                                        .map_err(|e| e.to_string())
-                                })
+                        Job::Activate { epoch, method, .. } => {
+                            let error = device
+                                .activate(&component, method)
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
                                 .err();
                             Done::Activated { epoch, error }
                         }
@@ -229,6 +229,7 @@ impl Worker {
         Worker {
             jobs,
             done,
+            reports,
             thread: Some(thread),
         }
     }
@@ -264,22 +265,6 @@ fn stage(
         })
         .map(|_| ())
         .map_err(|e| e.to_string())
-}
-
-fn drain(disruptive: bool, hook: Option<&str>) -> Result<(), String> {
-    let (true, Some(hook)) = (disruptive, hook) else {
-        return Ok(());
-    };
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(hook)
-        .status()
-        .map_err(|e| format!("drain hook {hook:?}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("drain hook {hook:?} failed with {status}"))
-    }
 }
 
 impl Worker {

@@ -1341,3 +1341,35 @@ fn wiped_node_outgrows_its_old_incarnation() {
     assert_eq!(link_state(&sim, 2, 1).committed, Epoch(1));
     sim.check_probes();
 }
+
+#[test]
+fn drain_then_lease() {
+    // a disruptive activation drains first (here for 40 s, longer than a lease would cover
+    // were it asked for first), and asks for leases only once drained: the drain eats nobody's
+    // budget, and the lease covers the activation alone
+    let mut sim = pair();
+    sim.drive();
+    sim.set_drain_delay(n(1), 40 * SEC);
+    sim.set_drain_delay(n(2), 40 * SEC);
+    sim.start_campaign(n(1), campaign(1, true, 1));
+    sim.drive();
+    sim.assert_converged(1);
+    for id in [n(1), n(2)] {
+        let drained_at = sim
+            .drains
+            .iter()
+            .find(|(d, _)| *d == id)
+            .map(|(_, t)| t + 40 * SEC)
+            .expect("drained");
+        let first_req = sim
+            .lease_reqs
+            .iter()
+            .find(|(r, _)| *r == id)
+            .map(|(_, t)| *t)
+            .expect("asked for a lease");
+        assert!(
+            first_req >= drained_at,
+            "{id}: lease asked during the drain"
+        );
+    }
+}

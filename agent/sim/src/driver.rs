@@ -41,6 +41,7 @@ impl World {
         touched.clear();
         // The simulated device answers link-epoch work at once, after the outputs that asked.
         let mut device_answers = Vec::new();
+        let mut drained = Vec::new();
         for o in outs.drain(..) {
             match o {
                 Output::Persist(r) => {
@@ -91,12 +92,17 @@ impl World {
                     device_answers.push((Some(peer), epoch));
                 }
                 Output::PrepareLinkEpoch { epoch } => device_answers.push((None, epoch)),
+                // The simulated node drains at once (its drain has no jobs to wait for).
+                Output::Drain { epoch } => drained.push(epoch),
                 Output::Event(e) => self.on_event(n, e),
             }
         }
         self.buf = outs;
-        if !device_answers.is_empty() {
+        if !device_answers.is_empty() || !drained.is_empty() {
             self.with_node(n, |node, now| {
+                for epoch in drained {
+                    node.drain_done(now, epoch, Ok(()));
+                }
                 for (peer, epoch) in device_answers {
                     match peer {
                         Some(peer) => node.link_epoch_applied(now, peer, epoch, Ok(())),

@@ -183,7 +183,6 @@ impl Agent {
         let worker = Worker::start(
             device,
             Store::open(&cfg.data_dir.join("store")).context("image store")?,
-            cfg.policy.drain_hook.clone(),
         );
         let transport = net::open_transport(&cfg, key, fast_config())?;
         let start = Instant::now();
@@ -424,6 +423,14 @@ impl Agent {
                     entente_proto::Epoch(epoch),
                     result,
                 );
+            }
+            Done::Drained { epoch, result } => {
+                match &result {
+                    Ok(out) => self.history(&format!("drained for epoch {epoch}: {out}")),
+                    Err(e) => self.history(&format!("drain for epoch {epoch} failed: {e}")),
+                }
+                self.node
+                    .drain_done(now, entente_proto::Epoch(epoch), result.map(|_| ()));
             }
             Done::Inventory(report) => self.inventory = Some(*report),
             Done::Progress(p) => self.flash_percent = Some(p),

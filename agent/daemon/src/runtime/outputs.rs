@@ -36,6 +36,20 @@ impl Agent {
                         epoch: epoch.0,
                     });
                 }
+                Output::Drain { epoch } => {
+                    self.db.commit()?;
+                    self.history(&format!(
+                        "draining for epoch {} (before any lease)",
+                        epoch.0
+                    ));
+                    crate::drain::start(
+                        self.cfg.policy.drain_hook.clone(),
+                        self.cfg.node_id,
+                        epoch.0,
+                        std::time::Duration::from_secs(self.cfg.policy.drain_timeout_s),
+                        self.worker.reports.clone(),
+                    );
+                }
                 Output::PrepareLinkEpoch { epoch } => {
                     let _ = self
                         .worker
@@ -106,6 +120,12 @@ impl Agent {
                  {}..={} (there) do not both speak; no probes or data until an operator acts",
                 peer.0, epoch.0, mine.min.0, mine.max.0, theirs.min.0, theirs.max.0
             ),
+            Event::LeasesAsked { epoch } => {
+                format!("drained: asking the neighbours for leases for epoch {}", epoch.0)
+            }
+            Event::DrainFailed { epoch, reason } => {
+                format!("drain for epoch {} failed ({reason}); tried again later", epoch.0)
+            }
             Event::DeviceRefusedEpoch { epoch, reason } => format!(
                 "the device cannot take link epoch {}: {reason}; this node proposes and reflects nothing for it",
                 epoch.0
@@ -139,6 +159,7 @@ impl Agent {
             | Event::HelloFailed { .. }
             | Event::LinkIncompatible { .. }
             | Event::DeviceRefusedEpoch { .. }
+            | Event::DrainFailed { .. }
             | Event::DeviceLagging { .. }
             | Event::Reincarnated { .. } => tracing::warn!("{text}"),
             _ => tracing::info!("{text}"),

@@ -115,15 +115,43 @@ impl Node {
             return;
         }
         if c.disruptive {
-            self.gate = Gate::Leasing;
-            self.holder.start(&self.links);
-            self.lease_step(now);
+            // Drain first, with its own deadline; leases only once the node is drained.
+            self.gate = Gate::Draining;
+            self.emit(Output::Drain { epoch: c.epoch });
         } else {
             self.gate = Gate::Activating { since: now };
             self.emit(Output::Activate {
                 epoch: c.epoch,
                 disruptive: false,
             });
+        }
+    }
+
+    /// The drain hook finished (`Ok`) or failed or overran its deadline (`Err`, the reason).
+    /// Drained: the leases of the activation are asked for now. Failed: tried again after the
+    /// retry interval.
+    pub fn drain_done(&mut self, now: Nanos, epoch: Epoch, result: Result<(), String>) {
+        let current = self.record.campaign.is_some_and(|c| c.epoch == epoch);
+        if !current || self.gate != Gate::Draining {
+            return;
+        }
+        self.gate = Gate::Idle;
+        match result {
+            Ok(()) if self.record.phase.phase == Phase::Staged && !self.record.paused => {
+                self.emit(Output::Event(Event::LeasesAsked { epoch }));
+                self.gate = Gate::Leasing;
+                self.holder.start(&self.links);
+                self.lease_step(now);
+            }
+            Ok(()) => {}
+            Err(reason) => {
+                self.emit(Output::Event(Event::DrainFailed { epoch, reason }));
+                let at = now + self.cfg.retry;
+                self.emit(Output::Timer {
+                    at,
+                    key: TimerKey::Retry,
+                });
+            }
         }
     }
 
@@ -294,6 +322,9 @@ impl Node {
                     return self.persist_node();
                 }
                 self.abort_open(now);
+                if self.gate == Gate::Draining {
+                    self.gate = Gate::Idle;
+                }
                 if self.gate == Gate::Leasing {
                     self.gate = Gate::Idle;
                     self.release_leases();
@@ -350,6 +381,9 @@ impl Node {
                 if self.running.contains(c.epoch) {
                     // Activation finished while the agent was down. An acquisition under way
                     // (a resume of a node that re-learned the campaign) is not needed any more.
+                    if self.gate == Gate::Draining {
+                        self.gate = Gate::Idle;
+                    }
                     if self.gate == Gate::Leasing {
                         self.gate = Gate::Idle;
                         self.release_leases();

@@ -97,6 +97,8 @@ impl NodeConfig {
 enum Gate {
     /// Not activating.
     Idle,
+    /// The drain hook runs (before any lease is asked for: a scheduler drain may take hours).
+    Draining,
     /// Acquiring neighbour leases.
     Leasing,
     /// Activation running since this time.

@@ -51,6 +51,13 @@ pub enum Output {
         /// New link epoch.
         epoch: Epoch,
     },
+    /// Drain the node (the drain hook, with its deadline) before the disruptive activation of
+    /// `epoch`, then report with [`Node::drain_done`](crate::Node::drain_done). Leases are
+    /// asked for only after the drain, so a slow drain holds no neighbour's budget.
+    Drain {
+        /// The campaign epoch about to be activated.
+        epoch: Epoch,
+    },
     /// Ask the device whether it can take link epoch `epoch` (before this node proposes or
     /// reflects it), then report with
     /// [`Node::link_epoch_prepared`](crate::Node::link_epoch_prepared).
@@ -196,6 +203,19 @@ pub enum Event {
         incarnation: u32,
         /// How long the restart quarantine lasts.
         quiet_ms: u64,
+    },
+    /// Drained: the leases of the disruptive activation of `epoch` are asked for now.
+    LeasesAsked {
+        /// The campaign epoch.
+        epoch: Epoch,
+    },
+    /// The drain before a disruptive activation failed or overran its deadline; it is tried
+    /// again after the retry interval.
+    DrainFailed {
+        /// The campaign epoch.
+        epoch: Epoch,
+        /// Why.
+        reason: String,
     },
     /// The device cannot take this epoch as a link epoch: this node proposes and reflects
     /// nothing for it.

@@ -68,6 +68,8 @@ struct Slot {
     refuse_link_epoch: Option<Epoch>,
     /// Applying a link epoch fails this many more times.
     link_epoch_failures: u32,
+    /// How long a drain before a disruptive activation takes.
+    drain_delay: Nanos,
 }
 
 /// How long the simulated device takes to answer link-epoch work.
@@ -90,6 +92,12 @@ enum Job {
         life: u64,
         epoch: Epoch,
         disruptive: bool,
+    },
+    /// The drain before a disruptive activation finished.
+    Drained {
+        node: NodeId,
+        life: u64,
+        epoch: Epoch,
     },
     /// The device answers link-epoch work: applied (`peer` set) or prepared.
     Device {
@@ -139,6 +147,10 @@ pub struct Sim {
     probe_seq: u64,
     /// Transaction messages delivered, in order: (from, to, txn).
     pub txns: Vec<(NodeId, NodeId, Txn)>,
+    /// Drains started: (node, time).
+    pub drains: Vec<(NodeId, Nanos)>,
+    /// LEASE_REQs sent: (node, time).
+    pub lease_reqs: Vec<(NodeId, Nanos)>,
     /// Every activation handed to a device: (node, disruptive, start, end if it finished).
     pub activations: Vec<(NodeId, bool, Nanos, Option<Nanos>)>,
     /// A broken driver that sends before it persists (to prove the durability check works).
@@ -185,6 +197,8 @@ impl Sim {
             probes: true,
             probe_seq: 0,
             txns: Vec::new(),
+            drains: Vec::new(),
+            lease_reqs: Vec::new(),
             trace: false,
             send_before_persist: false,
             activations: Vec::new(),
@@ -222,6 +236,7 @@ impl Sim {
                     stage_delay: STAGE,
                     refuse_link_epoch: None,
                     link_epoch_failures: 0,
+                    drain_delay: DEVICE_DELAY,
                 },
             );
         }
@@ -303,6 +318,11 @@ impl Sim {
     /// Replaces the firmware the device of `id` runs (e.g. a spare shipped with newer firmware).
     pub fn set_device_window(&mut self, id: NodeId, w: Window) {
         self.slots.get_mut(&id).unwrap().device = w;
+    }
+
+    /// Node `id`'s drains take `d`.
+    pub fn set_drain_delay(&mut self, id: NodeId, d: Nanos) {
+        self.slots.get_mut(&id).unwrap().drain_delay = d;
     }
 
     /// Node `id`'s device refuses link epoch `e` (votes no before a REFLECT).
@@ -604,6 +624,18 @@ impl Sim {
                     },
                 );
             }
+            Output::Drain { epoch } => {
+                let (life, d) = (self.slots[&id].life, self.slots[&id].drain_delay);
+                self.drains.push((id, now));
+                self.schedule(
+                    now + d,
+                    Job::Drained {
+                        node: id,
+                        life,
+                        epoch,
+                    },
+                );
+            }
             Output::PrepareLinkEpoch { epoch } => {
                 let life = self.slots[&id].life;
                 self.schedule(
@@ -675,6 +707,9 @@ impl Sim {
         let c = self.conns[&key(from, to)];
         if !c.up {
             return;
+        }
+        if matches!(msg, Message::Lease(entente_proto::msg::Lease::Req { .. })) {
+            self.lease_reqs.push((from, self.now));
         }
         let at = self.now + DELAY;
         self.queues
@@ -804,7 +839,8 @@ impl Sim {
             Job::Timer { node, life, .. }
             | Job::Staged { node, life, .. }
             | Job::Activated { node, life, .. }
-            | Job::Device { node, life, .. } => (node, life),
+            | Job::Device { node, life, .. }
+            | Job::Drained { node, life, .. } => (node, life),
         };
         if self.slots[&id].life != life || !self.is_up(id) {
             return;
@@ -843,6 +879,7 @@ impl Sim {
                 }
                 self.node_mut(id).activation_done(now, epoch, true);
             }
+            Job::Drained { epoch, .. } => self.node_mut(id).drain_done(now, epoch, Ok(())),
             Job::Device { peer, epoch, .. } => {
                 let slot = self.slots.get_mut(&id).unwrap();
                 let refused = slot.refuse_link_epoch == Some(epoch);

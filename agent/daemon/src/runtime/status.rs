@@ -298,9 +298,15 @@ impl Agent {
                         } => {
                             tracing::info!(uid = p.caller.uid, "campaign start requested");
                             match self.start_campaign(manifest, signature, images) {
-                                Ok((epoch, manifest)) => {
-                                    Ok(Reply::CampaignStarted { epoch, manifest })
-                                }
+                                // Started means durable: the campaign record is committed (and
+                                // the announcements sent) before the operator is told.
+                                Ok((epoch, manifest)) => match self.carry_out() {
+                                    Ok(()) => Ok(Reply::CampaignStarted { epoch, manifest }),
+                                    Err(e) => Err((
+                                        ErrorCode::Internal,
+                                        format!("campaign {epoch} could not be recorded: {e}"),
+                                    )),
+                                },
                                 Err(StartError::Refused(m)) => Err((ErrorCode::Refused, m)),
                                 Err(StartError::Bad(m)) => Err((ErrorCode::BadRequest, m)),
                                 Err(StartError::AlreadyRunning(e)) => Err((
@@ -357,7 +363,10 @@ impl Agent {
                                     "link to {peer} retired by uid {}",
                                     p.caller.uid
                                 ));
-                                Ok(Reply::Done)
+                                // Retired means recorded, as for a campaign start.
+                                self.carry_out().map(|()| Reply::Done).map_err(|e| {
+                                    (ErrorCode::Internal, format!("retiring the link: {e}"))
+                                })
                             } else {
                                 Err((
                                     ErrorCode::BadRequest,

@@ -491,3 +491,29 @@ fn shared_chunks_are_written_from_their_own_memory() {
     let path = s.finish().unwrap();
     assert_eq!(fs::read(path).unwrap(), data);
 }
+
+#[test]
+fn a_file_that_does_not_match_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = image_bytes(6 * 4096 + 17, 21);
+    let p = describe(&data, 4096);
+    let mut bad = data.clone();
+    bad[4 * 4096 + 5] ^= 0x5a;
+    let src = dir.path().join("tampered.bin");
+    fs::write(&src, &bad).unwrap();
+    assert!(matches!(
+        store.stage_file(&p, &src),
+        Err(StoreError::Verify(VerifyError::ChunkMismatch {
+            index: 4,
+            ..
+        }))
+    ));
+    assert_eq!(entries(&dir.path().join("partial")), Vec::<PathBuf>::new());
+    assert_eq!(entries(&dir.path().join("images")), Vec::<PathBuf>::new());
+    // The right file stages from scratch.
+    fs::write(&src, &data).unwrap();
+    let report = store.stage_file(&p, &src).unwrap();
+    assert_eq!((report.resumed, report.fetched), (0, 7));
+    assert!(store.contains(&p));
+}

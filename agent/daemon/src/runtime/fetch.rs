@@ -14,6 +14,8 @@
 //! manifest is dropped as a source for the rest of the campaign, and the history names it.
 //! With `fanout.strategy = "pull-one"` only `fanout.source` is asked (the baseline).
 
+use super::acceptance::Purpose;
+use super::campaign::{decide_on, texts};
 use super::Agent;
 use crate::config::FanoutStrategy;
 use crate::envelope::Envelope;
@@ -22,7 +24,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use entente_fastpath::ConnId;
 use entente_proto::msg::Campaign;
-use entente_stage::{Digest, Manifest, ProfileImage, Signature, Staging};
+use entente_stage::{Digest, Manifest, ProfileImage, Signature, Staging, VerifyError};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -568,42 +570,80 @@ impl Agent {
                 ));
                 self.fetch_image(c, image)?;
             }
-            Err(e) => {
+            Err(ManifestRefused::Peer(e)) => {
                 tracing::warn!(peer = conn.peer, "manifest refused: {e}");
                 self.history(&format!("manifest from node {} refused: {e}", conn.peer));
                 if let Fetch::Manifest { tried, .. } = &mut self.fetch {
                     tried.insert(conn.peer);
                 }
             }
+            Err(ManifestRefused::Node(e)) => {
+                let msg = format!("campaign {} refused: {e}", c.epoch.0);
+                tracing::warn!("{msg}");
+                self.history(&msg);
+                self.fetch = Fetch::Idle;
+                self.node.staged(self.now(), c.epoch, false);
+            }
         }
         Ok(())
     }
 
-    /// Verifies a manifest a neighbour sent for campaign `c`: signature by a trusted key,
-    /// anti-rollback, and the digest the campaign names. Returns this node's image.
-    fn accept_manifest(&mut self, c: &Campaign, data: &[u8]) -> Result<ProfileImage, String> {
+    /// Takes the manifest a neighbour sent for campaign `c` if it is the one the campaign
+    /// names, signed by a trusted key, and [`decide`](super::acceptance::decide) accepts it for
+    /// this node; only then is it accepted (the anti-rollback floor moves) and kept. Returns
+    /// this node's image.
+    fn accept_manifest(
+        &mut self,
+        c: &Campaign,
+        data: &[u8],
+    ) -> Result<ProfileImage, ManifestRefused> {
+        use ManifestRefused::{Node, Peer};
         if data.len() < 2 {
-            return Err("truncated".into());
+            return Err(Peer("truncated".into()));
         }
         let sig_len = u16::from_le_bytes([data[0], data[1]]) as usize;
         let (sig_text, bytes) = data[2..]
             .split_at_checked(sig_len)
-            .ok_or("truncated signature")?;
-        let sig_text = std::str::from_utf8(sig_text).map_err(|_| "signature is not text")?;
+            .ok_or_else(|| Peer("truncated signature".into()))?;
+        let sig_text =
+            std::str::from_utf8(sig_text).map_err(|_| Peer("signature is not text".into()))?;
         if Digest::of(bytes).0 != c.image_digest {
-            return Err("it is not the manifest the campaign names".into());
+            return Err(Peer("it is not the manifest the campaign names".into()));
         }
-        let sig = Signature::parse(sig_text, Path::new("<peer>")).map_err(|e| e.to_string())?;
+        let sig =
+            Signature::parse(sig_text, Path::new("<peer>")).map_err(|e| Peer(e.to_string()))?;
+        let now = entente_stage::unix_now();
+        let check = self.verifier.check(bytes, &sig, now);
+        // The bytes are the campaign's; a signature line that does not verify may be the
+        // neighbour's doing: another neighbour is asked.
+        if let Err(e @ (VerifyError::BadSignature { .. } | VerifyError::UnknownKey { .. })) = &check
+        {
+            return Err(Peer(e.to_string()));
+        }
+        let decoded = Manifest::from_canonical_bytes(bytes).ok();
+        let image = decide_on(
+            &check,
+            decoded.as_ref(),
+            &self.node_view(),
+            Purpose::Follow(*c),
+        )
+        .map_err(|r| Node(texts(&r).join("; ")))?;
         self.verifier
-            .accept(bytes, &sig, entente_stage::unix_now())
-            .map_err(|e| e.to_string())?;
+            .accept(bytes, &sig, now)
+            .map_err(|e| Node(e.to_string()))?;
         self.keep_manifest(bytes.to_vec(), sig_text.to_owned())
-            .map_err(|e| e.to_string())?;
-        match self.own_image(&c.image_digest) {
-            Some(r) => r,
-            None => Err("manifest lost".into()),
-        }
+            .map_err(|e| Node(e.to_string()))?;
+        Ok(image)
     }
+}
+
+/// Why a neighbour's manifest was not taken.
+enum ManifestRefused {
+    /// The neighbour sent something other than the campaign's signed manifest: another
+    /// neighbour is asked.
+    Peer(String),
+    /// It is the campaign's manifest, and this node refuses it: staging fails.
+    Node(String),
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {

@@ -2,6 +2,8 @@
 //! its outputs in order (a record is durable before any later message is sent), hands slow
 //! device work to the device worker, and answers the control socket.
 
+mod acceptance;
+mod campaign;
 mod fetch;
 mod have;
 mod net;

@@ -7,9 +7,8 @@ use entente_api::{
     TransportStats,
 };
 use entente_devices::nvml::GpuInventory;
-use entente_proto::msg::Campaign;
-use entente_proto::{Epoch, NodeId, Pending, Window};
-use entente_stage::{Digest, Manifest, Signature};
+use entente_proto::{Epoch, NodeId, Pending};
+use entente_stage::{Digest, Signature};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -191,187 +190,6 @@ impl Agent {
             .collect()
     }
 
-    /// Starts a campaign on this node (the origin): verifies the manifest, stages the images
-    /// the operator provided, and floods the campaign.
-    pub fn start_campaign(
-        &mut self,
-        manifest: &str,
-        signature: &str,
-        images: &[String],
-    ) -> Result<(u64, String), StartError> {
-        let bytes = manifest.as_bytes();
-        let sig = Signature::parse(signature.trim(), Path::new("<request>"))
-            .map_err(|e| StartError::Bad(e.to_string()))?;
-        let digest = Digest::of(bytes);
-        if let Some(c) = self.node.record().campaign {
-            if c.image_digest == digest.0 {
-                return Err(StartError::AlreadyRunning(c.epoch.0));
-            }
-        }
-        let verified = self
-            .verifier
-            .accept(bytes, &sig, entente_stage::unix_now())
-            .map_err(|e| StartError::Refused(e.to_string()))?;
-        let m: Manifest = verified.manifest().clone();
-        let own = m
-            .profiles
-            .get(&self.profile.name)
-            .ok_or_else(|| {
-                StartError::Refused(format!(
-                    "the manifest has no image for this node's hw-profile {:?}",
-                    self.profile.name
-                ))
-            })?
-            .clone();
-        if !(own.compat.contains(m.epoch) && own.compat.contains(m.epoch.saturating_sub(1))) {
-            return Err(StartError::Refused(format!(
-                "the image for {:?} speaks epochs {}..={}, it must speak {} and {}",
-                self.profile.name,
-                own.compat.min_epoch,
-                own.compat.max_epoch,
-                m.epoch.saturating_sub(1),
-                m.epoch
-            )));
-        }
-        // Seed every image the operator gave, each verified chunk by chunk.
-        for path in images {
-            let p = Path::new(path);
-            let len = std::fs::metadata(p)
-                .map_err(|e| StartError::Bad(format!("{path}: {e}")))?
-                .len();
-            for img in m.profiles.values().filter(|i| i.size == len) {
-                if self.store.contains(img) {
-                    continue;
-                }
-                if self.store.stage_file(img, p).is_ok() {
-                    self.history(&format!("seeded image {} from {path}", img.sha256.to_hex()));
-                }
-            }
-        }
-        if !self.store.contains(&own) {
-            return Err(StartError::Refused(format!(
-                "no image for this node's hw-profile {:?} was given (or it does not match the manifest)",
-                self.profile.name
-            )));
-        }
-        self.keep_manifest(bytes.to_vec(), signature.trim().to_owned())
-            .map_err(|e| StartError::Refused(e.to_string()))?;
-        let act = self.profile.least_disruptive();
-        let campaign = Campaign {
-            epoch: Epoch(m.epoch),
-            window: Window::new(own.compat.min_epoch, own.compat.max_epoch),
-            image_digest: digest.0,
-            disruptive: act.is_none_or(|a| a.disruptive),
-            max_activation_ms: act.map_or(60_000, |a| a.max_ms.min(u32::MAX as u64) as u32),
-            origin: NodeId(self.cfg.node_id),
-        };
-        let now = self.now();
-        self.history(&format!(
-            "campaign {} started here ({})",
-            m.epoch, m.semantics
-        ));
-        self.node.start_campaign(now, campaign);
-        Ok((m.epoch, digest.to_hex()))
-    }
-
-    /// A dry run of a campaign here: the manifest is verified (signature, expiry, anti-rollback)
-    /// but not accepted, and every reason this node would refuse it is listed.
-    pub fn plan_campaign(
-        &mut self,
-        manifest: &str,
-        signature: &str,
-    ) -> Result<entente_api::Plan, StartError> {
-        let bytes = manifest.as_bytes();
-        let sig = Signature::parse(signature.trim(), Path::new("<request>"))
-            .map_err(|e| StartError::Bad(e.to_string()))?;
-        let verified = self
-            .verifier
-            .check(bytes, &sig, entente_stage::unix_now())
-            .map_err(|e| StartError::Refused(e.to_string()))?;
-        let m = verified.manifest().clone();
-        let mut refusals = Vec::new();
-        let mut changes = Vec::new();
-        match m.profiles.get(&self.profile.name) {
-            None => refusals.push(format!(
-                "the manifest has no image for this node's hw-profile {:?}",
-                self.profile.name
-            )),
-            Some(img) => {
-                if !(img.compat.contains(m.epoch) && img.compat.contains(m.epoch.saturating_sub(1)))
-                {
-                    refusals.push(format!(
-                        "the image speaks epochs {}..={}; it must speak {} and {}",
-                        img.compat.min_epoch,
-                        img.compat.max_epoch,
-                        m.epoch.saturating_sub(1),
-                        m.epoch
-                    ));
-                }
-                for l in self.node.links() {
-                    if !l.retired && !l.state.fresh && !img.compat.contains(l.state.committed.0) {
-                        refusals.push(format!(
-                            "the link to {} speaks epoch {}, which the image does not (no common epoch)",
-                            l.peer.0, l.state.committed.0
-                        ));
-                    }
-                }
-                let max = self
-                    .profile
-                    .components
-                    .first()
-                    .and_then(|c| c.max_image_bytes);
-                if let Some(max) = max.filter(|&max| img.size > max) {
-                    refusals.push(format!(
-                        "the image is {} bytes, the profile allows {max}",
-                        img.size
-                    ));
-                }
-                let running = match self.inventory.as_ref().map(|r| &r.inventory) {
-                    Some(Ok(inv)) => inv.components.first().and_then(|c| c.running.clone()),
-                    _ => None,
-                };
-                let act = self.profile.least_disruptive();
-                changes.push(entente_api::PlannedChange {
-                    component: self
-                        .profile
-                        .components
-                        .first()
-                        .map_or_else(String::new, |c| c.name.clone()),
-                    from: running,
-                    to: img.version.clone(),
-                    activation: act.map_or_else(
-                        || "none".into(),
-                        |a| format!("{:?}", a.method).to_lowercase(),
-                    ),
-                    disruptive: act.is_none_or(|a| a.disruptive),
-                    bytes: img.size,
-                });
-            }
-        }
-        if let Some(c) = self.node.record().campaign {
-            let settled = self.phase_settled();
-            if c.epoch.0 >= m.epoch {
-                refusals.push(format!(
-                    "this node already took campaign {} (epochs only grow)",
-                    c.epoch.0
-                ));
-            } else if !settled {
-                refusals.push(format!(
-                    "campaign {} has not settled on this node",
-                    c.epoch.0
-                ));
-            }
-        }
-        Ok(entente_api::Plan {
-            node: self.cfg.node_id,
-            epoch: m.epoch,
-            semantics: m.semantics.clone(),
-            profile: self.profile.name.clone(),
-            changes,
-            refusals,
-        })
-    }
-
     /// The images in the store.
     pub fn image_list(&self) -> Vec<entente_api::ImageEntry> {
         let mut v: Vec<entente_api::ImageEntry> = self
@@ -482,9 +300,15 @@ impl Agent {
                         } => {
                             tracing::info!(uid = p.caller.uid, "campaign start requested");
                             match self.start_campaign(manifest, signature, images) {
-                                Ok((epoch, manifest)) => {
-                                    Ok(Reply::CampaignStarted { epoch, manifest })
-                                }
+                                // Started means durable: the campaign record is committed (and
+                                // the announcements sent) before the operator is told.
+                                Ok((epoch, manifest)) => match self.carry_out() {
+                                    Ok(()) => Ok(Reply::CampaignStarted { epoch, manifest }),
+                                    Err(e) => Err((
+                                        ErrorCode::Internal,
+                                        format!("campaign {epoch} could not be recorded: {e}"),
+                                    )),
+                                },
                                 Err(StartError::Refused(m)) => Err((ErrorCode::Refused, m)),
                                 Err(StartError::Bad(m)) => Err((ErrorCode::BadRequest, m)),
                                 Err(StartError::AlreadyRunning(e)) => Err((
@@ -541,7 +365,10 @@ impl Agent {
                                     "link to {peer} retired by uid {}",
                                     p.caller.uid
                                 ));
-                                Ok(Reply::Done)
+                                // Retired means recorded, as for a campaign start.
+                                self.carry_out().map(|()| Reply::Done).map_err(|e| {
+                                    (ErrorCode::Internal, format!("retiring the link: {e}"))
+                                })
                             } else {
                                 Err((
                                     ErrorCode::BadRequest,

@@ -235,6 +235,10 @@ impl Store {
     }
 
     /// Stages `image` from the local file `src`, reading only the chunks not yet staged.
+    ///
+    /// A file that does not match the manifest (or cannot be read) leaves nothing behind: the
+    /// partial file and journal this call created are removed. A partial staging that existed
+    /// before (chunks verified earlier, from other sources) is kept.
     pub fn stage_file(&self, image: &ProfileImage, src: &Path) -> Result<StageReport, StoreError> {
         let f = File::open(src).map_err(io_err("open", src))?;
         let len = f.metadata().map_err(io_err("stat", src))?.len();
@@ -246,6 +250,28 @@ impl Store {
             }
             .into());
         }
+        let fresh = !self.partial_path(&image.sha256).exists() && !self.contains(image);
+        let r = self.copy_file(image, &f, src);
+        if r.is_err() && fresh {
+            self.remove_partial(&image.sha256);
+        }
+        r
+    }
+
+    /// Removes the partial file and journal of `sha256` (a staging that must not resume).
+    fn remove_partial(&self, sha256: &Digest) {
+        let _ = fs::remove_file(self.partial_path(sha256));
+        let _ = fs::remove_file(self.journal_path(sha256));
+        let _ = fsync_dir(&self.partial);
+    }
+
+    /// The body of [`Store::stage_file`]: the staging is dropped (its lock released) on return.
+    fn copy_file(
+        &self,
+        image: &ProfileImage,
+        f: &File,
+        src: &Path,
+    ) -> Result<StageReport, StoreError> {
         let mut staging = self.begin(image)?;
         let mut buf = vec![0u8; image.chunk_size as usize];
         let mut fetched = 0;

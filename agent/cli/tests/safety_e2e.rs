@@ -20,13 +20,14 @@ fn converged_cluster(name: &str) -> (std::path::PathBuf, Cluster) {
     (dir, c)
 }
 
-/// Every link of `s` is connected and committed at `epoch`.
+/// Every link of `s` is connected, agreed (not fresh, incompatible or lagging), and committed
+/// at `epoch`.
 fn links_at(s: &Value, epoch: u64) -> bool {
     let links = s["links"].as_array().unwrap();
     !links.is_empty()
-        && links.iter().all(|l| {
-            l["connected"] == true && l["committed"] == epoch && l["state"] != "incompatible"
-        })
+        && links
+            .iter()
+            .all(|l| l["connected"] == true && l["committed"] == epoch && l["state"] == "idle")
 }
 
 /// No node counted a probe read under another epoch than its sender's, none logged SAFETY.
@@ -334,4 +335,77 @@ fn drain_then_lease() {
             "node {i}: {h:#?}"
         );
     }
+}
+
+/// Writes a configuration drop-in for node `i`.
+fn drop_in(c: &Cluster, i: usize, name: &str, text: &str) {
+    let dir = c.agent(i, "config").with_extension("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[test]
+fn device_refuses_link_epoch() {
+    let dir = tempdir("device-refuses");
+    let mut c = Cluster::new(&dir, 3);
+    // Node 3's device cannot take link epoch 1: it votes no before any REFLECT.
+    drop_in(
+        &c,
+        2,
+        "30-faults.toml",
+        "[device.faults]\nrefuse_link_epoch = 1\n",
+    );
+    c.start_all();
+    c.start_seeded_campaign();
+    // The link between nodes 1 and 2 commits; node 3's links never leave epoch 0.
+    c.wait_status(0, LIMIT, |s| {
+        s["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["peer"] == 2 && l["committed"] == 1)
+    });
+    std::thread::sleep(SETTLE);
+    let s = c.status(2).unwrap();
+    assert!(links_at(&s, 0), "{s:#}");
+    assert_eq!(s["converged"], false);
+    assert_eq!(c.status(0).unwrap()["converged"], false);
+    assert!(
+        c.history(2)
+            .iter()
+            .any(|e| e.contains("cannot take link epoch 1")),
+        "{:#?}",
+        c.history(2)
+    );
+    assert_no_mismatch(&c, 3);
+}
+
+#[test]
+fn device_fails_after_commit() {
+    let dir = tempdir("device-lags");
+    let mut c = Cluster::new(&dir, 3);
+    c.start_all();
+    c.wait_status(2, LIMIT, |s| links_at(s, 0));
+    // Node 3's device fails to apply the next three link epochs it is given (the links are at
+    // epoch 0 in the device already, so the first new one is the campaign's).
+    c.kill(2);
+    drop_in(
+        &c,
+        2,
+        "30-faults.toml",
+        "[device.faults]\nlink_epoch_failures = 3\n",
+    );
+    c.start(2);
+    c.wait_status(2, LIMIT, |s| links_at(s, 0));
+    c.start_seeded_campaign();
+    c.wait_converged(0, Duration::from_secs(90));
+    c.wait_status(2, LIMIT, |s| links_at(s, 1) && s["converged"] == true);
+    let lagging: Vec<String> = c
+        .history(2)
+        .into_iter()
+        .filter(|e| e.contains("device lagging"))
+        .collect();
+    assert_eq!(lagging.len(), 3, "{:#?}", c.history(2));
+    assert!(lagging[0].contains("committed epoch 1"), "{lagging:?}");
+    assert_no_mismatch(&c, 3);
 }

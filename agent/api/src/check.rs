@@ -2,16 +2,23 @@
 //! what contradicts the safety invariants (DESIGN.md §3), as far as histories can show it.
 //!
 //! History lines the agent writes in a fixed form (the stable part of the history):
-//! `link to <peer> committed epoch <e>`, `epoch <e> staged in the device`, `epoch <e> activated`,
-//! and `SAFETY: ...` for a probe read under another epoch than its sender's.
+//! `link to <peer> committed epoch <e>` (by a transaction, or agreed by LINK_HELLO),
+//! `epoch <e> staged in the device`, `epoch <e> activated`, `the device runs firmware of campaign
+//! <e>` (read from the device at start: what an earlier life activated), and `SAFETY: ...` for a
+//! probe read under another epoch than its sender's.
 
 use crate::HistoryEntry;
 use std::collections::BTreeMap;
 
 enum Fact {
-    Committed { peer: u64, epoch: u64 },
+    Committed {
+        peer: u64,
+        epoch: u64,
+    },
     Staged(u64),
     Activated(u64),
+    /// Found running at start (staged and activated by an earlier life of the agent).
+    Running(u64),
     Safety(String),
 }
 
@@ -27,6 +34,9 @@ fn parse(event: &str) -> Option<Fact> {
         }),
         ["epoch", e, "staged", "in", "the", "device"] => Some(Fact::Staged(e.parse().ok()?)),
         ["epoch", e, "activated"] => Some(Fact::Activated(e.parse().ok()?)),
+        ["the", "device", "runs", "firmware", "of", "campaign", e] => {
+            Some(Fact::Running(e.parse().ok()?))
+        }
         _ => None,
     }
 }
@@ -68,6 +78,10 @@ pub fn check_histories(histories: &[(u64, Vec<HistoryEntry>)], partial: bool) ->
                             "node {node}: activated campaign {e} without staging it"
                         ));
                     }
+                    activated = activated.max(e);
+                }
+                Some(Fact::Running(e)) => {
+                    staged = staged.max(e);
                     activated = activated.max(e);
                 }
                 Some(Fact::Safety(what)) => out.push(format!("node {node}: {what}")),

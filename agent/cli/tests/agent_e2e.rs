@@ -29,6 +29,10 @@ fn demo_converges_with_agents_killed_mid_campaign() {
     assert_eq!(r["converged"], true);
     assert_eq!(r["safety_violations"], 0);
     assert_eq!(r["agents_killed"], 2);
+    assert_eq!(
+        r["wipes"], 1,
+        "one agent restarted with its state store deleted"
+    );
     assert_eq!(r["nodes"], 5);
 }
 

@@ -45,6 +45,21 @@ impl Agent {
         }
     }
 
+    /// Deletes the agent's state store (`state.db` and its WAL files), as a lost disk would;
+    /// its image store, manifests and device stay.
+    pub(super) fn wipe_state(&self) -> Result<()> {
+        let data = self.config.with_file_name("data");
+        for f in ["state.db", "state.db-wal", "state.db-shm"] {
+            match std::fs::remove_file(data.join(f)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    anyhow::bail!("deleting {}: {e}", data.join(f).display())
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = nix::sys::signal::kill(

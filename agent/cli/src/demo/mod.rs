@@ -76,6 +76,8 @@ struct Report {
     safety_violations: u64,
     protocol_errors: u64,
     agents_killed: u32,
+    /// Agents whose state store (`state.db`) was deleted before their restart (`--faults`).
+    wipes: u32,
     /// Contradictions the offline history checker found (counted in `safety_violations`).
     history_violations: Vec<String>,
     /// Largest resident set of an agent, idle after convergence (KiB).
@@ -228,7 +230,7 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{} nodes, {} links: {} in {:.1} s; safety violations {}, agents killed {}",
+            "{} nodes, {} links: {} in {:.1} s; safety violations {}, agents killed {} (state stores deleted {})",
             report.nodes,
             report.links,
             if report.converged {
@@ -238,7 +240,8 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
             },
             report.wall_ms as f64 / 1000.0,
             report.safety_violations,
-            report.agents_killed
+            report.agents_killed,
+            report.wipes
         );
         if let Some(ms) = report.image_all_hosts_ms {
             println!(
@@ -310,6 +313,7 @@ fn drive(
         b
     });
     let mut killed = 0u32;
+    let mut wipes = 0u32;
     let mut restart: Option<(usize, Instant)> = None;
     let victims: Vec<usize> = if a.faults {
         vec![agents.len() / 2, agents.len() - 1]
@@ -340,12 +344,17 @@ fn drive(
             b.set_length(links);
             b.set_message(phases.join(" "));
         }
-        // Faults: kill an agent once a third of the links moved, another at two thirds.
+        // Faults: kill an agent once a third of the links moved, another at two thirds, and
+        // delete that one's state store before it restarts (a lost disk).
         if restart.is_none() && (killed as usize) < victims.len() {
             let at = links * (killed as u64 + 1) / 3;
             if s.links_committed >= at.max(1) {
                 let i = victims[killed as usize];
                 agents[i].kill();
+                if killed == 1 {
+                    agents[i].wipe_state()?;
+                    wipes += 1;
+                }
                 killed += 1;
                 restart = Some((i, Instant::now() + Duration::from_millis(700)));
             }
@@ -396,6 +405,7 @@ fn drive(
         safety_violations: violations,
         protocol_errors,
         agents_killed: killed,
+        wipes,
         idle_rss_max_kib,
         idle_cpu_max_percent,
         fanout: a.fanout.clone(),

@@ -170,6 +170,7 @@ impl Agent {
             running.window,
             running.source
         );
+        let running_campaign = running.campaign;
         let lost = db
             .created()
             .then(|| lost_store_evidence(&cfg.data_dir))
@@ -247,6 +248,9 @@ impl Agent {
             cfg,
         };
         agent.restore_manifests()?;
+        if let Some(epoch) = running_campaign {
+            agent.history(&format!("the device runs firmware of campaign {epoch}"));
+        }
         if let Some(evidence) = lost {
             agent.history(&format!(
                 "state store lost ({evidence}); restart quarantine"

@@ -99,7 +99,7 @@ impl Agent {
             Event::Phase { from, to, epoch } => {
                 format!("phase {from:?} -> {to:?} (epoch {})", epoch.0)
             }
-            Event::LinkCommitted { peer, epoch } => {
+            Event::LinkCommitted { peer, epoch } | Event::LinkAgreed { peer, epoch } => {
                 format!("link to {} committed epoch {}", peer.0, epoch.0)
             }
             Event::ProbeMismatch {

@@ -15,6 +15,8 @@ pub struct RunningWindow {
     pub version: Option<String>,
     /// Where the window came from.
     pub source: String,
+    /// The campaign whose manifest describes the running firmware, if one does.
+    pub campaign: Option<u64>,
 }
 
 /// The running version of the profile's first flashable component (the one campaigns stage).
@@ -43,6 +45,7 @@ pub fn running_window(
                     source: format!(
                     "the window recorded at the last activation (the device cannot be read: {e})"
                 ),
+                    campaign: None,
                 })
                 .ok_or_else(|| {
                     format!(
@@ -65,6 +68,7 @@ pub fn running_window(
             window: Window::new(img.compat.min_epoch, img.compat.max_epoch),
             version,
             source: format!("the manifest of campaign {}", m.epoch),
+            campaign: Some(m.epoch),
         },
         None => RunningWindow {
             window: Window::new(profile.base_window.0, profile.base_window.1),
@@ -74,6 +78,7 @@ pub fn running_window(
                 version.as_deref().unwrap_or("(none reported)")
             ),
             version,
+            campaign: None,
         },
     })
 }

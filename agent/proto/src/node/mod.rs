@@ -531,6 +531,10 @@ impl Node {
                         peer,
                         epoch: s.committed,
                     });
+                    self.emit(Output::Event(Event::LinkAgreed {
+                        peer,
+                        epoch: s.committed,
+                    }));
                     self.summary.set_link(self.cfg.id, peer, s.committed);
                     self.gossip_dirty(now);
                     // the link may have been the last one this node waited for

@@ -182,6 +182,14 @@ pub enum Event {
         /// Why.
         reason: &'static str,
     },
+    /// LINK_HELLO agreed the link's committed epoch (a new link, or an end that lost or
+    /// restored its state took the other end's).
+    LinkAgreed {
+        /// Neighbour.
+        peer: NodeId,
+        /// The committed epoch now persisted at this end.
+        epoch: Epoch,
+    },
     /// LINK_HELLO found that the epoch the state at one end holds is not in both windows (a
     /// store lost or restored at one end, and firmware that cannot speak the link's epoch): the
     /// link carries nothing until an operator acts.

@@ -42,6 +42,8 @@ pub fn run() -> Result<()> {
         ],
     )?;
     sh("cargo", &["test", "--workspace", "--all-features"])?;
+    // The spin model of one link: the protocol verifies, every planted mutant is caught.
+    sh("sh", &["model/check.sh"])?;
     acceptance()
 }
 

@@ -67,8 +67,8 @@ pub enum Fetch {
         staging: Box<Staging>,
         /// Chunks still to ask for.
         want: BTreeSet<u32>,
-        /// Requests in flight: (peer, slot) → chunk.
-        inflight: HashMap<(u64, u32), u32>,
+        /// Requests in flight: (peer, slot) → (chunk, when it was asked).
+        inflight: HashMap<(u64, u32), (u32, Instant)>,
         /// Neighbours that had nothing, until when.
         resting: HashMap<u64, Instant>,
         /// Neighbours that sent a chunk that did not verify: never asked again this campaign.
@@ -84,6 +84,18 @@ pub enum Fetch {
     },
     /// The device is flashing the staged image.
     Flashing,
+}
+
+/// How long a chunk request may stay unanswered before it is asked of another neighbour: ten
+/// seconds, or eight chunk times at the configured image-traffic cap if that is longer (a
+/// source queues a few requests behind its cap).
+fn request_deadline(chunk_size: u32, max_mib_per_s: f64) -> Duration {
+    let floor = Duration::from_secs(10);
+    if max_mib_per_s <= 0.0 {
+        return floor;
+    }
+    let chunk_s = f64::from(chunk_size) / (max_mib_per_s * 1024.0 * 1024.0);
+    floor.max(Duration::from_secs_f64((8.0 * chunk_s).min(3600.0)))
 }
 
 fn manifest_dir(data: &Path) -> std::path::PathBuf {
@@ -311,6 +323,30 @@ impl Agent {
                     .copied()
                     .collect();
                 let peers: Vec<u64> = sources.iter().map(|c| c.peer).collect();
+                // A request unanswered past its deadline is asked of someone else; its slot is
+                // withdrawn (a chunk arriving in it later breaks that connection, which then
+                // starts afresh).
+                let deadline = request_deadline(image.chunk_size, self.cfg.fanout.max_mib_per_s);
+                let late: Vec<(u64, u32)> = inflight
+                    .iter()
+                    .filter(|(_, (_, asked))| now.duration_since(*asked) >= deadline)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for (peer, slot) in late {
+                    if let Some((index, _)) = inflight.remove(&(peer, slot)) {
+                        tracing::warn!(
+                            peer,
+                            index,
+                            "chunk request unanswered after {} ms: asking elsewhere",
+                            deadline.as_millis()
+                        );
+                        want.insert(index);
+                        resting.insert(peer, now + NOT_YET_BACKOFF);
+                        if let Some(conn) = sources.iter().find(|c| c.peer == peer) {
+                            self.transport.revoke_bulk(*conn, slot);
+                        }
+                    }
+                }
                 while inflight.len() < WINDOW {
                     let Some((conn, index)) =
                         self.choose(image, want, inflight, resting, &sources, &peers)
@@ -325,7 +361,7 @@ impl Agent {
                     match self.transport.grant_bulk(conn, len as u32) {
                         Ok(slot) => {
                             want.remove(&index);
-                            inflight.insert((conn.peer, slot), index);
+                            inflight.insert((conn.peer, slot), (index, now));
                             let image = image.sha256.0;
                             self.request(conn, Envelope::ChunkReq { image, index, slot });
                         }
@@ -382,7 +418,7 @@ impl Agent {
         &self,
         image: &ProfileImage,
         want: &BTreeSet<u32>,
-        inflight: &HashMap<(u64, u32), u32>,
+        inflight: &HashMap<(u64, u32), (u32, Instant)>,
         resting: &HashMap<u64, Instant>,
         sources: &[ConnId],
         peers: &[u64],
@@ -473,7 +509,7 @@ impl Agent {
                 resting,
                 ..
             } => {
-                if let Some(i) = inflight.remove(&(conn.peer, slot)) {
+                if let Some((i, _)) = inflight.remove(&(conn.peer, slot)) {
                     want.insert(i);
                     resting.insert(conn.peer, Instant::now() + backoff);
                 }
@@ -497,7 +533,7 @@ impl Agent {
                     .copied()
                     .collect();
                 for k in lost {
-                    if let Some(i) = inflight.remove(&k) {
+                    if let Some((i, _)) = inflight.remove(&k) {
                         want.insert(i);
                     }
                 }
@@ -526,7 +562,7 @@ impl Agent {
                 in_place,
                 ..
             } => {
-                if let Some(index) = inflight.remove(&(conn.peer, slot)) {
+                if let Some((index, _)) = inflight.remove(&(conn.peer, slot)) {
                     self.download.charge(data.len() as u64, Instant::now());
                     match staging.write_chunk_shared(index, data.clone()) {
                         Ok(direct) => {
@@ -657,4 +693,18 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_deadline;
+    use std::time::Duration;
+
+    #[test]
+    fn a_request_deadline_is_ten_seconds_or_eight_chunk_times_at_the_cap() {
+        assert_eq!(request_deadline(1 << 20, 0.0), Duration::from_secs(10));
+        assert_eq!(request_deadline(1 << 20, 100.0), Duration::from_secs(10));
+        assert_eq!(request_deadline(1 << 20, 0.5), Duration::from_secs(16));
+        assert_eq!(request_deadline(1 << 20, 1e-9), Duration::from_secs(3600));
+    }
 }

@@ -7,7 +7,7 @@ use super::have::ChunkSet;
 use super::Agent;
 use crate::envelope::{Envelope, MAX_HAVE_CHUNKS};
 use bytes::Bytes;
-use entente_fastpath::ConnId;
+use entente_fastpath::{ConnId, SendError};
 use std::time::{Duration, Instant};
 
 /// Shortest interval between two `Have` rounds (a round covers every chunk that arrived since).
@@ -62,18 +62,28 @@ impl Agent {
         self.serve_step();
     }
 
-    /// Serves queued requests while the upload cap allows; returns when the next may go.
+    /// Serves queued requests while the upload cap allows; returns when the next may go. A
+    /// request whose connection has no credits left goes to the back of the queue and is tried
+    /// again on a later round (the loop looks again within a few milliseconds), so one stalled
+    /// requester never holds up the others and no request is ever dropped unanswered.
     pub(super) fn serve_step(&mut self) -> Option<Duration> {
         let now = Instant::now();
-        while let Some(r) = self.serve_queue.front().copied() {
+        let mut round = self.serve_queue.len();
+        while round > 0 {
+            round -= 1;
+            let Some(r) = self.serve_queue.front().copied() else {
+                break;
+            };
             let len = self.chunk_len(&r.image, r.index).unwrap_or(0);
             if !self.upload.try_take(len, now) {
                 return Some(self.upload.wait_for(len, now));
             }
             self.serve_queue.pop_front();
-            self.serve_chunk(r);
+            if !self.serve_chunk(r) {
+                self.serve_queue.push_back(r);
+            }
         }
-        None
+        (!self.serve_queue.is_empty()).then_some(Duration::from_millis(2))
     }
 
     /// Forgets what a departed neighbour asked for.
@@ -94,7 +104,9 @@ impl Agent {
         }
     }
 
-    fn serve_chunk(&mut self, r: ServeReq) {
+    /// Sends one chunk, or NOT_YET when this node does not hold it. Returns false when the
+    /// connection has no credits left for it (the request stays queued).
+    fn serve_chunk(&mut self, r: ServeReq) -> bool {
         match self.read_chunk(&r.image, r.index) {
             Some(mut data) => {
                 if self.cfg.fanout.corrupt_served_chunks && !data.is_empty() {
@@ -102,14 +114,17 @@ impl Agent {
                     bad[0] ^= 0xff;
                     data = Bytes::from(bad);
                 }
-                if let Err(e) = self.transport.send_bulk(r.conn, r.slot, data) {
-                    tracing::warn!(peer = r.conn.peer, "serving a chunk: {e}");
-                } else {
-                    *self.served.entry((r.image, r.index)).or_default() += 1;
+                match self.transport.send_bulk(r.conn, r.slot, data) {
+                    Ok(()) => *self.served.entry((r.image, r.index)).or_default() += 1,
+                    Err(SendError::NoCredits(_)) => return false,
+                    // The connection went away (its requests are dropped with it) or the
+                    // grant is gone: nothing to answer on.
+                    Err(e) => tracing::warn!(peer = r.conn.peer, "serving a chunk: {e}"),
                 }
             }
             None => self.not_yet(r.conn, r.slot),
         }
+        true
     }
 
     /// Chunk `index` of `image`, verified again on the way out: from a complete image in the

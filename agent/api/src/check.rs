@@ -2,7 +2,8 @@
 //! what contradicts the safety invariants (DESIGN.md §3), as far as histories can show it.
 //!
 //! History lines the agent writes in a fixed form (the stable part of the history):
-//! `link to <peer> committed epoch <e>` (by a transaction, or agreed by LINK_HELLO),
+//! `link to <peer> committed epoch <e>` (by a transaction), `link to <peer> agreed at epoch <e>
+//! by LINK_HELLO`,
 //! `epoch <e> staged in the device`, `epoch <e> activated`, `the device runs firmware of campaign
 //! <e>` (read from the device at start: what an earlier life activated), and `SAFETY: ...` for a
 //! probe read under another epoch than its sender's.
@@ -28,10 +29,13 @@ fn parse(event: &str) -> Option<Fact> {
     }
     let w: Vec<&str> = event.split_whitespace().collect();
     match w.as_slice() {
-        ["link", "to", peer, "committed", "epoch", e] => Some(Fact::Committed {
-            peer: peer.parse().ok()?,
-            epoch: e.parse().ok()?,
-        }),
+        ["link", "to", peer, "committed", "epoch", e]
+        | ["link", "to", peer, "agreed", "at", "epoch", e, "by", "LINK_HELLO"] => {
+            Some(Fact::Committed {
+                peer: peer.parse().ok()?,
+                epoch: e.parse().ok()?,
+            })
+        }
         ["epoch", e, "staged", "in", "the", "device"] => Some(Fact::Staged(e.parse().ok()?)),
         ["epoch", e, "activated"] => Some(Fact::Activated(e.parse().ok()?)),
         ["the", "device", "runs", "firmware", "of", "campaign", e] => {

@@ -92,6 +92,8 @@ impl Request {
 }
 
 /// A response line: either a result or an error.
+// One per request, built and serialised at once: its size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Response {
@@ -212,6 +214,9 @@ pub struct Status {
     pub epoch: u64,
     /// This node's phase (`idle`, `announced`, `staged`, `activated`, `converged`, ...).
     pub phase: String,
+    /// What its activation is doing: `idle`, `draining`, `leasing` or `activating`.
+    #[serde(default)]
+    pub activity: String,
     /// Whether `Conv(P, epoch)` holds as far as this node knows (every live link it watches
     /// committed `epoch`); meaningful on the node a campaign started on.
     pub converged: bool,

@@ -77,6 +77,13 @@ fn state_loss_one_end_incompatible_device() {
     comp.insert("active".into(), Value::from(other));
     comp.insert("pending".into(), Value::from(false));
     std::fs::write(&dev, serde_json::to_vec(&state).unwrap()).unwrap();
+    // Its activations fail for now: it cannot get back to the campaign's firmware by itself.
+    drop_in(
+        &c,
+        2,
+        "30-faults.toml",
+        "[device.faults]\nactivation_failure = true\n",
+    );
     c.start(2);
     let s = c.wait_status(2, LIMIT, |s| {
         let links = s["links"].as_array().unwrap();
@@ -86,6 +93,23 @@ fn state_loss_one_end_incompatible_device() {
     assert_no_mismatch(&c, 3);
     let s = c.status(2).unwrap();
     assert_eq!(s["converged"], false, "{s:#}");
+    assert!(
+        c.history(2).iter().any(|e| e.contains("incompatible")),
+        "{:#?}",
+        c.history(2)
+    );
+    // Once its device can activate again, it runs the campaign again (the manifest and image
+    // are still there), its firmware speaks epoch 1, and the links agree at 1.
+    c.kill(2);
+    std::fs::remove_file(
+        c.agent(2, "config")
+            .with_extension("d")
+            .join("30-faults.toml"),
+    )
+    .unwrap();
+    c.start(2);
+    c.wait_status(2, LIMIT, |s| links_at(s, 1) && s["converged"] == true);
+    assert_no_mismatch(&c, 3);
 }
 
 #[test]

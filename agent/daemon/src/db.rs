@@ -76,6 +76,13 @@ impl Db {
         if found < SCHEMA_VERSION {
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
+        // A file that exists but never counted a start (empty, or restored from nothing) is as
+        // good as a new one.
+        let started: i64 =
+            tx.query_row("SELECT COUNT(*) FROM meta WHERE key = 'starts'", [], |r| {
+                r.get(0)
+            })?;
+        let created = created || started == 0;
         tx.commit()?;
         Ok(Db {
             conn,

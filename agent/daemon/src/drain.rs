@@ -49,32 +49,49 @@ fn run(hook: &str, node: u64, epoch: u64, deadline: Duration) -> Result<String, 
         .spawn()
         .map_err(|e| format!("drain hook {hook:?}: {e}"))?;
     // Drain both pipes on threads of their own so a chatty hook never blocks on a full pipe.
-    let mut out = child.stdout.take().map(tail_reader);
-    let mut err = child.stderr.take().map(tail_reader);
+    let readers: Vec<_> = [
+        child.stdout.take().map(tail_reader),
+        child.stderr.take().map(tail_reader),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let started = Instant::now();
+    let kill_all = |child: &mut std::process::Child| {
+        let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.kill();
+        let _ = child.wait();
+    };
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if started.elapsed() >= deadline => {
-                let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
-                let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_all(&mut child);
                 return Err(format!(
                     "drain hook {hook:?} still running after {} s: killed",
                     deadline.as_secs()
                 ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("drain hook {hook:?}: {e}")),
+            Err(e) => {
+                kill_all(&mut child);
+                return Err(format!("drain hook {hook:?}: {e}"));
+            }
         }
     };
-    let text = [out.take(), err.take()]
-        .into_iter()
-        .flatten()
-        .map(|h| h.join().unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("");
+    // The output is read within what is left of the deadline (and at least a moment): a job
+    // the hook left in the background may hold the pipes open, and must not hold the drain.
+    let mut text = String::new();
+    for r in readers {
+        let left = deadline
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(200));
+        match r.recv_timeout(left) {
+            Ok(part) => text.push_str(&part),
+            Err(_) => text.push_str("[output still open: a background job of the hook holds it]"),
+        }
+    }
     let text = text.trim().to_owned();
     if status.success() {
         Ok(text)
@@ -83,8 +100,10 @@ fn run(hook: &str, node: u64, epoch: u64, deadline: Duration) -> Result<String, 
     }
 }
 
-/// Reads a pipe to its end on a thread, keeping the last [`OUTPUT_TAIL`] bytes as text.
-fn tail_reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+/// Reads a pipe to its end on a thread, keeping the last [`OUTPUT_TAIL`] bytes as text, which
+/// the returned channel delivers.
+fn tail_reader(mut pipe: impl Read + Send + 'static) -> crossbeam_channel::Receiver<String> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
     std::thread::spawn(move || {
         let mut kept = Vec::new();
         let mut buf = [0u8; 4096];
@@ -97,8 +116,9 @@ fn tail_reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<
                 kept.drain(..kept.len() - OUTPUT_TAIL);
             }
         }
-        String::from_utf8_lossy(&kept).into_owned()
-    })
+        let _ = tx.send(String::from_utf8_lossy(&kept).into_owned());
+    });
+    rx
 }
 
 #[cfg(test)]
@@ -118,5 +138,14 @@ mod tests {
         assert!(failed.contains("busy") && failed.contains('4'), "{failed}");
         let slow = run("sleep 5", 7, 3, Duration::from_millis(200)).unwrap_err();
         assert!(slow.contains("killed"), "{slow}");
+        // A job left in the background holds the pipes: the drain still ends on time.
+        let started = Instant::now();
+        let bg = run("sleep 5 & echo started", 7, 3, Duration::from_millis(500)).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(bg.contains("started") || bg.contains("background"), "{bg}");
     }
 }

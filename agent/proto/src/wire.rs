@@ -30,7 +30,8 @@ use crate::phase::{Phase, PhaseEntry, Version};
 use crate::types::{Epoch, NodeId, Nonce, Window};
 
 /// Version of the encoding, carried in byte 0 of every message.
-pub const WIRE_VERSION: u8 = 1;
+/// 2: HELLO carries `your_version`, ABORT may carry the reason `DeviceRefused`.
+pub const WIRE_VERSION: u8 = 2;
 
 /// Longest encoded message [`decode`] accepts, in bytes (control frames are far shorter).
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
@@ -719,7 +720,10 @@ mod tests {
     fn encode_appends() {
         let mut out = vec![0xee];
         encode(&Message::GossipAck { upto: 1 }, &mut out);
-        assert_eq!(out, [0xee, 1, TAG_GOSSIP_ACK, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            out,
+            [0xee, WIRE_VERSION, TAG_GOSSIP_ACK, 1, 0, 0, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]
@@ -772,8 +776,8 @@ mod tests {
     #[test]
     fn error_unsupported_version() {
         let mut bytes = encoded(&Message::GossipAck { upto: 1 });
-        bytes[0] = 2;
-        assert_eq!(decode(&bytes), Err(WireError::UnsupportedVersion(2)));
+        bytes[0] = 1; // the layout before HELLO carried `your_version`
+        assert_eq!(decode(&bytes), Err(WireError::UnsupportedVersion(1)));
         assert_eq!(decode(&[0]), Err(WireError::UnsupportedVersion(0)));
     }
 

@@ -71,12 +71,16 @@ impl Agent {
         if let Err(why) = self.seed_own(&own, images) {
             return Err(self.refuse_start(Some(m.epoch), &[why]));
         }
+        // The manifest is kept before the floor moves: a failure to keep it refuses the start
+        // with the floor where it was.
+        self.keep_manifest(bytes.to_vec(), signature.trim().to_owned())
+            .map_err(|e| {
+                self.refuse_start(Some(m.epoch), &[format!("keeping the manifest: {e}")])
+            })?;
         self.verifier
             .accept(bytes, &sig, now)
             .map_err(|e| self.refuse_start(Some(m.epoch), &[e.to_string()]))?;
         self.seed_others(&m, images);
-        self.keep_manifest(bytes.to_vec(), signature.trim().to_owned())
-            .map_err(|e| StartError::Refused(format!("keeping the manifest: {e}")))?;
         let act = self.profile.least_disruptive();
         let campaign = Campaign {
             epoch: Epoch(m.epoch),
@@ -110,9 +114,13 @@ impl Agent {
         }
         let mut why = Vec::new();
         for path in images {
-            let len = std::fs::metadata(path)
-                .map_err(|e| format!("{path}: {e}"))?
-                .len();
+            let len = match std::fs::metadata(path) {
+                Ok(m) => m.len(),
+                Err(e) => {
+                    why.push(format!("{path}: {e}"));
+                    continue;
+                }
+            };
             if len != own.size {
                 continue;
             }

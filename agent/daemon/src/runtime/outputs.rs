@@ -99,9 +99,17 @@ impl Agent {
             Event::Phase { from, to, epoch } => {
                 format!("phase {from:?} -> {to:?} (epoch {})", epoch.0)
             }
-            Event::LinkCommitted { peer, epoch } | Event::LinkAgreed { peer, epoch } => {
+            Event::LinkCommitted { peer, epoch } => {
                 format!("link to {} committed epoch {}", peer.0, epoch.0)
             }
+            Event::LinkAgreed { peer, epoch } => {
+                format!("link to {} agreed at epoch {} by LINK_HELLO", peer.0, epoch.0)
+            }
+            Event::ImplausibleReport { seen, mine } => format!(
+                "a neighbour holds a report of this node at version {}.{}, far ahead of its own \
+                 {}.{}: forged or corrupt, not followed",
+                seen.incarnation, seen.counter, mine.incarnation, mine.counter
+            ),
             Event::ProbeMismatch {
                 peer,
                 sent,
@@ -160,6 +168,7 @@ impl Agent {
             | Event::LinkIncompatible { .. }
             | Event::DeviceRefusedEpoch { .. }
             | Event::DrainFailed { .. }
+            | Event::ImplausibleReport { .. }
             | Event::DeviceLagging { .. }
             | Event::Reincarnated { .. } => tracing::warn!("{text}"),
             _ => tracing::info!("{text}"),

@@ -93,6 +93,7 @@ impl Agent {
             node: self.cfg.node_id,
             epoch: epoch.0,
             phase: phase_name(rec.phase.phase),
+            activity: self.node.activity().into(),
             converged,
             links_committed: committed as u64,
             links_total: links.len() as u64,
@@ -107,6 +108,8 @@ impl Agent {
                         "incompatible".into()
                     } else if self.node.device_lagging(l.peer) {
                         "device_lagging".into()
+                    } else if !l.state.fresh && l.device != Some(l.state.committed) {
+                        "waiting_for_device".into()
                     } else if l.state.fresh {
                         "fresh".into()
                     } else {

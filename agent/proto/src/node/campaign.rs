@@ -191,6 +191,7 @@ impl Node {
             });
         }
         self.running = c.window;
+        self.rehello_incompatible();
         if self.record.phase.phase == Phase::Halted {
             return;
         }
@@ -233,10 +234,15 @@ impl Node {
         if self.record.phase.phase != Phase::Activated {
             return;
         }
-        let all = self
-            .links
-            .iter()
-            .all(|l| l.retired || (!l.state.fresh && l.state.committed >= c.epoch));
+        // Every live link committed the epoch and its device speaks it (a lagging device or an
+        // incompatible link carries no data, so it has not converged).
+        let all = self.links.iter().all(|l| {
+            l.retired
+                || (!l.state.fresh
+                    && !l.incompatible
+                    && l.state.committed >= c.epoch
+                    && l.device == Some(l.state.committed))
+        });
         if all {
             self.set_phase(now, Phase::Converged, c.epoch);
         }

@@ -21,6 +21,10 @@ pub use output::{Durable, Event, NodeRecord, Output, Record, Stats, TimerKey};
 
 use lease::{Grantor, Holder};
 
+/// The most incarnations a neighbour's report of this node may be ahead of its own for this
+/// node to outgrow it (each lost store costs one incarnation).
+pub const MAX_INCARNATION_JUMP: u32 = 1 << 16;
+
 /// Static configuration of a node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -268,6 +272,10 @@ impl Node {
                 self.device_failures[i] = 0;
                 let fx = self.links[i].device_applied(epoch);
                 self.apply_link(now, i, fx);
+                if self.summary.set_link(self.cfg.id, peer, epoch) {
+                    self.gossip_dirty(now);
+                }
+                self.check_converged(now);
             }
             Err(reason) => {
                 let n = self.device_failures[i];
@@ -331,6 +339,16 @@ impl Node {
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+    /// What the activation gate is doing: `idle`, `draining` (the drain hook runs),
+    /// `leasing` (asking neighbours for leases) or `activating`.
+    pub fn activity(&self) -> &'static str {
+        match self.gate {
+            Gate::Idle => "idle",
+            Gate::Draining => "draining",
+            Gate::Leasing => "leasing",
+            Gate::Activating { .. } => "activating",
+        }
     }
     /// Whether a disruptive activation is running.
     pub fn is_activating(&self) -> bool {
@@ -401,19 +419,10 @@ impl Node {
             self.stats.unknown_peers += 1;
             return self.emit(Output::Event(Event::UnknownPeer(peer)));
         };
-        let activated = self.ctx().ready_for;
         let link = &mut self.links[i];
         link.conn = Some(generation);
         link.commit_sent_on_conn = false;
-        let hello = Hello {
-            window: self.running,
-            activated,
-            link: link.state.snapshot(),
-            your_version: self.summary.phase(peer).map(|p| p.version),
-        };
-        self.hello_sent.retain(|(p, _)| *p != peer);
-        self.hello_sent.push((peer, hello.window));
-        self.send(peer, Message::Hello(hello));
+        self.send_hello(i);
         if let Some(c) = self.record.campaign {
             if self.record.phase.phase != Phase::Idle {
                 self.send(peer, Message::Campaign(c));
@@ -427,6 +436,34 @@ impl Node {
         self.apply_link(now, i, fx);
         self.gossip_reconnected(now, peer);
         self.lease_reconnected(now, i);
+    }
+
+    /// Sends LINK_HELLO on link `i`'s connection: this node's window, activation and state of
+    /// the link, and the version of the peer's own report it holds.
+    fn send_hello(&mut self, i: usize) {
+        let peer = self.links[i].peer;
+        let hello = Hello {
+            window: self.running,
+            activated: self.ctx().ready_for,
+            link: self.links[i].state.snapshot(),
+            your_version: self.summary.phase(peer).map(|p| p.version),
+        };
+        self.hello_sent.retain(|(p, _)| *p != peer);
+        self.hello_sent.push((peer, hello.window));
+        self.send(peer, Message::Hello(hello));
+    }
+
+    /// The running firmware's window changed (an activation): links that found no epoch both
+    /// ends can speak exchange LINK_HELLO again. Only those: a fresh link that has not heard its
+    /// peer's HELLO yet must be decided from the window its first HELLO carried, which the
+    /// peer may already have decided from.
+    pub(super) fn rehello_incompatible(&mut self) {
+        for i in 0..self.links.len() {
+            let l = &self.links[i];
+            if l.conn.is_some() && !l.retired && l.incompatible {
+                self.send_hello(i);
+            }
+        }
     }
 
     /// The connection to `peer` with this generation broke; what was in flight is lost.
@@ -520,6 +557,12 @@ impl Node {
             self.outgrow(now, v);
         }
         let peer = self.links[i].peer;
+        // A peer whose window changed since its last HELLO (it activated while the link was
+        // incompatible) gets this end's HELLO again, so both decide from the same pair.
+        let known = self.links[i].peer_window;
+        if self.links[i].incompatible && known.is_some_and(|w| w != h.window) {
+            self.send_hello(i);
+        }
         let sent = self.hello_sent.iter().find(|(p, _)| *p == peer);
         let mine = sent.map_or(self.running, |&(_, w)| w);
         match self.links[i].on_hello(h, &mine) {
@@ -535,10 +578,6 @@ impl Node {
                         peer,
                         epoch: s.committed,
                     }));
-                    self.summary.set_link(self.cfg.id, peer, s.committed);
-                    self.gossip_dirty(now);
-                    // the link may have been the last one this node waited for
-                    self.check_converged(now);
                 }
                 self.try_propose(now, i);
             }
@@ -567,10 +606,17 @@ impl Node {
     /// from an older copy): take an incarnation above it, so this node's reports win again, and
     /// wait out the restart quarantine, since the grants it gave then are forgotten.
     fn outgrow(&mut self, now: Nanos, seen: Version) {
-        if seen <= self.record.phase.version {
+        let mine = self.record.phase.version;
+        if seen <= mine {
             return;
         }
-        let incarnation = seen.incarnation.saturating_add(1);
+        // A report of this node far ahead of anything it wrote is forged or corrupt (a node
+        // takes one incarnation per lost store): reported, never followed, so that nobody can
+        // push it to the end of the incarnation space or keep it in quarantine.
+        let plausible = seen.incarnation - mine.incarnation <= MAX_INCARNATION_JUMP;
+        let Some(incarnation) = seen.incarnation.checked_add(1).filter(|_| plausible) else {
+            return self.emit(Output::Event(Event::ImplausibleReport { seen, mine }));
+        };
         self.record.phase.version = Version {
             incarnation,
             counter: 0,
@@ -604,10 +650,10 @@ impl Node {
             self.emit(Output::Persist(Record::Link(peer, self.links[i].state)));
         }
         if let Some(epoch) = fx.committed {
+            // The summary reports the link once the device speaks the epoch
+            // (`link_epoch_applied`): a link whose device lags carries no data yet.
             self.emit(Output::SetLinkEpoch { peer, epoch });
             self.emit(Output::Event(Event::LinkCommitted { peer, epoch }));
-            self.summary.set_link(self.cfg.id, peer, epoch);
-            self.gossip_dirty(now);
         }
         if let Some(txn) = fx.send {
             if self.links[i].conn.is_some() {
@@ -623,9 +669,6 @@ impl Node {
                 at,
                 key: TimerKey::Link(peer),
             });
-        }
-        if fx.committed.is_some() {
-            self.check_converged(now);
         }
     }
 }

@@ -182,6 +182,14 @@ pub enum Event {
         /// Why.
         reason: &'static str,
     },
+    /// A neighbour holds a report of this node far ahead of its own version (forged or
+    /// corrupt): not followed.
+    ImplausibleReport {
+        /// The version the neighbour holds.
+        seen: crate::phase::Version,
+        /// This node's own.
+        mine: crate::phase::Version,
+    },
     /// LINK_HELLO agreed the link's committed epoch (a new link, or an end that lost or
     /// restored its state took the other end's).
     LinkAgreed {

@@ -1,6 +1,6 @@
 //! Opens the device the configuration names, with the backend it names, as the `Device` the
 //! worker drives: `sim` (a directory under the data dir), `devlink` (a kernel devlink
-//! instance) or `redfish` (a BMC's UpdateService, for GPU baseboard firmware). Each backend's settings are turned into its options here, once, so that the
+//! instance, with its link-epoch record under `<data_dir>/devlink`) or `redfish` (a BMC's UpdateService, for GPU baseboard firmware). Each backend's settings are turned into its options here, once, so that the
 //! configuration check and the agent agree on them.
 
 use crate::config::{Config, DevlinkConfig};
@@ -56,7 +56,9 @@ pub fn open(cfg: &Config, profile: &Profile) -> Result<Box<dyn Device + Send>> {
                 .devlink
                 .as_ref()
                 .context("backend devlink needs [device.devlink]")?;
-            let opts = devlink_options(c).map_err(|(key, e)| anyhow::anyhow!("{key}: {e}"))?;
+            let mut opts = devlink_options(c).map_err(|(key, e)| anyhow::anyhow!("{key}: {e}"))?;
+            // The committed link epochs the backend keeps (the parameter's floor on restart).
+            opts.state_dir = Some(cfg.data_dir.join("devlink"));
             let dev = DevlinkDevice::open(profile.clone(), &c.handle, opts)
                 .with_context(|| format!("open the devlink device {}", c.handle))?;
             Ok(Box::new(dev))

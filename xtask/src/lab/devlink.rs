@@ -10,7 +10,8 @@
 //!    status is polled for flash progress (`flash_progress`), activates with `fw_activate limit
 //!    no_reset` (`activation`: the history says so and both agents converge), and the versions
 //!    read back, by the agent and by iproute2's `devlink dev info`, are the manifest's
-//!    (`versions`);
+//!    (`versions`); each device's `entente_link_epoch` parameter, read back with
+//!    `devlink dev param show`, equals the link epoch its agent committed (`link_epoch`);
 //! 3. `flash_failure`: with debugfs `fw_update_fail_at = 50` on device 1, campaign epoch 2
 //!    (10.22.0) fails to stage on agent 1 with the driver's message, and agent 1 does not
 //!    activate; the device still runs and stores 10.21.0;
@@ -33,6 +34,8 @@ const FACTORY: &str = "10.20.30";
 /// The image versions of campaigns 1 and 2.
 const V1: &str = "10.21.0";
 const V2: &str = "10.22.0";
+/// The lab patch's devlink parameter that holds the node's lowest committed link epoch.
+const LINK_EPOCH_PARAM: &str = "entente_link_epoch";
 /// What the driver says when the flash fault fires, and when a reload is made to fail.
 const FLASH_FAULT_MSG: &str = "Flash failed part way for testing purposes (fw_update_fail_at)";
 const RELOAD_FAULT_MSG: &str = "User setup the reload to fail for testing purposes";
@@ -82,6 +85,24 @@ report() {
     echo "inventory_$1 $2 $(inv $2)"
     echo "history_$1 $2 $($E history --json --limit 1000 --socket $(sock $2) | tr -d '\n')"
     echo "devlink_$1 $2 $($DL -j dev info netdevsim/netdevsim$2)"
+}
+# committed N: the lowest committed epoch of agent N's links (its status).
+committed() { st $1 && sed -n 's/^ *"committed": \([0-9]*\).*/\1/p' /tmp/dst.json | sort -n | head -n 1; }
+# param N: the runtime value of device N's link-epoch parameter.
+param() {
+    $DL dev param show netdevsim/netdevsim$1 name entente_link_epoch 2>/dev/null |
+        sed -n 's/.*cmode runtime value \([0-9]*\).*/\1/p'
+}
+# link_epoch LABEL N: waits (20 s at most) until device N's parameter holds agent N's committed
+# link epoch, then prints the parameter as devlink shows it and the agent's status.
+link_epoch() {
+    end=$(after 20)
+    until c=$(committed $2) && [ -n "$c" ] && [ "$c" = "$(param $2)" ]; do
+        past $end && { echo "agent $2: committed ${c:-?}, parameter $(param $2)"; break; }
+        sleep 0.3
+    done
+    echo "param_$1 $2 $($DL -j dev param show netdevsim/netdevsim$2 name entente_link_epoch)"
+    st $2 && echo "linkstatus_$1 $2 $(tr -d '\n' </tmp/dst.json)"
 }
 # wait_history N TEXT SECONDS: waits until agent N's history has a line with TEXT.
 wait_history() {
@@ -173,7 +194,8 @@ fn campaign_script() -> String {
          \x20   sleep 0.4\n\
          done\n\
          echo \"converged after $(awk \"BEGIN {{ print $(now) - $t0 }}\") s\"\n\
-         for n in 1 2; do report after $n; done"
+         for n in 1 2; do report after $n; done\n\
+         for n in 1 2; do link_epoch after $n; done"
     )
 }
 
@@ -194,6 +216,7 @@ fn activation_failure_script() -> String {
          wait_history 1 'activation of epoch 2 failed' 150 || exit 1\n\
          st 1 && echo \"status 1 $(tr -d '\\n' </tmp/dst.json)\"\n\
          report actfail 1\n\
+         for n in 1 2; do link_epoch actfail $n; done\n\
          for n in 1 2; do kill $(cat $D/node$n/pid) 2>/dev/null; done\n\
          for n in 1 2; do grep -ciE 'panic' $D/node$n/entented.log | sed \"s/^/panics $n /\"; done\n\
          true"
@@ -293,6 +316,49 @@ fn events(h: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The runtime value of the parameter in `devlink -j dev param show DEV name P` output: the
+/// `value` of the entry whose `cmode` is `runtime`, wherever iproute2 nests it.
+fn param_runtime(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Object(o) if o.get("cmode").and_then(Value::as_str) == Some("runtime") => {
+            o.get("value").and_then(Value::as_u64)
+        }
+        Value::Object(o) => o.values().find_map(|v| param_runtime(Some(v))),
+        Value::Array(a) => a.iter().find_map(|v| param_runtime(Some(v))),
+        _ => None,
+    }
+}
+
+/// The lowest committed epoch of the links in an `entente status --json` answer.
+fn committed_link_epoch(status: Option<&Value>) -> Option<u64> {
+    status?["links"]
+        .as_array()?
+        .iter()
+        .filter_map(|l| l["committed"].as_u64())
+        .min()
+}
+
+/// Per agent, `(committed link epoch, parameter)` after step `step` (label `label`).
+fn link_epochs(guest: &Guest, step: &str, label: &str) -> Vec<(Option<u64>, Option<u64>)> {
+    let params = lines(guest, step, &format!("param_{label}"));
+    let status = lines(guest, step, &format!("linkstatus_{label}"));
+    [1, 2]
+        .iter()
+        .map(|n| {
+            (
+                committed_link_epoch(status.get(n)),
+                param_runtime(params.get(n)),
+            )
+        })
+        .collect()
+}
+
+fn link_epoch_json(v: &[(Option<u64>, Option<u64>)]) -> Value {
+    v.iter()
+        .map(|(c, p)| json!({"committed": c, "param": p}))
+        .collect()
+}
+
 fn pair(v: (Option<String>, Option<String>)) -> Value {
     json!({"running": v.0, "stored": v.1})
 }
@@ -342,6 +408,11 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
     let versions = [1, 2]
         .iter()
         .all(|n| agent_versions(after_inv.get(n)) == v1 && devlink_versions(after_dl.get(n)) == v1);
+    let epochs_after = link_epochs(guest, "devlink-campaign", "after");
+    let link_epoch = ran("devlink-campaign")
+        && epochs_after
+            .iter()
+            .all(|&(c, p)| c.is_some_and(|c| c >= 1) && p == c);
 
     // 3. flash failure
     let ff_hist = events(lines(guest, "devlink-flash-failure", "history_flashfail").get(&1));
@@ -378,6 +449,7 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
         && flash_progress
         && activation
         && versions
+        && link_epoch
         && flash_failure
         && activation_failure;
     let after_agent: Vec<Value> = [1, 2]
@@ -402,6 +474,7 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
             "flash_progress": flash_progress,
             "activation": activation,
             "versions": versions,
+            "link_epoch": link_epoch,
             "flash_failure": flash_failure,
             "activation_failure": activation_failure,
             "details": {
@@ -414,6 +487,11 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
                 "converge_seconds": converge_seconds,
                 "manifest_versions": [V1, V2],
                 "after_campaign": {"agent": after_agent, "devlink": after_devlink},
+                "link_epoch_param": LINK_EPOCH_PARAM,
+                "link_epochs_after_campaign": link_epoch_json(&epochs_after),
+                "link_epochs_after_activation_failure": link_epoch_json(
+                    &link_epochs(guest, "devlink-activation-failure", "actfail")
+                ),
                 "flash_failure_error": ff_error,
                 "after_flash_failure": pair(devlink_versions(ff_dl.get(&1))),
                 "activation_failure_error": af_error,
@@ -435,6 +513,7 @@ fn check(report: &Map<String, Value>) -> Option<String> {
         "flash_progress",
         "activation",
         "versions",
+        "link_epoch",
         "flash_failure",
         "activation_failure",
     ];
@@ -475,7 +554,8 @@ mod tests {
         r.insert(
             "devlink".into(),
             json!({"inventory": true, "flash_progress": true, "activation": true,
-                   "versions": true, "flash_failure": false, "activation_failure": true}),
+                   "versions": true, "link_epoch": true, "flash_failure": false,
+                   "activation_failure": true}),
         );
         assert_eq!(
             check(&r).as_deref(),
@@ -484,9 +564,48 @@ mod tests {
         r.insert(
             "devlink".into(),
             json!({"inventory": true, "flash_progress": true, "activation": true,
-                   "versions": true, "flash_failure": true, "activation_failure": true}),
+                   "versions": true, "link_epoch": false, "flash_failure": true,
+                   "activation_failure": true}),
+        );
+        assert_eq!(
+            check(&r).as_deref(),
+            Some("parts that did not hold: link_epoch")
+        );
+        r.insert(
+            "devlink".into(),
+            json!({"inventory": true, "flash_progress": true, "activation": true,
+                   "versions": true, "link_epoch": true, "flash_failure": true,
+                   "activation_failure": true}),
         );
         assert_eq!(check(&r), None);
+    }
+
+    #[test]
+    fn the_parameter_and_the_committed_link_epoch_are_read() {
+        let dl: Value = serde_json::from_str(
+            r#"{"param":{"netdevsim/netdevsim1":[{"name":"entente_link_epoch",
+                "type":"driver-specific","values":[{"cmode":"runtime","value":1}]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(param_runtime(Some(&dl)), Some(1));
+        assert_eq!(param_runtime(Some(&json!({"param": {}}))), None);
+        let st = json!({"node": 1, "links_committed": 1, "links": [
+            {"peer": 2, "committed": 3}, {"peer": 3, "committed": 1}]});
+        assert_eq!(committed_link_epoch(Some(&st)), Some(1));
+        assert_eq!(committed_link_epoch(Some(&json!({"links": []}))), None);
+    }
+
+    #[test]
+    fn the_lab_reads_the_parameter_the_profile_and_the_patch_name() {
+        assert!(LIB.contains(&format!("name {LINK_EPOCH_PARAM}")));
+        let root = crate::root();
+        let profile = std::fs::read_to_string(root.join("hw-profiles/netdevsim.toml")).unwrap();
+        assert!(
+            profile.contains(&format!("link_epoch_param = \"{LINK_EPOCH_PARAM}\"")),
+            "{profile}"
+        );
+        let patch = std::fs::read_to_string(root.join(super::super::netdevsim::PATCH)).unwrap();
+        assert!(patch.contains(&format!("\"{LINK_EPOCH_PARAM}\", DEVLINK_PARAM_TYPE_U32")));
     }
 
     #[test]

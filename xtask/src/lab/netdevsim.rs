@@ -4,7 +4,8 @@
 //! the guest kernel's `linux-headers-<release>` (with its `-common` part and `linux-kbuild`), all
 //! downloaded into the lab cache. Before the build, `lab/netdevsim/connectx-like.patch` is
 //! applied with `patch`: it makes netdevsim behave like a ConnectX (`fw_activate` with and
-//! without `limit no_reset`, the flashed version stored, `fw_update_fail_at` in debugfs). The
+//! without `limit no_reset`, the flashed version stored, `fw_update_fail_at` in debugfs) and adds
+//! the runtime u32 devlink parameter `entente_link_epoch` that holds the link epoch. The
 //! module is cached under a name that holds the kernel release and the patch's digest, so a run
 //! builds it only when one of them changed.
 

@@ -140,9 +140,9 @@ pub fn summary(r: &Value) -> String {
     let d = &r["devlink"];
     if d.is_object() {
         s += &format!(
-            "\n  devlink (netdevsim): passed {}: inventory {}, flash_progress {}, activation {}, versions {}, flash_failure {}, activation_failure {}",
+            "\n  devlink (netdevsim): passed {}: inventory {}, flash_progress {}, activation {}, versions {}, link_epoch {}, flash_failure {}, activation_failure {}",
             d["passed"], d["inventory"], d["flash_progress"], d["activation"], d["versions"],
-            d["flash_failure"], d["activation_failure"]
+            d["link_epoch"], d["flash_failure"], d["activation_failure"]
         );
     }
     s += &format!("\n  wall time {} s", r["seconds"]["total"]);

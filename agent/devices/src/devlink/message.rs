@@ -2,6 +2,7 @@
 //! `netlink-packet-core`'s attribute framing, and the generic netlink payload that carries them.
 //! Attributes this backend does not know are kept as raw attributes, never an error.
 
+use super::param::ParamInfo;
 use super::uapi::*;
 use netlink_packet_core::{
     emit_u32, emit_u64, parse_string, parse_u32, parse_u64, parse_u8, DecodeError, DefaultNla,
@@ -82,6 +83,16 @@ pub enum Attr {
     ReloadLimits(Bitfield32),
     /// `DEVLINK_ATTR_RELOAD_ACTIONS_PERFORMED`.
     ReloadActionsPerformed(Bitfield32),
+    /// `DEVLINK_ATTR_PARAM`: a parameter as `PARAM_GET` answers it.
+    Param(ParamInfo),
+    /// `DEVLINK_ATTR_PARAM_NAME` (at the top level: which parameter a request is about).
+    ParamName(String),
+    /// `DEVLINK_ATTR_PARAM_TYPE` (the netlink type of the value, `NLA_U32` for a u32).
+    ParamType(u8),
+    /// `DEVLINK_ATTR_PARAM_VALUE_DATA`, as the bytes of the parameter's type.
+    ParamData(Vec<u8>),
+    /// `DEVLINK_ATTR_PARAM_VALUE_CMODE`.
+    ParamCmode(u8),
     /// Any other attribute, undecoded.
     Other(DefaultNla),
 }
@@ -136,7 +147,10 @@ impl Nla for Attr {
         use Attr::*;
         match self {
             BusName(s) | DevName(s) | DriverName(s) | SerialNumber(s) | FlashFileName(s)
-            | FlashComponent(s) | StatusMsg(s) => string_len(s),
+            | FlashComponent(s) | StatusMsg(s) | ParamName(s) => string_len(s),
+            Param(p) => p.attrs().as_slice().buffer_len(),
+            ParamData(b) => b.len(),
+            ParamType(_) | ParamCmode(_) => 1,
             VersionFixed(v) | VersionRunning(v) | VersionStored(v) => {
                 version_attrs(v).as_slice().buffer_len()
             }
@@ -167,6 +181,12 @@ impl Nla for Attr {
             ReloadAction(_) => ATTR_RELOAD_ACTION,
             ReloadLimits(_) => ATTR_RELOAD_LIMITS,
             ReloadActionsPerformed(_) => ATTR_RELOAD_ACTIONS_PERFORMED,
+            // The kernel nests parameters without NLA_F_NESTED (`nla_nest_start_noflag`).
+            Param(_) => ATTR_PARAM,
+            ParamName(_) => ATTR_PARAM_NAME,
+            ParamType(_) => ATTR_PARAM_TYPE,
+            ParamData(_) => ATTR_PARAM_VALUE_DATA,
+            ParamCmode(_) => ATTR_PARAM_VALUE_CMODE,
             Other(nla) => nla.kind(),
         }
     }
@@ -175,7 +195,10 @@ impl Nla for Attr {
         use Attr::*;
         match self {
             BusName(s) | DevName(s) | DriverName(s) | SerialNumber(s) | FlashFileName(s)
-            | FlashComponent(s) | StatusMsg(s) => emit_string(buf, s),
+            | FlashComponent(s) | StatusMsg(s) | ParamName(s) => emit_string(buf, s),
+            Param(p) => p.attrs().as_slice().emit(buf),
+            ParamData(b) => buf[..b.len()].copy_from_slice(b),
+            ParamType(n) | ParamCmode(n) => buf[0] = *n,
             VersionFixed(v) | VersionRunning(v) | VersionStored(v) => {
                 version_attrs(v).as_slice().emit(buf)
             }
@@ -212,6 +235,11 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for Attr {
             ATTR_RELOAD_ACTION => Attr::ReloadAction(parse_u8(v)?),
             ATTR_RELOAD_LIMITS => Attr::ReloadLimits(Bitfield32::parse(v)?),
             ATTR_RELOAD_ACTIONS_PERFORMED => Attr::ReloadActionsPerformed(Bitfield32::parse(v)?),
+            ATTR_PARAM => Attr::Param(ParamInfo::parse(v)?),
+            ATTR_PARAM_NAME => Attr::ParamName(parse_string(v)?),
+            ATTR_PARAM_TYPE => Attr::ParamType(parse_u8(v)?),
+            ATTR_PARAM_VALUE_DATA => Attr::ParamData(v.to_vec()),
+            ATTR_PARAM_VALUE_CMODE => Attr::ParamCmode(parse_u8(v)?),
             _ => Attr::Other(DefaultNla::parse(buf)?),
         })
     }

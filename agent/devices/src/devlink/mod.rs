@@ -12,21 +12,30 @@
 //! - activate: `DEVLINK_CMD_RELOAD` with action `fw_activate`, limit `no_reset` for the `live`
 //!   method and no limit for `reset`; the actions the kernel reports performed must include
 //!   `fw_activate` and the running version read back must be the one that was stored. `reboot`
-//!   is the host's to do, not devlink's.
+//!   is the host's to do, not devlink's;
+//! - link epochs: `set_link_epoch` keeps each peer's committed epoch (in `link-epochs.json`
+//!   under the state directory when there is one) and, when the profile names a
+//!   `link_epoch_param`, writes the node's lowest committed link epoch to that runtime u32
+//!   parameter with `DEVLINK_CMD_PARAM_SET`, after reading what the device holds with
+//!   `DEVLINK_CMD_PARAM_GET`: the value never goes back.
 //!
 //! Kernel refusals carry the driver's extended ack message verbatim. devlink keeps no previous
 //! image (profiles say `dual_bank = false`), so rollback means staging the old image again.
 
 mod error;
 mod firmware;
+mod link_epoch;
 mod message;
+mod param;
 mod requests;
 mod socket;
 mod uapi;
 
 pub use error::NetlinkError;
 pub use firmware::{place, relative_name, PlacedImage};
+pub use link_epoch::LinkEpochs;
 pub use message::{Attr, Bitfield32, DevlinkMessage, VersionPair};
+pub use param::{param_get_request, param_set_u32_request, ParamInfo, ParamValue};
 pub use requests::{
     flash_request, fw_activate_request, info_request, ActionsPerformed, DeviceInfo, FlashPhase,
     FlashStatus, Handle, Overwrite,
@@ -38,7 +47,6 @@ use crate::device::{
 };
 use crate::profile::{ActivationMethod, Backend, Bus, Component, Profile};
 use socket::Connection;
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +74,8 @@ pub struct DevlinkOptions {
     pub flash_timeout: Duration,
     /// Longest any other request may take.
     pub request_timeout: Duration,
+    /// Where the backend keeps its own state (the committed link epochs); `None`: in memory.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for DevlinkOptions {
@@ -76,6 +86,7 @@ impl Default for DevlinkOptions {
             overwrite: Overwrite::default(),
             flash_timeout: Duration::from_secs(30 * 60),
             request_timeout: Duration::from_secs(30),
+            state_dir: None,
         }
     }
 }
@@ -86,9 +97,9 @@ pub struct DevlinkDevice {
     profile: Profile,
     handle: Handle,
     opts: DevlinkOptions,
-    /// Committed link epoch per peer (devlink has no parameter for it on these devices: the
-    /// agent's database is the durable record).
-    link_epochs: BTreeMap<u64, u64>,
+    /// Committed link epoch per peer; the profile's `link_epoch_param`, when it names one,
+    /// holds the lowest of them on the device.
+    link_epochs: LinkEpochs,
 }
 
 /// The devlink bus name of a profile's bus.
@@ -159,11 +170,15 @@ impl DevlinkDevice {
             )));
         }
         relative_name(&opts.firmware_root, &opts.firmware_dir).map_err(bad)?;
+        let link_epochs = match &opts.state_dir {
+            Some(dir) => LinkEpochs::open(dir)?,
+            None => LinkEpochs::in_memory(),
+        };
         let dev = DevlinkDevice {
             profile,
             handle,
             opts,
-            link_epochs: BTreeMap::new(),
+            link_epochs,
         };
         let info = dev
             .info()
@@ -254,6 +269,49 @@ impl DevlinkDevice {
             .iter()
             .find_map(ActionsPerformed::from_reply)
             .unwrap_or_default())
+    }
+
+    /// `devlink dev param show DEV name NAME`.
+    pub fn param(&self, name: &str) -> Result<ParamInfo, NetlinkError> {
+        let mut c = self.connect()?;
+        let replies = c.request(
+            param_get_request(&self.handle, name),
+            self.opts.request_timeout,
+        )?;
+        replies
+            .iter()
+            .filter(|m| self.handle.matches(m))
+            .find_map(ParamInfo::from_reply)
+            .cloned()
+            .ok_or_else(|| {
+                NetlinkError::Decode(format!("devlink param answered without parameter {name}"))
+            })
+    }
+
+    /// The runtime value of the u32 parameter `name`.
+    pub fn param_u32(&self, name: &str) -> Result<u32, NetlinkError> {
+        self.param(name)?
+            .runtime_u32()
+            .map_err(NetlinkError::Decode)
+    }
+
+    /// `devlink dev param set DEV name NAME value VALUE cmode runtime`, for a u32 parameter.
+    pub fn set_param_u32(&self, name: &str, value: u32) -> Result<(), NetlinkError> {
+        let mut c = self.connect()?;
+        c.request(
+            param_set_u32_request(&self.handle, name, value),
+            self.opts.request_timeout,
+        )?;
+        Ok(())
+    }
+
+    /// The link-epoch parameter's runtime value, read for link epoch `epoch`.
+    fn held_link_epoch(&self, param: &str, epoch: u64) -> Result<u32, DeviceError> {
+        self.param_u32(param)
+            .map_err(|e| DeviceError::LinkEpochRefused {
+                epoch,
+                reason: format!("devlink dev param show {} name {param}: {e}", self.handle),
+            })
     }
 
     /// The device's state as the inventory reads it, for errors.
@@ -408,18 +466,52 @@ impl Device for DevlinkDevice {
         })
     }
 
+    /// Records the peer's epoch (durably, with a state directory), then brings the profile's
+    /// link-epoch parameter, if any, up to the node's lowest committed link epoch.
     fn set_link_epoch(&mut self, peer: u64, epoch: u64) -> Result<(), DeviceError> {
-        match self.link_epochs.get(&peer) {
-            Some(&current) if epoch < current => Err(DeviceError::EpochWentBack {
-                peer,
-                current,
-                requested: epoch,
-            }),
-            _ => {
-                self.link_epochs.insert(peer, epoch);
-                Ok(())
+        let next = self.link_epochs.with(peer, epoch)?;
+        let Some(param) = self.profile.link_epoch_param.clone() else {
+            next.save()?;
+            self.link_epochs = next;
+            return Ok(());
+        };
+        let lowest = next.lowest().expect("the peer was just recorded");
+        let held = self.held_link_epoch(&param, epoch)?;
+        let write = link_epoch::param_update(peer, held, lowest)?;
+        // The record is durable before the device moves: the device never holds more than it.
+        next.save()?;
+        self.link_epochs = next;
+        if let Some(value) = write {
+            let refused = |reason: String| DeviceError::LinkEpochRefused { epoch, reason };
+            self.set_param_u32(&param, value).map_err(|e| {
+                refused(format!(
+                    "devlink dev param set {} name {param} value {value} cmode runtime: {e}",
+                    self.handle
+                ))
+            })?;
+            let now = self.held_link_epoch(&param, epoch)?;
+            if now != value {
+                return Err(refused(format!(
+                    "devlink parameter {param} reads back {now} after it was set to {value}"
+                )));
             }
         }
+        Ok(())
+    }
+
+    /// With a link-epoch parameter: the device has it, as a u32 with a runtime value, and the
+    /// epoch fits it.
+    fn can_take_link_epoch(&self, epoch: u64) -> Result<(), DeviceError> {
+        let Some(param) = &self.profile.link_epoch_param else {
+            return Ok(());
+        };
+        if u32::try_from(epoch).is_err() {
+            return Err(DeviceError::LinkEpochRefused {
+                epoch,
+                reason: format!("devlink parameter {param} is a u32"),
+            });
+        }
+        self.held_link_epoch(param, epoch).map(|_| ())
     }
 
     fn health(&self) -> Health {

@@ -94,13 +94,15 @@ fn unopened(p: Profile) -> DevlinkDevice {
         profile: p,
         handle: "netdevsim/netdevsim4242".parse().unwrap(),
         opts: DevlinkOptions::default(),
-        link_epochs: BTreeMap::new(),
+        link_epochs: LinkEpochs::in_memory(),
     }
 }
 
 #[test]
 fn link_epochs_only_grow() {
-    let mut d = unopened(profile("netdevsim"));
+    let mut p = profile("netdevsim");
+    p.link_epoch_param = None;
+    let mut d = unopened(p);
     d.set_link_epoch(2, 3).unwrap();
     d.set_link_epoch(2, 3).unwrap();
     let e = d.set_link_epoch(2, 2).unwrap_err();
@@ -109,6 +111,87 @@ fn link_epochs_only_grow() {
         "{e}"
     );
     d.set_link_epoch(2, 4).unwrap();
+}
+
+#[test]
+fn without_a_parameter_link_epochs_are_only_recorded() {
+    let mut p = profile("netdevsim");
+    p.link_epoch_param = None;
+    let mut d = unopened(p);
+    d.set_link_epoch(2, 1).unwrap();
+    d.set_link_epoch(3, 4).unwrap();
+    assert_eq!(d.link_epochs.lowest(), Some(1));
+    d.can_take_link_epoch(u64::MAX).unwrap();
+}
+
+#[test]
+fn with_a_parameter_a_device_that_cannot_be_read_refuses_and_nothing_is_recorded() {
+    let mut d = unopened(profile("netdevsim"));
+    assert_eq!(
+        d.profile.link_epoch_param.as_deref(),
+        Some("entente_link_epoch")
+    );
+    let e = d.set_link_epoch(2, 1).unwrap_err();
+    assert!(
+        matches!(e, DeviceError::LinkEpochRefused { epoch: 1, .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("devlink dev param show netdevsim/netdevsim4242 name entente_link_epoch"),
+        "{e}"
+    );
+    assert_eq!(d.link_epochs.get(2), None);
+    let e = d.can_take_link_epoch(1).unwrap_err();
+    assert!(matches!(e, DeviceError::LinkEpochRefused { .. }), "{e}");
+    let e = d.can_take_link_epoch(1 << 32).unwrap_err();
+    assert!(e.to_string().contains("is a u32"), "{e}");
+}
+
+#[test]
+fn the_parameter_holds_the_lowest_epoch_and_never_goes_back() {
+    use link_epoch::param_update;
+    assert_eq!(param_update(2, 0, 1).unwrap(), Some(1));
+    assert_eq!(param_update(2, 3, 3).unwrap(), None);
+    let e = param_update(2, 3, 2).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DeviceError::EpochWentBack {
+                peer: 2,
+                current: 3,
+                requested: 2
+            }
+        ),
+        "{e}"
+    );
+    let e = param_update(2, 3, 1 << 32).unwrap_err();
+    assert!(matches!(e, DeviceError::LinkEpochRefused { .. }), "{e}");
+}
+
+#[test]
+fn the_record_survives_a_restart_in_its_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("devlink");
+    let r = LinkEpochs::open(&state).unwrap();
+    assert_eq!(r.lowest(), None);
+    let r = r.with(2, 3).unwrap().with(5, 2).unwrap();
+    r.save().unwrap();
+    let again = LinkEpochs::open(&state).unwrap();
+    assert_eq!(again, r);
+    assert_eq!((again.get(2), again.lowest()), (Some(3), Some(2)));
+    let e = again.with(2, 1).unwrap_err();
+    assert!(
+        matches!(e, DeviceError::EpochWentBack { current: 3, .. }),
+        "{e}"
+    );
+    std::fs::write(
+        state.join(link_epoch::FILE),
+        "{\"format\": 9, \"peers\": {}}",
+    )
+    .unwrap();
+    let e = LinkEpochs::open(&state).unwrap_err();
+    assert!(matches!(e, DeviceError::BadState { .. }), "{e}");
 }
 
 #[test]

@@ -10,6 +10,10 @@ pub const MCGRP_CONFIG: &str = "config";
 
 /// `DEVLINK_CMD_RELOAD`.
 pub const CMD_RELOAD: u8 = 37;
+/// `DEVLINK_CMD_PARAM_GET`.
+pub const CMD_PARAM_GET: u8 = 38;
+/// `DEVLINK_CMD_PARAM_SET`.
+pub const CMD_PARAM_SET: u8 = 39;
 /// `DEVLINK_CMD_INFO_GET`.
 pub const CMD_INFO_GET: u8 = 51;
 /// `DEVLINK_CMD_FLASH_UPDATE` (also the "flash begins" notification).
@@ -23,6 +27,22 @@ pub const CMD_FLASH_UPDATE_STATUS: u8 = 60;
 pub const ATTR_BUS_NAME: u16 = 1;
 /// `DEVLINK_ATTR_DEV_NAME` (string).
 pub const ATTR_DEV_NAME: u16 = 2;
+/// `DEVLINK_ATTR_PARAM` (nested, without `NLA_F_NESTED`: name, generic, type, values list).
+pub const ATTR_PARAM: u16 = 80;
+/// `DEVLINK_ATTR_PARAM_NAME` (string).
+pub const ATTR_PARAM_NAME: u16 = 81;
+/// `DEVLINK_ATTR_PARAM_GENERIC` (flag).
+pub const ATTR_PARAM_GENERIC: u16 = 82;
+/// `DEVLINK_ATTR_PARAM_TYPE` (u8: the netlink type of the value, `NLA_U32` for a u32).
+pub const ATTR_PARAM_TYPE: u16 = 83;
+/// `DEVLINK_ATTR_PARAM_VALUES_LIST` (nested: one value per configuration mode).
+pub const ATTR_PARAM_VALUES_LIST: u16 = 84;
+/// `DEVLINK_ATTR_PARAM_VALUE` (nested: cmode, data).
+pub const ATTR_PARAM_VALUE: u16 = 85;
+/// `DEVLINK_ATTR_PARAM_VALUE_DATA` (of the parameter's type).
+pub const ATTR_PARAM_VALUE_DATA: u16 = 86;
+/// `DEVLINK_ATTR_PARAM_VALUE_CMODE` (u8).
+pub const ATTR_PARAM_VALUE_CMODE: u16 = 87;
 /// `DEVLINK_ATTR_RELOAD_ACTION` (u8).
 pub const ATTR_RELOAD_ACTION: u16 = 153;
 /// `DEVLINK_ATTR_RELOAD_ACTIONS_PERFORMED` (bitfield32).
@@ -64,6 +84,11 @@ pub const RELOAD_ACTION_DRIVER_REINIT: u8 = 1;
 pub const RELOAD_ACTION_FW_ACTIVATE: u8 = 2;
 /// `DEVLINK_RELOAD_LIMIT_NO_RESET`.
 pub const RELOAD_LIMIT_NO_RESET: u8 = 1;
+
+/// `DEVLINK_PARAM_CMODE_RUNTIME`: the value the driver holds now (get and set callbacks).
+pub const PARAM_CMODE_RUNTIME: u8 = 0;
+/// `NLA_U32`: what `DEVLINK_ATTR_PARAM_TYPE` says for a u32 parameter.
+pub const PARAM_TYPE_U32: u8 = 3;
 
 /// `DEVLINK_FLASH_OVERWRITE_SETTINGS`.
 pub const FLASH_OVERWRITE_SETTINGS: u32 = 1 << 0;

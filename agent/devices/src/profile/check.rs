@@ -466,6 +466,8 @@ fn check_profile(cx: &mut Ctx<'_>, raw: RawProfile) -> Checked {
         }
     };
 
+    let link_epoch_param = check_devlink(cx, &raw, backend);
+
     Checked {
         profile: Profile {
             name: name.clone(),
@@ -478,6 +480,7 @@ fn check_profile(cx: &mut Ctx<'_>, raw: RawProfile) -> Checked {
             components,
             activations,
             base_window,
+            link_epoch_param,
         },
         lines: Lines {
             name: cx.line_of(&raw.name),
@@ -485,6 +488,34 @@ fn check_profile(cx: &mut Ctx<'_>, raw: RawProfile) -> Checked {
             pci_devices: pci_lines,
         },
     }
+}
+
+/// A devlink parameter name as drivers register them: `[a-z0-9_]+`.
+fn is_param_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// `[devlink]`: only for backend devlink; returns `link_epoch_param`.
+fn check_devlink(cx: &mut Ctx<'_>, raw: &RawProfile, backend: Backend) -> Option<String> {
+    let table = raw.devlink.as_ref()?;
+    if backend != Backend::Devlink {
+        cx.err(
+            table,
+            format!("[devlink] is a devlink setting, but backend is {backend}"),
+        );
+    }
+    let param = table.get_ref().link_epoch_param.as_ref()?;
+    let name = param.get_ref();
+    if !is_param_name(name) {
+        cx.err(
+            param,
+            format!("link_epoch_param {name:?} is not a devlink parameter name ([a-z0-9_]+)"),
+        );
+        return None;
+    }
+    Some(name.clone())
 }
 
 fn check_match(
@@ -947,6 +978,47 @@ max_ms = 5000
         assert_eq!(
             e,
             vec!["p/x-nic.toml:1: no [[activation]]: a profile with a flashable component needs at least one method".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_link_epoch_param_is_a_devlink_param_name_on_a_devlink_profile() {
+        let with = |table: &str| format!("{GOOD}\n{table}");
+        let p = parse(
+            Path::new("x-nic.toml"),
+            &with("[devlink]\nlink_epoch_param = \"entente_link_epoch\"\n"),
+        )
+        .expect("valid");
+        assert_eq!(p.link_epoch_param.as_deref(), Some("entente_link_epoch"));
+        assert_eq!(
+            parse(Path::new("x-nic.toml"), GOOD)
+                .unwrap()
+                .link_epoch_param,
+            None
+        );
+        let e = errors(&with("[devlink]\nlink_epoch_param = \"Link-Epoch\"\n"));
+        assert_eq!(
+            e,
+            vec!["p/x-nic.toml:31: link_epoch_param \"Link-Epoch\" is not a devlink parameter name ([a-z0-9_]+)".to_string()]
+        );
+        let e = errors(&with("[devlink]\nlink_epoch_param = \"\"\n"));
+        assert!(
+            e.iter().any(|m| m.contains("not a devlink parameter name")),
+            "{e:?}"
+        );
+        let e = errors(
+            &with("[devlink]\nlink_epoch_param = \"x\"\n")
+                .replace("backend = \"devlink\"", "backend = \"redfish\""),
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("[devlink] is a devlink setting, but backend is redfish")),
+            "{e:?}"
+        );
+        let e = errors(&with("[devlink]\nepoch_param = \"x\"\n"));
+        assert!(
+            e.iter().any(|m| m.contains("unknown field `epoch_param`")),
+            "{e:?}"
         );
     }
 

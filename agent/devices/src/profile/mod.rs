@@ -221,6 +221,10 @@ pub struct Profile {
     /// The epochs (min, max) that firmware no manifest describes speaks (factory firmware,
     /// an image installed by other means): `base_window = [0, 0]` unless the profile says.
     pub base_window: (u64, u64),
+    /// The devlink runtime parameter (a driver-specific u32) where the devlink backend writes
+    /// the node's lowest committed link epoch (`[devlink] link_epoch_param`); none: the device
+    /// holds no link epoch and the agent's own record is the only one.
+    pub link_epoch_param: Option<String>,
 }
 
 impl Profile {

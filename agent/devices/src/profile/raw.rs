@@ -26,6 +26,16 @@ pub(crate) struct RawProfile {
     pub activations: Vec<Spanned<RawActivation>>,
     #[serde(default)]
     pub base_window: Option<Spanned<[i64; 2]>>,
+    #[serde(default)]
+    pub devlink: Option<Spanned<RawDevlink>>,
+}
+
+/// `[devlink]`: settings only the devlink backend reads.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDevlink {
+    #[serde(default)]
+    pub link_epoch_param: Option<Spanned<String>>,
 }
 
 /// `[match]`.

@@ -210,6 +210,11 @@ impl Cluster {
         self.agent(i, "config").with_file_name("data")
     }
 
+    /// Process id of node `i`'s agent, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.children[i].as_ref().map(Child::id)
+    }
+
     /// Deletes node `i`'s state store (`state.db` and its WAL files), as a lost disk would.
     pub fn wipe_state(&self, i: usize) {
         for f in ["state.db", "state.db-wal", "state.db-shm"] {

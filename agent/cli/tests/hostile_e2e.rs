@@ -1,0 +1,157 @@
+//! Hostile clients of the control socket, against a running agent: a slow client, an endless
+//! request, and a refused request too large to log whole.
+
+mod support;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{entente, run, tempdir, Cluster};
+
+/// `VmHWM` (peak resident set) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// How long `entente status` takes against node 0.
+fn status_time(c: &Cluster) -> Duration {
+    let started = Instant::now();
+    let out = run(entente()
+        .args(["status", "--json", "--socket"])
+        .arg(c.socket(0)));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    started.elapsed()
+}
+
+#[test]
+fn hostile_slow_control_client() {
+    let dir = tempdir("hostile-slow");
+    let mut c = Cluster::new(&dir, 2);
+    c.start(0);
+    // Twenty clients trickle a byte every 300 ms and never finish their line.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickles: Vec<_> = (0..20)
+        .map(|_| {
+            let (socket, stop) = (c.socket(0), stop.clone());
+            std::thread::spawn(move || {
+                let Ok(mut s) = UnixStream::connect(socket) else {
+                    return;
+                };
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if s.write_all(b" ").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..5 {
+        let t = status_time(&c);
+        assert!(
+            t < Duration::from_secs(1),
+            "status took {t:?} beside slow clients"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in trickles {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn hostile_huge_control_request() {
+    let dir = tempdir("hostile-huge");
+    let mut c = Cluster::new(&dir, 2);
+    c.start(0);
+    let pid = c.pid(0).unwrap();
+    // 100 MiB without a newline.
+    let mut s = UnixStream::connect(c.socket(0)).unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..100 {
+        if s.write_all(&chunk).is_err() {
+            break; // the agent stopped reading and closed: what it should do
+        }
+    }
+    drop(s);
+    assert!(status_time(&c) < Duration::from_secs(1));
+    let peak = peak_rss_kib(pid);
+    assert!(peak < 64 * 1024, "the agent's peak RSS is {peak} KiB");
+    assert!(
+        c.log(0).contains("request longer than"),
+        "the oversized request was not reported:\n{}",
+        c.log(0)
+    );
+}
+
+#[test]
+fn hostile_log_line_cap() {
+    if !std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    {
+        panic!("this test needs root (it runs the CLI as another user); CI runs it as root");
+    }
+    let dir = tempdir("hostile-log");
+    let mut c = Cluster::new(&dir, 2);
+    let _ = Command::new("groupadd")
+        .arg("-f")
+        .arg("entente-e2e")
+        .status();
+    let gid = String::from_utf8(run(Command::new("getent").args(["group", "entente-e2e"])).stdout)
+        .unwrap()
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    let config = c.agent(0, "config");
+    std::fs::create_dir_all(config.with_extension("d")).unwrap();
+    std::fs::write(
+        config.with_extension("d").join("10-groups.toml"),
+        "read_group = \"entente-e2e\"\n",
+    )
+    .unwrap();
+    for p in [dir.clone(), dir.join("node1")] {
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    c.start(0);
+    // A reader asks to start a campaign with a 700 KB manifest: refused, and logged short.
+    let big = dir.join("big.manifest");
+    std::fs::write(&big, "y".repeat(700_000)).unwrap();
+    let sig = dir.join("big.manifest.sig");
+    std::fs::write(&sig, "not a signature\n").unwrap();
+    for f in [&big, &sig] {
+        std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    let out = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", &format!("--groups={gid}")])
+        .arg(env!("CARGO_BIN_EXE_entente"))
+        .args(["campaign", "start", "--manifest"])
+        .arg(&big)
+        .arg("--socket")
+        .arg(c.socket(0)));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let log = c.log(0);
+    assert!(log.contains("control request refused"), "{log}");
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 1000, "a log line of {longest} bytes");
+}

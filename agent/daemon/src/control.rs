@@ -1,16 +1,35 @@
 //! The control socket: newline-delimited JSON (entente-api), one request per connection.
 //! Callers are identified by SO_PEERCRED; read commands need root or the read (or admin) group,
 //! mutating ones root or the admin group. Refusals are answered and logged.
+//!
+//! Clients are read and answered on threads of their own, never on the protocol loop: a request
+//! is at most [`MAX_REQUEST`] bytes, read within [`REQUEST_DEADLINE`], and at most
+//! [`MAX_CLIENTS`] are read at once; so a slow, silent or endless client cannot stall the agent
+//! or grow its memory, and a log line carries at most [`LOGGED_BYTES`] of a request.
 
 use crate::config::Config;
 use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, Sender};
 use entente_api::{Envelope, ErrorCode, Request, Response, API_VERSION};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest request line accepted, in bytes (a manifest with its signature fits many times).
+pub const MAX_REQUEST: usize = 1 << 20;
+/// Time a client has to send its whole request line.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Clients read at once; more are turned away until one finishes.
+pub const MAX_CLIENTS: usize = 32;
+/// Most bytes of a request a log line carries.
+pub const LOGGED_BYTES: usize = 200;
+/// Time the agent spends writing one answer to a client that does not read it.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Who is asking.
 #[derive(Debug, Clone)]
@@ -27,8 +46,22 @@ pub struct Caller {
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
+    access: Arc<Access>,
+    /// Requests read (by the client threads), waiting for the loop.
+    ready: Receiver<Pending>,
+    ready_tx: Sender<Pending>,
+    /// Clients being read now.
+    reading: Arc<AtomicUsize>,
+    /// Clients turned away since the last log line about them.
+    turned_away: u64,
+    last_turned_away_log: Instant,
+}
+
+/// Who may do what.
+struct Access {
     read_gid: Option<u32>,
     admin_gid: Option<u32>,
+    own_uid: u32,
 }
 
 /// One accepted request waiting for its answer.
@@ -41,11 +74,21 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Writes the response and closes.
-    pub fn answer(mut self, r: &Response) {
+    /// Writes the response and closes, on a thread of its own (a client that does not read
+    /// its answer holds only that thread, for at most a few seconds).
+    pub fn answer(self, r: &Response) {
         let mut line = serde_json::to_vec(r).expect("responses serialise");
         line.push(b'\n');
-        let _ = self.stream.write_all(&line);
+        let mut stream = self.stream;
+        let spawned = std::thread::Builder::new()
+            .name("control-answer".into())
+            .spawn(move || {
+                let _ = stream.set_write_timeout(Some(ANSWER_DEADLINE));
+                let _ = stream.write_all(&line);
+            });
+        if let Err(e) = spawned {
+            tracing::error!("control socket: cannot start an answer thread: {e}");
+        }
     }
 }
 
@@ -100,16 +143,27 @@ impl ControlServer {
         if let Some(g) = read_gid.or(admin_gid) {
             let _ = nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(g)));
         }
+        let (ready_tx, ready) = crossbeam_channel::unbounded();
         Ok(ControlServer {
             listener,
             path,
-            read_gid,
-            admin_gid,
+            access: Arc::new(Access {
+                read_gid,
+                admin_gid,
+                own_uid: nix::unistd::geteuid().as_raw(),
+            }),
+            ready,
+            ready_tx,
+            reading: Arc::new(AtomicUsize::new(0)),
+            turned_away: 0,
+            last_turned_away_log: Instant::now(),
         })
     }
+}
 
+impl Access {
     fn allowed(&self, c: &Caller, mutating: bool) -> bool {
-        if c.uid == 0 || c.uid == nix::unistd::geteuid().as_raw() {
+        if c.uid == 0 || c.uid == self.own_uid {
             return true;
         }
         let member = |g: Option<u32>| g.is_some_and(|g| c.groups.contains(&g));
@@ -119,72 +173,176 @@ impl ControlServer {
             member(self.read_gid) || member(self.admin_gid)
         }
     }
+}
 
-    /// Accepts waiting clients and reads their requests (authorisation already decided).
-    pub fn accept(&self) -> Vec<Pending> {
-        let mut out = Vec::new();
+impl ControlServer {
+    /// Accepts waiting clients (each is read on a thread of its own) and returns the requests
+    /// read so far, authorisation already decided. Never blocks.
+    pub fn accept(&mut self) -> Vec<Pending> {
         while let Ok((stream, _)) = self.listener.accept() {
-            let _ = stream.set_nonblocking(false);
-            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-            let cred = match getsockopt(&stream, PeerCredentials) {
-                Ok(c) => c,
-                Err(_) => continue,
-            };
-            let caller = Caller {
-                uid: cred.uid(),
-                pid: cred.pid(),
-                groups: groups_of(cred.pid(), cred.gid()),
-            };
-            let mut line = String::new();
-            let read = BufReader::new(&stream).read_line(&mut line);
-            let request = match read {
-                Ok(n) if n > 0 && line.len() <= 64 << 20 => {
-                    match serde_json::from_str::<Envelope>(&line) {
-                        Ok(e) if e.api != API_VERSION => Err((
-                            ErrorCode::BadRequest,
-                            format!(
-                            "API version {} is not spoken here (this agent speaks {API_VERSION})",
-                            e.api
-                        ),
-                        )),
-                        Ok(e) if !self.allowed(&caller, e.request.is_mutating()) => {
-                            tracing::warn!(
-                                uid = caller.uid,
-                                pid = caller.pid,
-                                "control request refused: {:?}",
-                                e.request
-                            );
-                            Err((
-                                ErrorCode::Unauthorized,
-                                format!(
-                                    "uid {} may not {} (needs root or the {} group)",
-                                    caller.uid,
-                                    if e.request.is_mutating() {
-                                        "change this agent"
-                                    } else {
-                                        "read this agent's state"
-                                    },
-                                    if e.request.is_mutating() {
-                                        "admin"
-                                    } else {
-                                        "read"
-                                    }
-                                ),
-                            ))
-                        }
-                        Ok(e) => Ok(e.request),
-                        Err(e) => Err((ErrorCode::BadRequest, format!("malformed request: {e}"))),
+            if self.reading.load(Ordering::Relaxed) >= MAX_CLIENTS {
+                // Closed at once: the client sees the connection end without an answer.
+                self.turned_away += 1;
+                continue;
+            }
+            self.reading.fetch_add(1, Ordering::Relaxed);
+            let (access, tx, reading) = (
+                Arc::clone(&self.access),
+                self.ready_tx.clone(),
+                Arc::clone(&self.reading),
+            );
+            let spawned = std::thread::Builder::new()
+                .name("control-read".into())
+                .spawn(move || {
+                    if let Some(p) = read_client(stream, &access) {
+                        let _ = tx.send(p);
                     }
-                }
-                _ => Err((ErrorCode::BadRequest, "no request line".into())),
-            };
-            out.push(Pending {
-                stream,
-                caller,
-                request,
-            });
+                    reading.fetch_sub(1, Ordering::Relaxed);
+                });
+            if let Err(e) = spawned {
+                self.reading.fetch_sub(1, Ordering::Relaxed);
+                tracing::error!("control socket: cannot start a client thread: {e}");
+            }
         }
-        out
+        if self.turned_away > 0 && self.last_turned_away_log.elapsed() >= Duration::from_secs(10) {
+            tracing::warn!(
+                "control socket: {} clients turned away in the last {} s ({MAX_CLIENTS} were \
+                 being read already)",
+                self.turned_away,
+                self.last_turned_away_log.elapsed().as_secs()
+            );
+            self.turned_away = 0;
+            self.last_turned_away_log = Instant::now();
+        }
+        self.ready.try_iter().collect()
+    }
+}
+
+/// Reads one client's request line (bounded in size and time), identifies the caller and
+/// decides whether it may make that request. `None` when the caller cannot be identified.
+fn read_client(stream: UnixStream, access: &Access) -> Option<Pending> {
+    let cred = getsockopt(&stream, PeerCredentials).ok()?;
+    let caller = Caller {
+        uid: cred.uid(),
+        pid: cred.pid(),
+        groups: groups_of(cred.pid(), cred.gid()),
+    };
+    let request = match read_line(&stream) {
+        Ok(line) => decide(&line, &caller, access),
+        Err(why) => {
+            tracing::warn!(uid = caller.uid, pid = caller.pid, "control request: {why}");
+            Err((ErrorCode::BadRequest, why))
+        }
+    };
+    Some(Pending {
+        stream,
+        caller,
+        request,
+    })
+}
+
+/// One request line: at most [`MAX_REQUEST`] bytes, all of it within [`REQUEST_DEADLINE`].
+fn read_line(mut stream: &UnixStream) -> Result<Vec<u8>, String> {
+    let started = Instant::now();
+    let mut line = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let left = REQUEST_DEADLINE.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(format!(
+                "no complete request line within {} s",
+                REQUEST_DEADLINE.as_secs()
+            ));
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match stream.read(&mut buf) {
+            Ok(0) if line.is_empty() => return Err("no request line".into()),
+            Ok(0) => return Ok(line),
+            Ok(n) => {
+                let end = buf[..n].iter().position(|&b| b == b'\n');
+                line.extend_from_slice(&buf[..end.unwrap_or(n)]);
+                if line.len() > MAX_REQUEST {
+                    return Err(format!("request longer than {MAX_REQUEST} bytes"));
+                }
+                if end.is_some() {
+                    return Ok(line);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("reading the request: {e}")),
+        }
+    }
+}
+
+/// Parses a request line and decides whether `caller` may make it.
+fn decide(line: &[u8], caller: &Caller, access: &Access) -> Result<Request, (ErrorCode, String)> {
+    let e = match serde_json::from_slice::<Envelope>(line) {
+        Ok(e) => e,
+        Err(e) => return Err((ErrorCode::BadRequest, format!("malformed request: {e}"))),
+    };
+    if e.api != API_VERSION {
+        return Err((
+            ErrorCode::BadRequest,
+            format!(
+                "API version {} is not spoken here (this agent speaks {API_VERSION})",
+                e.api
+            ),
+        ));
+    }
+    let mutating = e.request.is_mutating();
+    if !access.allowed(caller, mutating) {
+        tracing::warn!(
+            uid = caller.uid,
+            pid = caller.pid,
+            "control request refused: {}",
+            clip(&format!("{:?}", e.request), LOGGED_BYTES)
+        );
+        let (what, group) = if mutating {
+            ("change this agent", "admin")
+        } else {
+            ("read this agent's state", "read")
+        };
+        return Err((
+            ErrorCode::Unauthorized,
+            format!(
+                "uid {} may not {what} (needs root or the {group} group)",
+                caller.uid
+            ),
+        ));
+    }
+    Ok(e.request)
+}
+
+/// At most `max` bytes of `text` (on a character boundary), marked when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn a_logged_request_is_clipped_on_a_character_boundary() {
+        assert_eq!(clip("short", 200), "short");
+        let long = "é".repeat(300);
+        let c = clip(&long, 201);
+        assert!(
+            c.starts_with(&"é".repeat(100)) && c.ends_with("(600 bytes)"),
+            "{c}"
+        );
     }
 }
 

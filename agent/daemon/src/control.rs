@@ -330,6 +330,12 @@ fn clip(text: &str, max: usize) -> String {
     format!("{}… ({} bytes)", &text[..end], text.len())
 }
 
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::clip;
@@ -343,11 +349,5 @@ mod tests {
             c.starts_with(&"é".repeat(100)) && c.ends_with("(600 bytes)"),
             "{c}"
         );
-    }
-}
-
-impl Drop for ControlServer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -61,13 +61,19 @@ fn retire_and_restore() {
     let s = c.wait_status(0, LIMIT, |s| s["converged"] == true);
     assert_eq!(s["links_total"], 3, "{s:#}");
     assert_eq!(s["links_retired"], 2, "{s:#}");
-    assert_eq!(s["links_committed"], 1, "a retired link is not committed: {s:#}");
+    assert_eq!(
+        s["links_committed"], 1,
+        "a retired link is not committed: {s:#}"
+    );
     // node 3 comes back and its links are restored: it resumes the campaign, links commit
     c.start(2);
     c.wait_status(2, LIMIT, |s| s["epoch"] == 1);
     link(&c, 0, "restore", dead);
     let s = c.status(0).unwrap();
-    assert_eq!(s["converged"], false, "a restored link is live again: {s:#}");
+    assert_eq!(
+        s["converged"], false,
+        "a restored link is live again: {s:#}"
+    );
     link(&c, 1, "restore", dead);
     let s = c.wait_converged(0, LIMIT);
     assert_eq!(s["links_committed"], 3, "{s:#}");
@@ -99,13 +105,19 @@ fn stale_node_not_converged() {
     c.start_seeded_campaign();
     let s = c.wait_status(0, LIMIT, |s| node_entry(s, quiet)["stale"] == true);
     assert_eq!(s["converged"], false, "{s:#}");
-    assert!(node_entry(&s, quiet)["last_seen_ms"].as_u64().unwrap() >= 2000, "{s:#}");
+    assert!(
+        node_entry(&s, quiet)["last_seen_ms"].as_u64().unwrap() >= 2000,
+        "{s:#}"
+    );
     assert!(s["view_age_ms"].as_u64().unwrap() >= 2000, "{s:#}");
     // a live node is not stale: heartbeats keep it fresh while nothing else changes
     std::thread::sleep(Duration::from_secs(3));
     let s = c.status(0).unwrap();
     let live = c.status(1).unwrap()["node"].as_u64().unwrap();
     assert_eq!(node_entry(&s, live)["stale"], false, "{s:#}");
-    assert!(node_entry(&s, live)["last_seen_ms"].as_u64().unwrap() < 2000, "{s:#}");
+    assert!(
+        node_entry(&s, live)["last_seen_ms"].as_u64().unwrap() < 2000,
+        "{s:#}"
+    );
     assert_eq!(s["converged"], false, "{s:#}");
 }

@@ -235,9 +235,6 @@ pub struct Status {
     /// `last_seen_ms` of the nodes with a live link.
     #[serde(default)]
     pub view_age_ms: u64,
-    /// Nodes the cluster should have (`[status] expected_nodes`), if configured.
-    #[serde(default)]
-    pub expected_nodes: Option<u64>,
     /// This node's links.
     pub links: Vec<LinkStatus>,
     /// Phases of every node this node has heard of.

@@ -74,7 +74,6 @@ impl Agent {
             links_total: view.total,
             links_retired: view.retired,
             view_age_ms: view.age_ms,
-            expected_nodes: self.cfg.status.expected_nodes,
             links: self
                 .node
                 .links()

@@ -465,9 +465,12 @@ impl Agent {
                         } => {
                             tracing::info!(uid = p.caller.uid, "campaign start requested");
                             match self.start_campaign(manifest, signature, images) {
-                                Ok((epoch, manifest)) => {
-                                    Ok(Reply::CampaignStarted { epoch, manifest })
-                                }
+                                // the operator hears of the start only once the record that
+                                // holds the campaign is durable and the campaign sent
+                                Ok((epoch, manifest)) => match self.carry_out() {
+                                    Ok(()) => Ok(Reply::CampaignStarted { epoch, manifest }),
+                                    Err(e) => Err((ErrorCode::Internal, e.to_string())),
+                                },
                                 Err(StartError::Refused(m)) => Err((ErrorCode::Refused, m)),
                                 Err(StartError::Bad(m)) => Err((ErrorCode::BadRequest, m)),
                                 Err(StartError::AlreadyRunning(e)) => Err((

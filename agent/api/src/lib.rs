@@ -79,6 +79,11 @@ pub enum Request {
         /// The neighbour at the other end.
         peer: u64,
     },
+    /// Restores a retired link: it is live again and convergence waits for it (mutating).
+    LinkRestore {
+        /// The neighbour at the other end.
+        peer: u64,
+    },
 }
 
 impl Request {
@@ -86,7 +91,10 @@ impl Request {
     pub fn is_mutating(&self) -> bool {
         matches!(
             self,
-            Request::CampaignStart { .. } | Request::LinkRetire { .. } | Request::ImageAdd { .. }
+            Request::CampaignStart { .. }
+                | Request::LinkRetire { .. }
+                | Request::LinkRestore { .. }
+                | Request::ImageAdd { .. }
         )
     }
 }
@@ -217,13 +225,21 @@ pub struct Status {
     /// What its activation is doing: `idle`, `draining`, `leasing` or `activating`.
     #[serde(default)]
     pub activity: String,
-    /// Whether `Conv(P, epoch)` holds as far as this node knows (every live link it watches
-    /// committed `epoch`); meaningful on the node a campaign started on.
+    /// Whether `Conv(P, epoch)` holds as far as this node knows: every link of the gossiped
+    /// peer graph `P` committed `epoch` or is retired, no node with a live link is stale, and
+    /// (when configured) every expected node has reported.
     pub converged: bool,
-    /// Links of the watched topology that committed `epoch` (the origin watches all of them).
+    /// Live links of `P` that committed `epoch` (a retired link is never counted here).
     pub links_committed: u64,
-    /// Links of the watched topology.
+    /// Links of `P`, retired ones included.
     pub links_total: u64,
+    /// Links of `P` retired by an operator (outside the live graph).
+    #[serde(default)]
+    pub links_retired: u64,
+    /// How old, in milliseconds, the oldest report this view relies on is: the largest
+    /// `last_seen_ms` of the nodes with a live link.
+    #[serde(default)]
+    pub view_age_ms: u64,
     /// This node's links.
     pub links: Vec<LinkStatus>,
     /// Phases of every node this node has heard of.
@@ -281,6 +297,13 @@ pub struct NodeStatus {
     /// The incarnation of its report (grows when a node lost its store).
     #[serde(default)]
     pub incarnation: u32,
+    /// Milliseconds since this node last heard a report of that node (0 for itself; since
+    /// this agent started, if it has heard none).
+    #[serde(default)]
+    pub last_seen_ms: u64,
+    /// Not heard of for longer than `[status] stale_after_s`.
+    #[serde(default)]
+    pub stale: bool,
 }
 
 /// Transport counters.
@@ -379,6 +402,9 @@ mod tests {
         assert_eq!(text, r#"{"api":1,"request":{"kind":"history","limit":5}}"#);
         assert_eq!(serde_json::from_str::<Envelope>(&text).unwrap(), e);
         assert!(Request::LinkRetire { peer: 2 }.is_mutating());
+        assert!(Request::LinkRestore { peer: 2 }.is_mutating());
+        let text = serde_json::to_string(&Request::LinkRestore { peer: 2 }).unwrap();
+        assert_eq!(text, r#"{"kind":"link_restore","peer":2}"#);
         assert!(!Request::Status.is_mutating());
     }
 

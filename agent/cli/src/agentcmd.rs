@@ -189,6 +189,14 @@ pub enum LinkCommand {
         /// The neighbour's node id.
         peer: u64,
     },
+    /// Restore a retired link, so it is live again: its transactions resume and convergence
+    /// waits for it.
+    Restore {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// The neighbour's node id.
+        peer: u64,
+    },
 }
 
 /// Reads a canonical manifest and its signature (default: the manifest path + ".sig").
@@ -472,6 +480,15 @@ pub fn link(c: LinkCommand) -> Result<ExitCode> {
             match call(&socket.socket, Request::LinkRetire { peer }) {
                 Ok(_) => {
                     println!("link to {peer} retired");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => exit_for(e),
+            }
+        }
+        LinkCommand::Restore { socket, peer } => {
+            match call(&socket.socket, Request::LinkRestore { peer }) {
+                Ok(_) => {
+                    println!("link to {peer} restored");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => exit_for(e),

@@ -42,7 +42,7 @@ enum Command {
     /// Start or follow a campaign.
     #[command(subcommand)]
     Campaign(agentcmd::CampaignCommand),
-    /// Retire a link.
+    /// Retire or restore a link.
     #[command(subcommand)]
     Link(agentcmd::LinkCommand),
     /// Images in the local agent's store: add, list, verify.

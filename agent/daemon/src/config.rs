@@ -175,6 +175,34 @@ impl Default for Policy {
     }
 }
 
+/// What `entente status` counts on (`[status]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// A node not heard of for longer than this many seconds is stale, and a view with a stale
+    /// node (one with a live link) is not converged. This node beats its own heartbeat three
+    /// times in that span, so configure the same value on every node.
+    #[serde(default = "default_stale_after")]
+    pub stale_after_s: u64,
+    /// Nodes the cluster has: `converged` also waits until that many nodes have reported. The
+    /// signed manifest does not carry it; unset, only the gossiped graph counts.
+    #[serde(default)]
+    pub expected_nodes: Option<u64>,
+}
+
+fn default_stale_after() -> u64 {
+    30
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            stale_after_s: default_stale_after(),
+            expected_nodes: None,
+        }
+    }
+}
+
 /// Validated settings of `entented`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,6 +242,9 @@ pub struct Config {
     /// Image distribution.
     #[serde(default)]
     pub fanout: FanoutConfig,
+    /// Status reporting.
+    #[serde(default)]
+    pub status: StatusConfig,
     /// The file this configuration was loaded from (`None`: the system layers).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -441,6 +472,12 @@ impl Config {
             return Err(bad(
                 "policy.drain_timeout_s",
                 "must be at least 1 second".into(),
+            ));
+        }
+        if self.status.stale_after_s == 0 {
+            return Err(bad(
+                "status.stale_after_s",
+                "must be at least 1, or every other node would be stale".into(),
             ));
         }
         Ok(())

@@ -152,9 +152,20 @@ fn delta(links: u64, phases: u64, retired: u64) -> GossipDelta {
             })
             .collect(),
         phases: (0..phases).map(|n| (NodeId(n), phase_entry(n))).collect(),
-        retired: (0..retired)
-            .map(|k| (NodeId(10_000 + 2 * k), NodeId(10_001 + 2 * k)))
+        marks: (0..retired)
+            .map(|k| {
+                let version = entente_proto::msg::RetireVersion {
+                    counter: 1,
+                    by: NodeId(10_000 + 2 * k),
+                };
+                let mark = entente_proto::msg::RetireMark {
+                    version,
+                    retired: true,
+                };
+                (NodeId(10_000 + 2 * k), NodeId(10_001 + 2 * k), mark)
+            })
             .collect(),
+        ..GossipDelta::default()
     }
 }
 
@@ -190,7 +201,7 @@ fn bench_wire(c: &mut Criterion) {
 fn bench_summary(c: &mut Criterion) {
     // 1000 entries: 800 link reports (400 links, both ends), 200 phases.
     let d = delta(800, 200, 0);
-    let entries = (d.links.len() + d.phases.len() + d.retired.len()) as u64;
+    let entries = d.len() as u64;
     assert_eq!(entries, 1000);
     let mut full = Summary::new();
     assert!(full.merge(&d));

@@ -262,6 +262,49 @@ pub struct GossipDelta {
     pub links: Vec<(NodeId, NodeId, Epoch)>,
     /// Node phases, versioned.
     pub phases: Vec<(NodeId, PhaseEntry)>,
-    /// Links retired by an operator (unordered pairs, lower id first).
-    pub retired: Vec<(NodeId, NodeId)>,
+    /// Retire / restore registers of links (unordered pairs, lower id first).
+    pub marks: Vec<(NodeId, NodeId, RetireMark)>,
+    /// `(node, peer)`: a link configured at `node` that it has not reported yet (a report
+    /// implies the declaration).
+    pub declared: Vec<(NodeId, NodeId)>,
+    /// `(node, beat)`: node's heartbeat counter.
+    pub beats: Vec<(NodeId, u64)>,
+}
+
+impl GossipDelta {
+    /// Entries in all lists.
+    pub fn len(&self) -> usize {
+        self.links.len()
+            + self.phases.len()
+            + self.marks.len()
+            + self.declared.len()
+            + self.beats.len()
+    }
+
+    /// Whether the delta carries no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Orders operator actions on one link: a counter one above the highest the acting node has
+/// seen for that link (Lamport-style), then the acting node's id to order concurrent actions.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RetireVersion {
+    /// Actions on this link so far, as the acting node knew them, plus one.
+    pub counter: u32,
+    /// The node whose operator acted.
+    pub by: NodeId,
+}
+
+/// The last operator action on a link: retired (dead hardware, outside the live graph) or
+/// restored (live again). The higher version wins.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct RetireMark {
+    /// Order of the action.
+    pub version: RetireVersion,
+    /// Whether the action retired the link (false: restored it).
+    pub retired: bool,
 }

@@ -12,9 +12,17 @@
 //! | 4   | `Lease`     | kind u8 (0 req, 1 grant, 2 deny, 3 release), then that kind's fields |
 //! | 5   | `Campaign`  | epoch, window, digest (32), disruptive flag, max ms u32, origin      |
 //! | 6   | `Control`   | epoch, action u8, counter u64                                        |
-//! | 7   | `Gossip`    | upto u64, then the lists links, phases, retired                      |
+//! | 7   | `Gossip`    | upto u64, then the lists links, phases, marks, declared, beats       |
 //! | 8   | `GossipAck` | upto u64                                                             |
 //! | 9   | `Probe`     | epoch, seq u64                                                       |
+//!
+//! Gossip entries: link `(reporter, peer, epoch)`; phase `(node, epoch, phase u8, incarnation
+//! u32, counter u32)`; mark `(a, b, counter u32, by, retired flag)`, a link's last retire or
+//! restore; declared `(node, peer)`, a configured link not reported yet; beat `(node, beat u64)`.
+//!
+//! Version history: 1, the first; 2, gossip's retired pairs became versioned marks, and the
+//! declared and beats lists were added (a version-1 peer is refused with
+//! [`WireError::UnsupportedVersion`], so agents of one cluster are upgraded together).
 //!
 //! An option's value follows its flag only when the flag is 1.
 //! Epochs, nonces and node ids are `u64`; a window is `min, max`; a pending transaction is a
@@ -24,13 +32,14 @@
 
 use crate::msg::{
     AbortReason, Campaign, Control, ControlAction, DenyReason, Digest, GossipDelta, Hello, Lease,
-    LinkSnapshot, Message, Pending, Txn, TxnKind,
+    LinkSnapshot, Message, Pending, RetireMark, RetireVersion, Txn, TxnKind,
 };
 use crate::phase::{Phase, PhaseEntry, Version};
 use crate::types::{Epoch, NodeId, Nonce, Window};
 
 /// Version of the encoding, carried in byte 0 of every message.
-/// 2: HELLO carries `your_version`, ABORT may carry the reason `DeviceRefused`.
+/// 2: HELLO carries `your_version`, ABORT may carry the reason `DeviceRefused`, gossip carries
+/// versioned retire/restore marks, declared links and heartbeats.
 pub const WIRE_VERSION: u8 = 2;
 
 /// Longest encoded message [`decode`] accepts, in bytes (control frames are far shorter).
@@ -113,10 +122,12 @@ const PENDING_TENTATIVE: u8 = 1;
 const PENDING_REFLECTING: u8 = 2;
 
 /// Encoded sizes of one gossip entry: link `(u64, u64, u64)`, phase `(u64, u64, u8, u32, u32)`,
-/// retired pair `(u64, u64)`.
+/// mark `(u64, u64, u32, u64, u8)`, declared `(u64, u64)`, beat `(u64, u64)`.
 const LINK_LEN: usize = 24;
 const PHASE_LEN: usize = 25;
-const RETIRED_LEN: usize = 16;
+const MARK_LEN: usize = 29;
+const DECLARED_LEN: usize = 16;
+const BEAT_LEN: usize = 16;
 
 /// Defines an enum's code table once, as an exhaustive encoder and its decoder.
 macro_rules! code_table {
@@ -290,10 +301,23 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
                 put_u32(out, entry.version.incarnation);
                 put_u32(out, entry.version.counter);
             }
-            put_count(out, g.retired.len());
-            for (a, b) in &g.retired {
+            put_count(out, g.marks.len());
+            for (a, b, m) in &g.marks {
                 put_u64(out, a.0);
                 put_u64(out, b.0);
+                put_u32(out, m.version.counter);
+                put_u64(out, m.version.by.0);
+                put_u8(out, m.retired.into());
+            }
+            put_count(out, g.declared.len());
+            for (node, peer) in &g.declared {
+                put_u64(out, node.0);
+                put_u64(out, peer.0);
+            }
+            put_count(out, g.beats.len());
+            for (node, beat) in &g.beats {
+                put_u64(out, node.0);
+                put_u64(out, *beat);
             }
         }
         Message::GossipAck { upto } => {
@@ -341,10 +365,12 @@ pub fn encoded_len(msg: &Message) -> usize {
         Message::Campaign(_) => 8 + 16 + 32 + 1 + 4 + 8,
         Message::Control(_) => 8 + 1 + 8,
         Message::Gossip(g) => {
-            8 + 12
+            8 + 20
                 + g.links.len() * LINK_LEN
                 + g.phases.len() * PHASE_LEN
-                + g.retired.len() * RETIRED_LEN
+                + g.marks.len() * MARK_LEN
+                + g.declared.len() * DECLARED_LEN
+                + g.beats.len() * BEAT_LEN
         }
         Message::Probe { .. } => 8 + 8,
     };
@@ -473,16 +499,34 @@ pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
                     },
                 ));
             }
-            let n = r.count("retired", RETIRED_LEN)?;
-            let mut retired = Vec::with_capacity(n);
+            let n = r.count("marks", MARK_LEN)?;
+            let mut marks = Vec::with_capacity(n);
             for _ in 0..n {
-                retired.push((NodeId(r.u64()?), NodeId(r.u64()?)));
+                let (a, b) = (NodeId(r.u64()?), NodeId(r.u64()?));
+                let version = RetireVersion {
+                    counter: r.u32()?,
+                    by: NodeId(r.u64()?),
+                };
+                let retired = r.flag()?;
+                marks.push((a, b, RetireMark { version, retired }));
+            }
+            let n = r.count("declared", DECLARED_LEN)?;
+            let mut declared = Vec::with_capacity(n);
+            for _ in 0..n {
+                declared.push((NodeId(r.u64()?), NodeId(r.u64()?)));
+            }
+            let n = r.count("beats", BEAT_LEN)?;
+            let mut beats = Vec::with_capacity(n);
+            for _ in 0..n {
+                beats.push((NodeId(r.u64()?), r.u64()?));
             }
             Message::Gossip(GossipDelta {
                 upto,
                 links,
                 phases,
-                retired,
+                marks,
+                declared,
+                beats,
             })
         }
         TAG_GOSSIP_ACK => Message::GossipAck { upto: r.u64()? },
@@ -696,7 +740,19 @@ mod tests {
                     (NodeId(1), phase(3, Phase::Converged, 9)),
                     (NodeId(2), phase(3, Phase::RolledBack, 1)),
                 ],
-                retired: vec![(NodeId(1), NodeId(5))],
+                marks: vec![(
+                    NodeId(1),
+                    NodeId(5),
+                    RetireMark {
+                        version: RetireVersion {
+                            counter: 7,
+                            by: NodeId(5),
+                        },
+                        retired: true,
+                    },
+                )],
+                declared: vec![(NodeId(3), NodeId(1))],
+                beats: vec![(NodeId(3), 99)],
             }),
             Message::GossipAck { upto: 17 },
             Message::Probe {
@@ -776,7 +832,11 @@ mod tests {
     #[test]
     fn error_unsupported_version() {
         let mut bytes = encoded(&Message::GossipAck { upto: 1 });
-        bytes[0] = 1; // the layout before HELLO carried `your_version`
+        bytes[0] = 3;
+        assert_eq!(decode(&bytes), Err(WireError::UnsupportedVersion(3)));
+        // version 1 (HELLO without `your_version`, unversioned retired pairs): refused, not
+        // misread
+        bytes[0] = 1;
         assert_eq!(decode(&bytes), Err(WireError::UnsupportedVersion(1)));
         assert_eq!(decode(&[0]), Err(WireError::UnsupportedVersion(0)));
     }
@@ -913,10 +973,10 @@ mod tests {
     #[test]
     fn error_too_many_entries() {
         let too_many = MAX_GOSSIP_ENTRIES + 1;
-        let gossip = |n_links, n_retired| {
+        let gossip = |n_links, n_declared| {
             encoded(&Message::Gossip(GossipDelta {
                 links: vec![(NodeId(1), NodeId(2), Epoch(1)); n_links],
-                retired: vec![(NodeId(1), NodeId(2)); n_retired],
+                declared: vec![(NodeId(1), NodeId(2)); n_declared],
                 ..GossipDelta::default()
             }))
         };
@@ -931,7 +991,7 @@ mod tests {
         assert_eq!(
             decode(&gossip(0, too_many)),
             Err(WireError::TooManyEntries {
-                field: "retired",
+                field: "declared",
                 count: too_many,
                 max: MAX_GOSSIP_ENTRIES
             })

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use entente_proto::msg::GossipDelta;
-use entente_proto::summary::Summary;
+use entente_proto::summary::{RetireMark, RetireVersion, Summary};
 use entente_proto::{Epoch, NodeId, Phase, PhaseEntry, Version};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -49,10 +49,25 @@ enum Local {
         incarnation: u32,
         counter: u32,
     },
-    Retire {
+    /// An operator's retire or restore of `{a, b}` at node `by`.
+    Mark {
         a: u64,
         b: u64,
+        by: u64,
+        counter: u32,
     },
+}
+
+/// The mark node `by` publishes at a version: a node never publishes two different marks under
+/// one version, so whether it retires is a function of the version.
+fn mark_for(a: u64, b: u64, by: u64, counter: u32) -> RetireMark {
+    RetireMark {
+        version: RetireVersion {
+            counter,
+            by: NodeId(by),
+        },
+        retired: !(a.min(b) + a.max(b) * 3 + by * 5 + counter as u64).is_multiple_of(3),
+    }
 }
 
 fn local() -> impl Strategy<Value = Local> {
@@ -61,7 +76,8 @@ fn local() -> impl Strategy<Value = Local> {
             .prop_map(|(reporter, peer, epoch)| Local::Link { reporter, peer, epoch }),
         2 => (0..NODES, 0..3u32, 0..4u32)
             .prop_map(|(node, incarnation, counter)| Local::Phase { node, incarnation, counter }),
-        1 => (0..NODES, 0..NODES).prop_map(|(a, b)| Local::Retire { a, b }),
+        1 => (0..NODES, 0..NODES, 0..NODES, 0..4u32)
+            .prop_map(|(a, b, by, counter)| Local::Mark { a, b, by, counter }),
     ]
 }
 
@@ -77,7 +93,9 @@ fn apply(s: &mut Summary, op: &Local) -> bool {
             incarnation,
             counter,
         } => s.set_phase(NodeId(node), entry_for(node, incarnation, counter)),
-        Local::Retire { a, b } => s.retire(NodeId(a), NodeId(b)),
+        Local::Mark { a, b, by, counter } => {
+            s.set_mark(NodeId(a), NodeId(b), mark_for(a, b, by, counter))
+        }
     }
 }
 
@@ -126,11 +144,11 @@ fn check_delta(sender: &Summary, d: &GossipDelta) -> Result<(), TestCaseError> {
         prop_assert!(nodes.insert(n), "phase twice in one delta");
         prop_assert_eq!(sender.phase(n), Some(e));
     }
-    let mut retired = HashSet::new();
-    for &(a, b) in &d.retired {
-        prop_assert!(a <= b, "retired pair not lower id first");
-        prop_assert!(retired.insert((a, b)), "retired pair twice in one delta");
-        prop_assert!(sender.is_retired(a, b));
+    let mut marked = HashSet::new();
+    for &(a, b, m) in &d.marks {
+        prop_assert!(a <= b, "marked pair not lower id first");
+        prop_assert!(marked.insert((a, b)), "marked pair twice in one delta");
+        prop_assert_eq!(sender.mark_of(a, b), Some(m));
     }
     Ok(())
 }
@@ -176,7 +194,12 @@ fn step() -> impl Strategy<Value = Step> {
                 incarnation,
                 counter,
             },
-            retire => retire,
+            Local::Mark { a, b, counter, .. } => Local::Mark {
+                a,
+                b,
+                by: at as u64,
+                counter,
+            },
         };
         Step::Local { at, op }
     });
@@ -195,8 +218,9 @@ fn step() -> impl Strategy<Value = Step> {
 struct Watched {
     epoch: Epoch,
     topo: Vec<(NodeId, NodeId)>,
-    /// Whether `converged()` has been seen true since the watch started.
-    seen: bool,
+    /// The marks of the topology's links when `converged()` was last seen true, if it was
+    /// true at the last check.
+    seen: Option<Vec<Option<RetireMark>>>,
 }
 
 /// The replicas of the gossip world and what the checks need to know about them.
@@ -296,7 +320,7 @@ impl World {
                 self.watches[*at] = Some(Watched {
                     epoch: Epoch(*epoch),
                     topo,
-                    seen: false,
+                    seen: None,
                 });
             }
             Step::Compact { at } => self.delta[*at].compact(),
@@ -321,10 +345,25 @@ impl World {
                 Some(Watched { epoch, topo, seen }) => {
                     prop_assert_eq!(view.converged(), view.conv(*epoch, topo));
                     prop_assert_eq!(view.pending_links(), pending_reference(view, *epoch, topo));
-                    prop_assert!(!*seen || view.converged(), "Conv is stable");
+                    // Between operator actions (the marks of the topology's links as the view
+                    // holds them), Conv is stable and sound.
+                    let marks: Vec<_> = topo.iter().map(|&(a, b)| view.mark_of(a, b)).collect();
+                    let acted = seen.as_ref().is_some_and(|m| *m != marks);
+                    prop_assert!(
+                        seen.is_none() || acted || view.converged(),
+                        "Conv is stable"
+                    );
+                    let current = topo
+                        .iter()
+                        .all(|&(a, b)| view.mark_of(a, b) == self.truth.mark_of(a, b));
                     if view.converged() {
-                        prop_assert!(self.truth.conv(*epoch, topo), "view's Conv is sound");
-                        *seen = true;
+                        prop_assert!(
+                            !current || self.truth.conv(*epoch, topo),
+                            "view's Conv is sound"
+                        );
+                        *seen = Some(marks);
+                    } else {
+                        *seen = None;
                     }
                 }
             }
@@ -336,7 +375,8 @@ impl World {
                 for b in 0..NODES {
                     let (a, b) = (NodeId(a), NodeId(b));
                     prop_assert!(view.link_epoch(a, b) <= self.truth.link_epoch(a, b));
-                    prop_assert!(!view.is_retired(a, b) || self.truth.is_retired(a, b));
+                    let v = view.mark_of(a, b).map(|m| m.version);
+                    prop_assert!(v <= self.truth.mark_of(a, b).map(|m| m.version));
                 }
             }
             for (n, e) in view.phases() {
@@ -407,7 +447,7 @@ proptest! {
                 if from != to {
                     let mut d = GossipDelta::default();
                     w.delta[from].delta_since(w.acked[from][to], &mut d);
-                    prop_assert!(d.links.is_empty() && d.phases.is_empty() && d.retired.is_empty());
+                    prop_assert!(d.is_empty());
                 }
             }
         }

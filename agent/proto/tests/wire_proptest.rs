@@ -3,7 +3,7 @@
 
 use entente_proto::msg::{
     AbortReason, Campaign, Control, ControlAction, DenyReason, GossipDelta, Hello, Lease,
-    LinkSnapshot,
+    LinkSnapshot, RetireMark, RetireVersion,
 };
 use entente_proto::wire::{decode, encode, encoded, encoded_len, WireError, WIRE_VERSION};
 use entente_proto::{Epoch, Message, NodeId, Nonce, Pending, Phase, PhaseEntry, Txn, TxnKind};
@@ -164,14 +164,26 @@ fn gossip() -> impl Strategy<Value = GossipDelta> {
         any::<u64>(),
         vec((node(), node(), epoch()), 0..12),
         vec((node(), phase_entry()), 0..12),
+        vec((node(), node(), any::<u32>(), node(), any::<bool>()), 0..12),
         vec((node(), node()), 0..12),
+        vec((node(), any::<u64>()), 0..12),
     )
-        .prop_map(|(upto, links, phases, retired)| GossipDelta {
-            upto,
-            links,
-            phases,
-            retired,
-        })
+        .prop_map(
+            |(upto, links, phases, marks, declared, beats)| GossipDelta {
+                upto,
+                links,
+                phases,
+                marks: marks
+                    .into_iter()
+                    .map(|(a, b, counter, by, retired)| {
+                        let version = RetireVersion { counter, by };
+                        (a, b, RetireMark { version, retired })
+                    })
+                    .collect(),
+                declared,
+                beats,
+            },
+        )
 }
 
 /// Any message the decoder accepts, every variant represented.

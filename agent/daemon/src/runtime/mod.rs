@@ -11,6 +11,7 @@ mod outputs;
 mod rate;
 mod serve;
 mod status;
+mod view;
 pub mod window;
 
 use crate::config::Config;
@@ -201,6 +202,8 @@ impl Agent {
         // a start whose store was lost.
         ncfg.incarnation_hint = starts.saturating_sub(1).max(u32::from(lost.is_some()));
         ncfg.gossip_chunk = 64;
+        // three heartbeats in the span after which other nodes call this one stale
+        ncfg.heartbeat = Some((cfg.status.stale_after_s * 1_000_000_000 / 3).max(100_000_000));
         ncfg.seed = cfg.node_id ^ (u64::from(starts) << 32);
         let node = Node::new(ncfg, &durable, 0);
         let peers = cfg

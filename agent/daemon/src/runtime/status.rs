@@ -3,13 +3,11 @@
 use super::Agent;
 use crate::worker::Job;
 use entente_api::{
-    ComponentEntry, DeviceEntry, GpuEntry, Inventory, LinkStatus, NodeStatus, NvmlEntry, Status,
-    TransportStats,
+    ComponentEntry, DeviceEntry, GpuEntry, Inventory, LinkStatus, NvmlEntry, Status, TransportStats,
 };
 use entente_devices::nvml::GpuInventory;
 use entente_proto::{Epoch, NodeId, Pending};
 use entente_stage::{Digest, Signature};
-use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Why a campaign start was refused.
@@ -59,44 +57,23 @@ impl Agent {
     pub fn status(&self) -> Status {
         let rec = self.node.record();
         let epoch = rec.campaign.map_or(Epoch(0), |c| c.epoch);
-        let summary = self.node.summary();
-        let mut pairs = BTreeSet::new();
-        for (a, b, _) in summary.links() {
-            pairs.insert((a.min(b), a.max(b)));
-        }
-        let links: Vec<(NodeId, NodeId)> = pairs.iter().copied().collect();
-        let committed = links
-            .iter()
-            .filter(|&&(a, b)| {
-                summary.is_retired(a, b) || summary.link_epoch(a, b).is_some_and(|e| e >= epoch)
-            })
-            .count();
         let incompatible = self
             .node
             .links()
             .iter()
             .any(|l| l.incompatible && !l.retired);
-        let converged =
-            epoch.0 > 0 && !links.is_empty() && committed == links.len() && !incompatible;
-        let mut nodes: Vec<NodeStatus> = summary
-            .phases()
-            .map(|(n, p)| NodeStatus {
-                node: n.0,
-                epoch: p.epoch.0,
-                phase: phase_name(p.phase),
-                incarnation: p.version.incarnation,
-            })
-            .collect();
-        nodes.sort_by_key(|n| n.node);
+        let view = self.view(epoch, incompatible);
         let t = self.transport.stats();
         Status {
             node: self.cfg.node_id,
             epoch: epoch.0,
             phase: phase_name(rec.phase.phase),
             activity: self.node.activity().into(),
-            converged,
-            links_committed: committed as u64,
-            links_total: links.len() as u64,
+            converged: view.converged,
+            links_committed: view.committed,
+            links_total: view.total,
+            links_retired: view.retired,
+            view_age_ms: view.age_ms,
             links: self
                 .node
                 .links()
@@ -123,7 +100,7 @@ impl Agent {
                     retired: l.retired,
                 })
                 .collect(),
-            nodes,
+            nodes: view.nodes,
             probe_mismatches: self.node.stats().probe_mismatches,
             protocol_errors: self.node.stats().protocol_errors,
             transport: TransportStats {
@@ -277,6 +254,12 @@ impl Agent {
         let now = self.now();
         self.node.retire_link(now, NodeId(peer))
     }
+
+    /// Restores the retired link to `peer`.
+    pub fn restore(&mut self, peer: u64) -> bool {
+        let now = self.now();
+        self.node.restore_link(now, NodeId(peer))
+    }
 }
 
 impl Agent {
@@ -372,6 +355,20 @@ impl Agent {
                                 self.carry_out().map(|()| Reply::Done).map_err(|e| {
                                     (ErrorCode::Internal, format!("retiring the link: {e}"))
                                 })
+                            } else {
+                                Err((
+                                    ErrorCode::BadRequest,
+                                    format!("node {peer} is not a neighbour of this node"),
+                                ))
+                            }
+                        }
+                        Request::LinkRestore { peer } => {
+                            if self.restore(*peer) {
+                                self.history(&format!(
+                                    "link to {peer} restored by uid {}",
+                                    p.caller.uid
+                                ));
+                                Ok(Reply::Done)
                             } else {
                                 Err((
                                     ErrorCode::BadRequest,

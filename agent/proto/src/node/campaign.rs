@@ -278,26 +278,6 @@ impl Node {
         true
     }
 
-    /// Operator: retire the link to `peer` (dead hardware); convergence then ignores it.
-    pub fn retire_link(&mut self, now: Nanos, peer: NodeId) -> bool {
-        let Some(i) = self.index(peer) else {
-            return false;
-        };
-        if self.links[i].retired {
-            return true;
-        }
-        self.links[i].retired = true;
-        self.record.retired.push(peer);
-        self.persist_node();
-        self.summary.retire(self.cfg.id, peer);
-        self.gossip_dirty(now);
-        if self.gate == Gate::Leasing {
-            self.lease_step(now);
-        }
-        self.check_converged(now);
-        true
-    }
-
     pub(super) fn on_control(&mut self, now: Nanos, from: Option<NodeId>, c: Control) {
         if c.counter <= self.record.control_counter {
             return;

@@ -117,9 +117,21 @@ impl Node {
     }
 
     pub(super) fn on_gossip(&mut self, now: Nanos, peer: NodeId, delta: &GossipDelta) {
-        let changed = self.summary.merge(delta);
+        let me = self.cfg.id;
+        let own_beat = self.summary.beat(me);
+        let heard = &mut self.heard;
+        let changed = self.summary.merge_with(delta, |n| {
+            if n != me {
+                heard.insert(n, now);
+            }
+        });
         self.send(peer, Message::GossipAck { upto: delta.upto });
         if changed {
+            self.marks_merged(now, delta);
+            if self.summary.beat(me) != own_beat {
+                // an earlier life of this node beat higher: beat above it at once
+                self.beat(now);
+            }
             self.gossip_dirty(now);
             #[cfg(feature = "mutants")]
             self.commit_on_gossip(now);

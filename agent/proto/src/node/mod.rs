@@ -8,6 +8,7 @@ mod campaign;
 mod gossip;
 mod lease;
 pub mod output;
+mod retire;
 
 use crate::link::table::{Note, Stimulus};
 use crate::link::{Effect, LinkCtx, LinkEnd, LinkState, LinkTimers};
@@ -57,6 +58,9 @@ pub struct NodeConfig {
     pub firmware_digest: Digest,
     /// Back-off before retrying a failed staging or activation.
     pub retry: Nanos,
+    /// Interval of this node's heartbeat in the summary (`None`: no heartbeat). Other nodes
+    /// tell from it how long ago they last heard of this one.
+    pub heartbeat: Option<Nanos>,
     /// Incarnation used when there is no durable state (a wiped disk): must grow across wipes.
     pub incarnation_hint: u32,
     /// Seed of the node's jitter.
@@ -88,6 +92,7 @@ impl NodeConfig {
             firmware_digest: [0; 32],
             retry: 5 * SEC,
             incarnation_hint: 0,
+            heartbeat: None,
             seed: id.0,
             transactions: true,
             #[cfg(feature = "mutants")]
@@ -138,6 +143,8 @@ pub struct Node {
     /// agreed from the two windows exchanged, which both ends see alike, even if this node
     /// activated (and its running window changed) before the peer's HELLO arrived.
     hello_sent: Vec<(NodeId, Window)>,
+    /// When this node last merged a changed entry reported by each other node.
+    heard: std::collections::HashMap<NodeId, Nanos>,
 }
 
 impl Node {
@@ -185,6 +192,7 @@ impl Node {
             stats: Stats::default(),
             out: Vec::new(),
             hello_sent: Vec::new(),
+            heard: std::collections::HashMap::new(),
             device_ready: None,
             device_failures: vec![0; links.len()],
             peers: links.iter().map(|l| l.peer).collect(),
@@ -196,8 +204,8 @@ impl Node {
         node.holder.seed(seq);
         // A restarted grantor stays quiet as long as the longest lease it may have granted.
         node.grantor.quiet_for(now, node.grant_length());
+        node.load_marks();
         for i in 0..node.links.len() {
-            node.links[i].retired = node.record.retired.contains(&node.links[i].peer);
             let ctx = node.ctx();
             let fx = node.links[i].on_event(Stimulus::Restart, &ctx);
             node.apply_link(now, i, fx);
@@ -209,6 +217,8 @@ impl Node {
                     epoch: s.committed,
                 });
                 node.summary.set_link(me, peer, s.committed);
+            } else {
+                node.summary.declare(me, peer);
             }
         }
         node.summary.set_phase(node.cfg.id, node.record.phase);
@@ -217,6 +227,7 @@ impl Node {
             node.out.push(Output::PrepareLinkEpoch { epoch });
         }
         node.resume_after_restart(now);
+        node.start_heartbeat(now);
         node
     }
 
@@ -523,6 +534,7 @@ impl Node {
             TimerKey::Lease => self.on_lease_timer(now),
             TimerKey::Grant => self.on_grant_timer(now),
             TimerKey::Retry => self.on_retry_timer(now),
+            TimerKey::Beat => self.on_beat_timer(now),
             TimerKey::Device(peer) => {
                 if let Some(l) = self.link(peer) {
                     if !l.state.fresh && l.device != Some(l.state.committed) {

@@ -95,8 +95,13 @@ pub struct NodeRecord {
     pub last_control: Option<crate::msg::Control>,
     /// Operator paused the campaign.
     pub paused: bool,
-    /// Links retired by an operator.
+    /// Links of this node retired now (kept with `marks`, which decides).
     pub retired: Vec<NodeId>,
+    /// The last operator action (retire or restore) on each link of this node that had one,
+    /// with its version. A record written before versions existed has none: its `retired`
+    /// links are taken as retired by this node at version 1.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub marks: Vec<(NodeId, crate::msg::RetireMark)>,
 }
 
 /// Everything a node persisted, as the driver hands it back on restart.
@@ -136,6 +141,8 @@ pub enum TimerKey {
     Retry,
     /// Retry of a link epoch the device failed to apply.
     Device(NodeId),
+    /// Next heartbeat.
+    Beat,
 }
 
 /// Operator-visible events.

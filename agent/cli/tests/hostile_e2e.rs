@@ -155,3 +155,97 @@ fn hostile_log_line_cap() {
     let longest = log.lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 1000, "a log line of {longest} bytes");
 }
+
+/// `entented --check-config` on node `i`'s configuration: (success, stderr).
+fn check_config(c: &Cluster, i: usize) -> (bool, String) {
+    let out = run(Command::new(support::entented())
+        .arg("--config")
+        .arg(c.agent(i, "config"))
+        .arg("--check-config"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn chmod(p: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn hostile_world_writable_keys() {
+    let dir = tempdir("hostile-keys-mode");
+    let c = Cluster::new(&dir, 2);
+    assert!(check_config(&c, 0).0);
+    // Anyone could drop a key of their own into the trusted key directory.
+    chmod(&dir.join("keys"), 0o777);
+    let (ok, err) = check_config(&c, 0);
+    assert!(!ok, "a world-writable key directory was accepted");
+    assert!(err.contains("keys") && err.contains("writable"), "{err}");
+    // The agent refuses to start on it too.
+    let out = run(Command::new(support::entented())
+        .arg("--config")
+        .arg(c.agent(0, "config")));
+    assert!(!out.status.success());
+    chmod(&dir.join("keys"), 0o755);
+    assert!(check_config(&c, 0).0);
+}
+
+#[test]
+fn hostile_key_file_owner() {
+    let dir = tempdir("hostile-keys-owner");
+    let c = Cluster::new(&dir, 2);
+    let pubs: Vec<_> = std::fs::read_dir(dir.join("keys"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+        .collect();
+    let planted = dir.join("keys/planted.pub");
+    std::fs::copy(&pubs[0], &planted).unwrap();
+    let given = Command::new("chown")
+        .arg("65534")
+        .arg(&planted)
+        .status()
+        .unwrap();
+    assert!(
+        given.success(),
+        "this test needs root (it gives a file to another user); CI runs it as root"
+    );
+    let (ok, err) = check_config(&c, 0);
+    assert!(!ok, "a key owned by another user was trusted");
+    assert!(
+        err.contains("planted.pub") && err.contains("65534"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hostile_umask_000() {
+    let dir = tempdir("hostile-umask");
+    let mut c = Cluster::new(&dir, 2);
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" --config \"$1\"")
+        .arg(support::entented())
+        .arg(c.agent(0, "config"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.status(0).is_none() {
+        assert!(Instant::now() < deadline, "the agent did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mode = |p: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    };
+    let data = c.data_dir(0);
+    assert_eq!(mode(&data), 0o700, "data directory {}", data.display());
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
+    c.kill(0);
+}

@@ -9,5 +9,6 @@ pub mod db;
 pub mod device_backend;
 pub mod drain;
 pub mod envelope;
+pub mod files;
 pub mod runtime;
 pub mod worker;

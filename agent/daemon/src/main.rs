@@ -52,6 +52,12 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<()> {
     let cfg = Config::load(args.config.as_deref())?;
+    if let Err(problems) = entente_agent::files::check_trusted(&cfg) {
+        anyhow::bail!(
+            "refusing files others could change:\n  {}",
+            problems.join("\n  ")
+        );
+    }
     if args.check_config {
         println!(
             "configuration OK: node {} with {} peers",

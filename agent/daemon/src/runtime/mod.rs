@@ -127,6 +127,8 @@ impl Agent {
     pub fn open(cfg: Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Agent> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("create data dir {}", cfg.data_dir.display()))?;
+        crate::files::make_private(&cfg.data_dir)
+            .with_context(|| format!("make data dir {} private", cfg.data_dir.display()))?;
         let db = Db::open(&cfg.data_dir.join("state.db"))?;
         let durable = db.load()?;
         let starts = db.next_start()?;

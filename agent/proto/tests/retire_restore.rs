@@ -202,3 +202,27 @@ fn heartbeats_tell_when_a_node_was_last_heard_of() {
     sim.run_for(2 * SEC);
     assert!(sim.node(n(1)).last_heard(n(3)).unwrap() + 400 * MS >= sim.now);
 }
+
+#[test]
+fn a_node_that_converged_on_retired_links_moves_them_once_restored() {
+    // node 3 dies before its links were ever agreed; the operator retires them, node 3 comes
+    // back, learns the campaign and converges with its links retired; then both links are
+    // restored from the surviving ends: they must move to the campaign's epoch
+    let links = [(1, 2), (2, 3), (1, 3)];
+    let mut sim = Sim::with(&[1, 2, 3], &links, Window::new(0, 0), |_| {}, false);
+    sim.crash(n(3));
+    sim.run_for(SEC);
+    assert!(sim.node(n(1)).link(n(3)).unwrap().state.fresh);
+    sim.start_campaign(n(1), campaign(1, false, 1));
+    sim.run_for(10 * SEC);
+    assert!(sim.with_node(n(1), |node, now| node.retire_link(now, n(3))));
+    assert!(sim.with_node(n(2), |node, now| node.retire_link(now, n(3))));
+    sim.run_for(10 * SEC);
+    sim.restart_lost_store(n(3));
+    sim.run_for(10 * SEC);
+    assert_eq!(sim.node(n(3)).phase().phase, Phase::Converged);
+    assert!(sim.with_node(n(1), |node, now| node.restore_link(now, n(3))));
+    assert!(sim.with_node(n(2), |node, now| node.restore_link(now, n(3))));
+    sim.run_for(30 * SEC);
+    sim.assert_converged(1);
+}

@@ -2,7 +2,8 @@
 
 use super::{Gate, Node, Output, TimerKey};
 use crate::link::table::Stimulus;
-use crate::msg::{GossipDelta, RetireMark, RetireVersion};
+use crate::msg::{GossipDelta, Message, RetireMark, RetireVersion};
+use crate::phase::Phase;
 use crate::types::{Nanos, NodeId};
 
 impl Node {
@@ -111,12 +112,26 @@ impl Node {
                 self.lease_step(now);
             }
             self.check_converged(now);
-        } else if self.links[i].conn.is_some() {
-            // live again: resend what is pending, as on a new connection, and propose
-            let ctx = self.ctx();
-            let fx = self.links[i].on_event(Stimulus::Reconnect, &ctx);
-            self.apply_link(now, i, fx);
-            self.try_propose(now, i);
+        } else {
+            // Live again. A node that converged while the link was retired has not converged
+            // any more if the link is behind its campaign.
+            if let Some(c) = self.record.campaign {
+                let behind = self.links[i].state.fresh || self.links[i].state.committed < c.epoch;
+                if self.record.phase.phase == Phase::Converged && behind {
+                    self.set_phase(now, Phase::Activated, c.epoch);
+                }
+            }
+            if self.links[i].conn.is_some() {
+                // Tell the peer this node activated (it may have ignored that while the link
+                // was retired), resend what is pending as on a new connection, and propose.
+                if let Some(epoch) = self.ctx().ready_for {
+                    self.send(peer, Message::Activated { epoch });
+                }
+                let ctx = self.ctx();
+                let fx = self.links[i].on_event(Stimulus::Reconnect, &ctx);
+                self.apply_link(now, i, fx);
+                self.try_propose(now, i);
+            }
         }
     }
 

@@ -40,6 +40,7 @@ fn link_ctx(ready_for: Epoch) -> LinkCtx {
     LinkCtx {
         ready_for: Some(ready_for),
         device_refused: false,
+        nonce_floor: entente_proto::Nonce(0),
         firmware_digest: [0xab; 32],
         timers: LinkTimers::for_rtt(RTT),
         #[cfg(feature = "mutants")]

@@ -737,6 +737,7 @@ fn ctx(ready: bool) -> LinkCtx {
     LinkCtx {
         ready_for: ready.then_some(E),
         device_refused: false,
+        nonce_floor: entente_proto::Nonce(0),
         firmware_digest: DIGEST,
         timers: timers(),
         #[cfg(feature = "mutants")]

@@ -612,6 +612,7 @@ impl<const L: usize> LinkModel<L> {
         LinkCtx {
             ready_for: (w.ready[node] && (takes || unchecked)).then_some(NEXT),
             device_refused: w.ready[node] && !takes,
+            nonce_floor: Nonce(0),
             firmware_digest: [0; 32],
             timers: LinkTimers::for_rtt(1_000),
             mutant: self.mutant,

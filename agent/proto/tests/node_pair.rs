@@ -1450,3 +1450,40 @@ fn an_incompatible_link_agrees_once_the_node_activates_firmware_that_speaks_its_
     sim.assert_converged(1);
     sim.check_probes();
 }
+
+#[test]
+fn nonces_carry_the_incarnation() {
+    // node 1 (initiator) loses its store while its proposal is open: its next proposals carry
+    // its new incarnation, above every nonce of its earlier life
+    let mut sim = pair();
+    sim.drive();
+    sim.set_activate_delay(n(2), 60 * SEC);
+    sim.start_campaign(n(1), campaign(1, false, 1));
+    sim.run_for(10 * SEC);
+    let before: Vec<u64> = sim
+        .txns
+        .iter()
+        .filter(|t| t.0 == n(1) && t.2.kind == TxnKind::Propose)
+        .map(|t| t.2.nonce.0)
+        .collect();
+    sim.crash(n(1));
+    sim.restart_wiped(n(1));
+    sim.drive();
+    sim.assert_converged(1);
+    let inc = u64::from(sim.node(n(1)).phase().version.incarnation);
+    assert!(inc >= 1);
+    let after: Vec<u64> = sim
+        .txns
+        .iter()
+        .filter(|t| t.0 == n(1) && t.2.kind == TxnKind::Propose)
+        .map(|t| t.2.nonce.0)
+        .skip(before.len())
+        .collect();
+    assert!(!after.is_empty());
+    assert!(
+        after
+            .iter()
+            .all(|&a| a >> 32 >= inc && before.iter().all(|&b| a > b)),
+        "before {before:?}, after {after:?}"
+    );
+}

@@ -88,6 +88,9 @@ pub struct LinkCtx {
     /// The node activated the epoch but its device said it cannot take it as a link epoch
     /// (a PROPOSE is refused with `AbortReason::DeviceRefused`).
     pub device_refused: bool,
+    /// Nonces this node proposes are above this one: its incarnation in the high 32 bits
+    /// (`Nonce(0)` where incarnations do not matter).
+    pub nonce_floor: Nonce,
     /// Digest of the running firmware, sent in REFLECT.
     pub firmware_digest: Digest,
     /// Retransmission and query timers.
@@ -509,7 +512,9 @@ impl LinkEnd {
                 fx.persist = true;
             }
             Next::Tentative => {
-                s.last_nonce = s.last_nonce.next();
+                // Nonces are (incarnation, counter): a node that lost its store (and with it
+                // the counter) still proposes above every nonce of its earlier lives.
+                s.last_nonce = s.last_nonce.next().max(ctx.nonce_floor.next());
                 s.pending = Pending::Tentative(s.last_nonce);
                 self.tries = 0;
                 fx.persist = true;

@@ -15,7 +15,7 @@ use crate::link::{Effect, LinkCtx, LinkEnd, LinkState, LinkTimers};
 use crate::msg::{Digest, Hello, Message, Txn, TxnKind};
 use crate::phase::{Phase, PhaseEntry, Version};
 use crate::summary::Summary;
-use crate::types::{Epoch, Nanos, NodeId, Rng, SeededRng, Window, MS, SEC};
+use crate::types::{Epoch, Nanos, NodeId, Nonce, Rng, SeededRng, Window, MS, SEC};
 #[cfg(feature = "mutants")]
 use crate::Mutant;
 pub use output::{Durable, Event, NodeRecord, Output, Record, Stats, TimerKey};
@@ -406,6 +406,7 @@ impl Node {
         LinkCtx {
             ready_for: activated.filter(|&e| device_takes(e)),
             device_refused: activated.is_some_and(|e| self.device_ready == Some((e, false))),
+            nonce_floor: Nonce(u64::from(self.record.phase.version.incarnation) << 32),
             firmware_digest: self.cfg.firmware_digest,
             timers: self.timers,
             #[cfg(feature = "mutants")]

@@ -245,36 +245,10 @@ fn bad_configurations_are_refused_naming_file_and_key() {
 
 #[test]
 fn a_caller_outside_the_groups_is_refused() {
-    if !nix_is_root() {
-        panic!("this test needs root (it runs the CLI as another user); CI runs it as root");
-    }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        panic!("this test needs setpriv (util-linux)");
-    }
     let dir = tempdir("auth");
     let mut c = Cluster::new(&dir, 2);
     // Readers: group `entente-e2e` may read; nobody may change anything.
-    let _ = Command::new("groupadd")
-        .arg("-f")
-        .arg("entente-e2e")
-        .status();
-    let gid = String::from_utf8(run(Command::new("getent").args(["group", "entente-e2e"])).stdout)
-        .unwrap()
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .to_owned();
-    let config = c.agent(0, "config");
-    std::fs::create_dir_all(config.with_extension("d")).unwrap();
-    std::fs::write(
-        config.with_extension("d").join("10-groups.toml"),
-        "read_group = \"entente-e2e\"\n",
-    )
-    .unwrap();
-    // The caller must reach the socket through the directories.
-    for p in [dir.clone(), dir.join("node1")] {
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
+    let gid = support::reader_group(&dir, &c);
     c.start(0);
     let as_nobody = |args: &[&str], groups: &str| {
         run(Command::new("setpriv")
@@ -308,12 +282,4 @@ fn a_caller_outside_the_groups_is_refused() {
         !stranger.status.success(),
         "a stranger read the agent's state"
     );
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
 }

@@ -98,35 +98,9 @@ fn hostile_huge_control_request() {
 
 #[test]
 fn hostile_log_line_cap() {
-    if !std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    {
-        panic!("this test needs root (it runs the CLI as another user); CI runs it as root");
-    }
     let dir = tempdir("hostile-log");
     let mut c = Cluster::new(&dir, 2);
-    let _ = Command::new("groupadd")
-        .arg("-f")
-        .arg("entente-e2e")
-        .status();
-    let gid = String::from_utf8(run(Command::new("getent").args(["group", "entente-e2e"])).stdout)
-        .unwrap()
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .to_owned();
-    let config = c.agent(0, "config");
-    std::fs::create_dir_all(config.with_extension("d")).unwrap();
-    std::fs::write(
-        config.with_extension("d").join("10-groups.toml"),
-        "read_group = \"entente-e2e\"\n",
-    )
-    .unwrap();
-    for p in [dir.clone(), dir.join("node1")] {
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
+    let gid = support::reader_group(&dir, &c);
     c.start(0);
     // A reader asks to start a campaign with a 700 KB manifest: refused, and logged short.
     let big = dir.join("big.manifest");

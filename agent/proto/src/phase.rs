@@ -56,6 +56,19 @@ impl Phase {
         }
     }
 
+    /// Whether a campaign in this phase is at rest, so that a newer campaign may follow.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            Phase::Idle
+                | Phase::Converged
+                | Phase::Finalized
+                | Phase::Halted
+                | Phase::Aborted
+                | Phase::RolledBack
+        )
+    }
+
     /// Whether the running firmware speaks the campaign epoch in this phase.
     pub fn is_activated(self) -> bool {
         matches!(self, Phase::Activated | Phase::Converged | Phase::Finalized)

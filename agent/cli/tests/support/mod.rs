@@ -288,3 +288,46 @@ pub fn sign_campaign(dir: &Path, key: &Path, name: &str, desc: &str) -> (PathBuf
     let sig = PathBuf::from(format!("{}.sig", manifest.display()));
     (manifest, sig)
 }
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// Makes group `entente-e2e` node 0's read group (created if missing) and lets other users
+/// reach its socket through the directories; returns the group's id. Needs root and setpriv.
+pub fn reader_group(dir: &Path, c: &Cluster) -> String {
+    assert!(
+        is_root(),
+        "this test needs root (it runs the CLI as another user); CI runs it as root"
+    );
+    assert!(
+        Command::new("setpriv").arg("--version").output().is_ok(),
+        "this test needs setpriv (util-linux)"
+    );
+    let _ = Command::new("groupadd")
+        .arg("-f")
+        .arg("entente-e2e")
+        .status();
+    let gid = String::from_utf8(run(Command::new("getent").args(["group", "entente-e2e"])).stdout)
+        .unwrap()
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    let config = c.agent(0, "config");
+    std::fs::create_dir_all(config.with_extension("d")).unwrap();
+    std::fs::write(
+        config.with_extension("d").join("10-groups.toml"),
+        "read_group = \"entente-e2e\"\n",
+    )
+    .unwrap();
+    for p in [dir.to_path_buf(), dir.join("node1")] {
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    gid
+}

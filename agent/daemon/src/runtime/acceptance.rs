@@ -148,20 +148,6 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// Whether a campaign in `phase` is at rest, so that a newer one may follow (the protocol
-/// node's rule, `Node::start_campaign`).
-fn settled(phase: Phase) -> bool {
-    matches!(
-        phase,
-        Phase::Idle
-            | Phase::Converged
-            | Phase::Finalized
-            | Phase::Halted
-            | Phase::Aborted
-            | Phase::RolledBack
-    )
-}
-
 /// Decides on a manifest for this node: its image when every check passes, otherwise every
 /// reason it is refused (the verifier's first).
 pub fn decide(
@@ -199,7 +185,7 @@ pub fn decide(
             Purpose::Start if c.epoch.0 >= m.epoch => {
                 refusals.push(Refusal::EpochTaken { epoch: c.epoch.0 })
             }
-            Purpose::Start if !settled(node.phase) => {
+            Purpose::Start if !Phase::is_settled(node.phase) => {
                 refusals.push(Refusal::Unsettled { epoch: c.epoch.0 })
             }
             Purpose::Follow(f) if c.epoch > f.epoch => {

@@ -42,16 +42,7 @@ impl Node {
             );
         }
         let phase = self.record.phase.phase;
-        let settled = matches!(
-            phase,
-            Phase::Idle
-                | Phase::Converged
-                | Phase::Finalized
-                | Phase::Halted
-                | Phase::Aborted
-                | Phase::RolledBack
-        );
-        if !settled {
+        if !phase.is_settled() {
             return self.refuse(
                 c.epoch,
                 "the previous campaign has not settled on this node",

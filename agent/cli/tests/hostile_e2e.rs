@@ -223,3 +223,31 @@ fn hostile_umask_000() {
     let _ = child.wait();
     c.kill(0);
 }
+
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    // A manifest of 4096 chunks shows as far more than a pipe holds; its reader stops after
+    // one line (`entente manifest show M --json | head -1`).
+    let dir = tempdir("closed-pipe");
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    let key = support::trusted_signer(&dir, "ops");
+    std::fs::write(dir.join("big.bin"), vec![3u8; 16 << 20]).unwrap();
+    let (manifest, _) = support::sign_campaign(
+        &dir,
+        &key,
+        "big",
+        "epoch = 1\nmanifest_version = 1\nvalid_days = 1\nsemantics = \"big\"\n\n\
+         [profiles.sim-nic]\nimage = \"big.bin\"\nversion = \"b\"\nchunk_size = 4096\ncompat = [0, 1]\n",
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("\"$0\" manifest show \"$1\" --json | head -1; echo \"status ${PIPESTATUS[0]}\"")
+        .arg(env!("CARGO_BIN_EXE_entente"))
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(text.ends_with("status 141\n"), "{text}{err}");
+}

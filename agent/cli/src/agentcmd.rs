@@ -118,12 +118,15 @@ pub enum ImageCommand {
 pub fn image(c: ImageCommand) -> Result<ExitCode> {
     let print = |images: &[entente_api::ImageEntry], json: bool| -> Result<()> {
         if json {
-            println!("{}", serde_json::to_string_pretty(images)?);
+            outln!("{}", serde_json::to_string_pretty(images)?);
         } else {
             for i in images {
-                println!(
+                outln!(
                     "{}  {:>12} bytes  {:>5} chunks  {}",
-                    i.sha256, i.size, i.chunks, i.version
+                    i.sha256,
+                    i.size,
+                    i.chunks,
+                    i.version
                 );
             }
         }
@@ -170,7 +173,7 @@ pub fn image(c: ImageCommand) -> Result<ExitCode> {
                 },
             ) {
                 Ok(_) => {
-                    println!("{sha256}: every chunk and the whole image verify");
+                    outln!("{sha256}: every chunk and the whole image verify");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => exit_for(e),
@@ -237,9 +240,9 @@ fn exit_for(e: anyhow::Error) -> Result<ExitCode> {
 
 fn print_status(s: &Status, dot: bool) {
     if dot {
-        println!("graph entente {{");
+        outln!("graph entente {{");
         for l in &s.links {
-            println!(
+            outln!(
                 "  n{} -- n{} [label=\"{}{}\"];",
                 s.node.min(l.peer),
                 s.node.max(l.peer),
@@ -247,10 +250,10 @@ fn print_status(s: &Status, dot: bool) {
                 if l.connected { "" } else { " (down)" }
             );
         }
-        println!("}}");
+        outln!("}}");
         return;
     }
-    println!(
+    outln!(
         "node {}  epoch {}  phase {}  {}",
         s.node,
         s.epoch,
@@ -261,12 +264,13 @@ fn print_status(s: &Status, dot: bool) {
             "converging"
         }
     );
-    println!(
+    outln!(
         "links committed {}/{} (as far as this node knows)",
-        s.links_committed, s.links_total
+        s.links_committed,
+        s.links_total
     );
     if let Some(i) = &s.image {
-        println!(
+        outln!(
             "image {}: {}/{} chunks here{}",
             &i.sha256[..12],
             i.chunks_held,
@@ -279,10 +283,10 @@ fn print_status(s: &Status, dot: bool) {
         );
     }
     if let Some(p) = s.flash_percent {
-        println!("flashing {p}%");
+        outln!("flashing {p}%");
     }
     for l in &s.links {
-        println!(
+        outln!(
             "  link to {:<6} epoch {:<4} {:<10} {}{}",
             l.peer,
             l.committed,
@@ -297,10 +301,10 @@ fn print_status(s: &Status, dot: bool) {
             .iter()
             .map(|n| format!("{}:{}", n.node, n.phase))
             .collect();
-        println!("nodes: {}", phases.join(" "));
+        outln!("nodes: {}", phases.join(" "));
     }
     if s.probe_mismatches > 0 {
-        println!("SAFETY: {} probe mismatches", s.probe_mismatches);
+        outln!("SAFETY: {} probe mismatches", s.probe_mismatches);
     }
 }
 
@@ -313,7 +317,7 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
             Err(e) => return exit_for(e),
         };
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&s)?);
+            outln!("{}", serde_json::to_string_pretty(&s)?);
         } else {
             print_status(&s, a.dot);
         }
@@ -322,7 +326,7 @@ pub fn status(a: StatusArgs) -> Result<ExitCode> {
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
         if !a.json {
-            println!();
+            outln!();
         }
     }
 }
@@ -335,12 +339,12 @@ pub fn inventory(a: ReadArgs) -> Result<ExitCode> {
         Err(e) => return exit_for(e),
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&inv)?);
+        outln!("{}", serde_json::to_string_pretty(&inv)?);
     } else {
         for d in &inv.devices {
-            println!("{}  health {}", d.profile, d.health);
+            outln!("{}  health {}", d.profile, d.health);
             for c in &d.components {
-                println!(
+                outln!(
                     "  {:<12} running {:<20} stored {}",
                     c.name,
                     c.running.as_deref().unwrap_or("-"),
@@ -358,16 +362,16 @@ pub fn inventory(a: ReadArgs) -> Result<ExitCode> {
 /// The GPUs NVML reports on the host, or why it reports none.
 fn print_nvml(n: &entente_api::NvmlEntry) {
     if let Some(e) = &n.error {
-        println!("  nvml: {e}");
+        outln!("  nvml: {e}");
         return;
     }
-    println!(
+    outln!(
         "  nvml: driver {}, {} GPU(s)",
         n.driver_version.as_deref().unwrap_or("-"),
         n.gpus.len()
     );
     for g in &n.gpus {
-        println!(
+        outln!(
             "    gpu {} {}  {}  vbios {}  inforom {}  {}",
             g.index,
             g.name,
@@ -387,10 +391,10 @@ pub fn history(a: ReadArgs) -> Result<ExitCode> {
         Err(e) => return exit_for(e),
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        outln!("{}", serde_json::to_string_pretty(&entries)?);
     } else {
         for e in entries {
-            println!("{:>14}  {}", e.at_ms, e.event);
+            outln!("{:>14}  {}", e.at_ms, e.event);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -416,7 +420,7 @@ pub fn campaign(c: CampaignCommand) -> Result<ExitCode> {
                 },
             ) {
                 Ok(Reply::CampaignStarted { epoch, manifest }) => {
-                    println!("campaign {epoch} started (manifest {manifest})");
+                    outln!("campaign {epoch} started (manifest {manifest})");
                     Ok(ExitCode::SUCCESS)
                 }
                 Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
@@ -443,14 +447,17 @@ pub fn campaign(c: CampaignCommand) -> Result<ExitCode> {
                 Err(e) => return exit_for(e),
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                outln!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
-                println!(
+                outln!(
                     "node {} ({}): campaign {} — {}",
-                    plan.node, plan.profile, plan.epoch, plan.semantics
+                    plan.node,
+                    plan.profile,
+                    plan.epoch,
+                    plan.semantics
                 );
                 for c in &plan.changes {
-                    println!(
+                    outln!(
                         "  {}: {} -> {} ({} bytes), activation {}{}",
                         c.component,
                         c.from.as_deref().unwrap_or("?"),
@@ -461,7 +468,7 @@ pub fn campaign(c: CampaignCommand) -> Result<ExitCode> {
                     );
                 }
                 for r in &plan.refusals {
-                    println!("  REFUSED: {r}");
+                    outln!("  REFUSED: {r}");
                 }
             }
             Ok(if plan.refusals.is_empty() {
@@ -479,7 +486,7 @@ pub fn link(c: LinkCommand) -> Result<ExitCode> {
         LinkCommand::Retire { socket, peer } => {
             match call(&socket.socket, Request::LinkRetire { peer }) {
                 Ok(_) => {
-                    println!("link to {peer} retired");
+                    outln!("link to {peer} retired");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => exit_for(e),
@@ -488,7 +495,7 @@ pub fn link(c: LinkCommand) -> Result<ExitCode> {
         LinkCommand::Restore { socket, peer } => {
             match call(&socket.socket, Request::LinkRestore { peer }) {
                 Ok(_) => {
-                    println!("link to {peer} restored");
+                    outln!("link to {peer} restored");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => exit_for(e),

@@ -26,8 +26,8 @@ pub fn run(args: KeygenArgs) -> Result<ExitCode> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let key = SecretKey::generate()?;
     let (secret, public) = key.write_pair(&args.out, &args.name)?;
-    println!("secret key: {} (mode 0600)", secret.display());
-    println!("public key: {}", public.display());
-    println!("key id:     {}", key.public().id());
+    outln!("secret key: {} (mode 0600)", secret.display());
+    outln!("public key: {}", public.display());
+    outln!("key id:     {}", key.public().id());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,7 @@
 //! `entente`: the operator CLI.
 
+#[macro_use]
+mod out;
 mod agentcmd;
 mod client;
 mod demo;

@@ -80,19 +80,19 @@ fn sign(args: SignArgs) -> Result<ExitCode> {
     let sig_file = sig_path(&args.out);
     std::fs::write(&sig_file, sig.to_file_text())
         .with_context(|| format!("writing {}", sig_file.display()))?;
-    println!(
+    outln!(
         "signed epoch {} version {} ({} profiles) with key {}",
         manifest.epoch,
         manifest.manifest_version,
         manifest.profiles.len(),
         sig.key_id
     );
-    println!(
+    outln!(
         "manifest:  {} (digest {})",
         args.out.display(),
         manifest.digest()
     );
-    println!("signature: {}", sig_file.display());
+    outln!("signature: {}", sig_file.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -126,41 +126,42 @@ fn show(args: ShowArgs) -> Result<ExitCode> {
             })),
             "manifest": manifest,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("manifest {}", args.file.display());
-    println!("  digest            {}", manifest.digest());
-    println!("  epoch             {}", manifest.epoch);
-    println!("  manifest version  {}", manifest.manifest_version);
-    println!(
+    outln!("manifest {}", args.file.display());
+    outln!("  digest            {}", manifest.digest());
+    outln!("  epoch             {}", manifest.epoch);
+    outln!("  manifest version  {}", manifest.manifest_version);
+    outln!(
         "  expires at        {} ({}){}",
         manifest.expires_at,
         utc(manifest.expires_at),
         if expired { ", EXPIRED" } else { "" }
     );
-    println!("  semantics         {}", manifest.semantics);
+    outln!("  semantics         {}", manifest.semantics);
     match (&signature, verified) {
-        (Some(s), true) => println!("  signature         verified, key {}", s.key_id),
-        (Some(s), false) => println!(
+        (Some(s), true) => outln!("  signature         verified, key {}", s.key_id),
+        (Some(s), false) => outln!(
             "  signature         key {} (not verified: give --pubkey)",
             s.key_id
         ),
-        (None, _) => println!("  signature         none found at {}", sig_file.display()),
+        (None, _) => outln!("  signature         none found at {}", sig_file.display()),
     }
     for (name, p) in &manifest.profiles {
-        println!("profile {name}");
-        println!("  version           {}", p.version);
-        println!("  image sha256      {}", p.sha256);
-        println!("  size              {} bytes", p.size);
-        println!(
+        outln!("profile {name}");
+        outln!("  version           {}", p.version);
+        outln!("  image sha256      {}", p.sha256);
+        outln!("  size              {} bytes", p.size);
+        outln!(
             "  chunks            {} of {} bytes",
             p.chunk_count(),
             p.chunk_size
         );
-        println!(
+        outln!(
             "  compat            epochs {}..={}",
-            p.compat.min_epoch, p.compat.max_epoch
+            p.compat.min_epoch,
+            p.compat.max_epoch
         );
     }
     Ok(ExitCode::SUCCESS)

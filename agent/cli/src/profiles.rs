@@ -78,10 +78,10 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             "profiles": names,
             "errors": report.errors,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else if report.ok() {
         let names: Vec<&str> = report.profiles.iter().map(|p| p.name.as_str()).collect();
-        println!(
+        outln!(
             "{}: {} profiles OK ({})",
             args.dir.display(),
             names.len(),
@@ -119,9 +119,9 @@ fn show(args: ShowArgs) -> Result<ExitCode> {
         }
         Ok(p) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&p)?);
+                outln!("{}", serde_json::to_string_pretty(&p)?);
             } else {
-                print!("{}", text(&p));
+                out!("{}", text(&p));
             }
             Ok(exit(true))
         }

@@ -237,12 +237,12 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     if args.image_only {
         let image = image.expect("checked by fanout()");
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&image_json(None, &image)?)?
             );
         } else {
-            print!("{}", image_text(&image));
+            out!("{}", image_text(&image));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -266,13 +266,13 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
             .with_context(|| format!("writing the plot to {}", path.display()))?;
     }
     match (&image, args.json) {
-        (Some(i), true) => println!(
+        (Some(i), true) => outln!(
             "{}",
             serde_json::to_string_pretty(&image_json(Some(&report), i)?)?
         ),
-        (None, true) => println!("{}", serde_json::to_string_pretty(&report)?),
-        (Some(i), false) => print!("{}{}", report.text(), image_text(i)),
-        (None, false) => print!("{}", report.text()),
+        (None, true) => outln!("{}", serde_json::to_string_pretty(&report)?),
+        (Some(i), false) => out!("{}{}", report.text(), image_text(i)),
+        (None, false) => out!("{}", report.text()),
     }
     Ok(if args.check && !report.passed() {
         ExitCode::from(1)
@@ -335,11 +335,11 @@ fn run_swarm(args: &SimArgs, runs: u64) -> Result<ExitCode> {
         })).collect::<Vec<_>>(),
     });
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!("swarm: {} runs, {} failed", runs, failed.len());
+        outln!("swarm: {} runs, {} failed", runs, failed.len());
         for r in &failed {
-            println!("  {}", r.reproduce);
+            outln!("  {}", r.reproduce);
         }
     }
     Ok(if args.check && !failed.is_empty() {

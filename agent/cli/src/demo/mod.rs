@@ -181,7 +181,7 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
                 "id": ag.id, "config": ag.config, "socket": ag.socket, "log": ag.log,
             })).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     let bin = entented_binary(a.entented.clone())?;
@@ -227,9 +227,9 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
         ..report
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        outln!(
             "{} nodes, {} links: {} in {:.1} s; safety violations {}, agents killed {} (state stores deleted {})",
             report.nodes,
             report.links,
@@ -244,7 +244,7 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
             report.wipes
         );
         if let Some(ms) = report.image_all_hosts_ms {
-            println!(
+            outln!(
                 "image of {} MiB on every agent after {:.2} s ({})",
                 report.image_mb,
                 ms as f64 / 1000.0,
@@ -252,7 +252,7 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
             );
         }
         if let Some(d) = &report.dir {
-            println!("state and logs kept in {d}");
+            outln!("state and logs kept in {d}");
         }
     }
     if !keep {

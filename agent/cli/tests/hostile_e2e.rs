@@ -251,3 +251,63 @@ fn a_closed_pipe_ends_the_command_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(text.ends_with("status 141\n"), "{text}{err}");
 }
+
+#[test]
+fn hostile_admin_group_only() {
+    let dir = tempdir("hostile-admin-only");
+    let mut c = Cluster::new(&dir, 2);
+    let _ = support::reader_group(&dir, &c);
+    let _ = Command::new("groupadd")
+        .arg("-f")
+        .arg("entente-e2e-admin")
+        .status();
+    let admin =
+        String::from_utf8(run(Command::new("getent").args(["group", "entente-e2e-admin"])).stdout)
+            .unwrap()
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .to_owned();
+    let config = c.agent(0, "config");
+    std::fs::write(
+        config.with_extension("d").join("11-admin.toml"),
+        "admin_group = \"entente-e2e-admin\"\n",
+    )
+    .unwrap();
+    let manifest = c.path("manifest");
+    for f in [manifest.clone(), c.path("signature")] {
+        chmod(&f, 0o644);
+    }
+    c.start(0);
+    let as_user = |groups: &str| {
+        run(Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                &format!("--groups={groups}"),
+            ])
+            .arg(env!("CARGO_BIN_EXE_entente"))
+            .args(["campaign", "plan", "--manifest"])
+            .arg(&manifest)
+            .arg("--socket")
+            .arg(c.socket(0)))
+    };
+    // A member of the admin group only plans the campaign.
+    let out = as_user(&admin);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "an admin-group member was refused: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A user in neither group is told it may not (exit 3), not that the agent is unreachable.
+    let out = as_user("65534");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("may not"));
+}

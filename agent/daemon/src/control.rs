@@ -2,6 +2,13 @@
 //! Callers are identified by SO_PEERCRED; read commands need root or the read (or admin) group,
 //! mutating ones root or the admin group. Refusals are answered and logged.
 //!
+//! The socket is mode 0666: the credentials the kernel attaches to the connection are the gate,
+//! not the file's group, so members of the read group and of the admin group both reach it (a
+//! file has one group) and anyone else is told plainly that they may not (exit 3), rather than
+//! finding the agent unreachable. What a stranger can hold is bounded: at most
+//! [`PER_USER`] of its connections are read at once, and [`RESERVED`] reading slots beyond
+//! [`MAX_CLIENTS`] are kept for root and the agent's own user.
+//!
 //! Clients are read and answered on threads of their own, never on the protocol loop: a request
 //! is at most [`MAX_REQUEST`] bytes, read within [`REQUEST_DEADLINE`], and at most
 //! [`MAX_CLIENTS`] are read at once; so a slow, silent or endless client cannot stall the agent
@@ -12,12 +19,12 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender};
 use entente_api::{Envelope, ErrorCode, Request, Response, API_VERSION};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest request line accepted, in bytes (a manifest with its signature fits many times).
@@ -26,6 +33,10 @@ pub const MAX_REQUEST: usize = 1 << 20;
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// Clients read at once; more are turned away until one finishes.
 pub const MAX_CLIENTS: usize = 32;
+/// Connections of one user (other than root and the agent's user) read at once.
+pub const PER_USER: usize = 4;
+/// Reading slots beyond [`MAX_CLIENTS`] that only root and the agent's user may take.
+pub const RESERVED: usize = 8;
 /// Most bytes of a request a log line carries.
 pub const LOGGED_BYTES: usize = 200;
 /// Time the agent spends writing one answer to a client that does not read it.
@@ -50,8 +61,8 @@ pub struct ControlServer {
     /// Requests read (by the client threads), waiting for the loop.
     ready: Receiver<Pending>,
     ready_tx: Sender<Pending>,
-    /// Clients being read now.
-    reading: Arc<AtomicUsize>,
+    /// Clients being read now, by user id.
+    reading: Arc<Mutex<HashMap<u32, usize>>>,
     /// Clients turned away since the last log line about them.
     turned_away: u64,
     last_turned_away_log: Instant,
@@ -137,12 +148,9 @@ impl ControlServer {
         let listener =
             UnixListener::bind(&path).with_context(|| format!("bind {}", path.display()))?;
         listener.set_nonblocking(true)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
         let read_gid = gid_of(&cfg.read_group, "read_group")?;
         let admin_gid = gid_of(&cfg.admin_group, "admin_group")?;
-        if let Some(g) = read_gid.or(admin_gid) {
-            let _ = nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(g)));
-        }
         let (ready_tx, ready) = crossbeam_channel::unbounded();
         Ok(ControlServer {
             listener,
@@ -154,7 +162,7 @@ impl ControlServer {
             }),
             ready,
             ready_tx,
-            reading: Arc::new(AtomicUsize::new(0)),
+            reading: Arc::new(Mutex::new(HashMap::new())),
             turned_away: 0,
             last_turned_away_log: Instant::now(),
         })
@@ -180,12 +188,15 @@ impl ControlServer {
     /// read so far, authorisation already decided. Never blocks.
     pub fn accept(&mut self) -> Vec<Pending> {
         while let Ok((stream, _)) = self.listener.accept() {
-            if self.reading.load(Ordering::Relaxed) >= MAX_CLIENTS {
+            let Ok(cred) = getsockopt(&stream, PeerCredentials) else {
+                continue;
+            };
+            let uid = cred.uid();
+            if !self.admit(uid) {
                 // Closed at once: the client sees the connection end without an answer.
                 self.turned_away += 1;
                 continue;
             }
-            self.reading.fetch_add(1, Ordering::Relaxed);
             let (access, tx, reading) = (
                 Arc::clone(&self.access),
                 self.ready_tx.clone(),
@@ -197,17 +208,17 @@ impl ControlServer {
                     if let Some(p) = read_client(stream, &access) {
                         let _ = tx.send(p);
                     }
-                    reading.fetch_sub(1, Ordering::Relaxed);
+                    release(&reading, uid);
                 });
             if let Err(e) = spawned {
-                self.reading.fetch_sub(1, Ordering::Relaxed);
+                release(&self.reading, uid);
                 tracing::error!("control socket: cannot start a client thread: {e}");
             }
         }
         if self.turned_away > 0 && self.last_turned_away_log.elapsed() >= Duration::from_secs(10) {
             tracing::warn!(
-                "control socket: {} clients turned away in the last {} s ({MAX_CLIENTS} were \
-                 being read already)",
+                "control socket: {} clients turned away in the last {} s (at most {MAX_CLIENTS} \
+                 are read at once, {PER_USER} per user)",
                 self.turned_away,
                 self.last_turned_away_log.elapsed().as_secs()
             );
@@ -215,6 +226,36 @@ impl ControlServer {
             self.last_turned_away_log = Instant::now();
         }
         self.ready.try_iter().collect()
+    }
+}
+
+impl ControlServer {
+    /// Takes a reading slot for a client of user `uid`, if the limits allow.
+    fn admit(&self, uid: u32) -> bool {
+        let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = reading.values().sum();
+        let privileged = uid == 0 || uid == self.access.own_uid;
+        let mine = reading.get(&uid).copied().unwrap_or(0);
+        let room = if privileged {
+            total < MAX_CLIENTS + RESERVED
+        } else {
+            total < MAX_CLIENTS && mine < PER_USER
+        };
+        if room {
+            *reading.entry(uid).or_default() += 1;
+        }
+        room
+    }
+}
+
+/// Gives back the reading slot of a client of user `uid`.
+fn release(reading: &Mutex<HashMap<u32, usize>>, uid: u32) {
+    let mut reading = reading.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = reading.get_mut(&uid) {
+        *n -= 1;
+        if *n == 0 {
+            reading.remove(&uid);
+        }
     }
 }
 

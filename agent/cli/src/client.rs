@@ -7,10 +7,44 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-/// Exit status for a request the agent refused (documented in the README).
-pub const EXIT_REFUSED: u8 = 3;
-/// Exit status when there was nothing to do.
+/// Exit status of an error (documented in the README with the others).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status when there was nothing to do (as fwupdmgr).
 pub const EXIT_NOTHING_TO_DO: u8 = 2;
+/// Exit status for a request the agent refused, or a caller not allowed to ask.
+pub const EXIT_REFUSED: u8 = 3;
+/// Exit status when the agent cannot be reached.
+pub const EXIT_UNREACHABLE: u8 = 4;
+/// Exit status of bad usage: unknown options, bad values (as sysexits' EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+/// The agent could not be reached (no socket, nobody listening).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
+
+/// The caller may not reach the agent's socket (a directory on the way refuses it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotAllowed(pub String);
+
+/// The command was used wrongly: an option or value it cannot take.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// The exit status an error of a command maps to.
+pub fn exit_status(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<Usage>().is_some() {
+        EXIT_USAGE
+    } else if e.downcast_ref::<Unreachable>().is_some() {
+        EXIT_UNREACHABLE
+    } else if e.downcast_ref::<NotAllowed>().is_some() {
+        EXIT_REFUSED
+    } else {
+        EXIT_ERROR
+    }
+}
 
 /// An error the agent answered with.
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +58,20 @@ pub struct AgentError {
 
 /// Sends `request` to the agent at `socket` and returns its reply.
 pub fn call(socket: &Path, request: Request) -> Result<Reply> {
-    let mut s = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot reach the agent at {} (is entented running? --socket names another)",
-            socket.display()
-        )
+    let mut s = UnixStream::connect(socket).map_err(|e| -> anyhow::Error {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            NotAllowed(format!(
+                "may not reach the agent at {}: {e} (a directory on the way is closed to you)",
+                socket.display()
+            ))
+            .into()
+        } else {
+            Unreachable(format!(
+                "cannot reach the agent at {}: {e} (is entented running? --socket names another)",
+                socket.display()
+            ))
+            .into()
+        }
     })?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut line = serde_json::to_vec(&Envelope {

@@ -53,7 +53,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                client::EXIT_USAGE
+            } else {
+                0 // --help, --version
+            });
+        }
+    };
     let result = match cli.command {
         Command::Sim(args) => sim::run(args),
         Command::Keygen(args) => keygen::run(args),
@@ -74,7 +84,7 @@ fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::from(2)
+            ExitCode::from(client::exit_status(&e))
         }
     }
 }

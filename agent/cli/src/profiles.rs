@@ -66,7 +66,9 @@ fn print_errors(errors: &[ProfileError]) {
 
 fn check(args: CheckArgs) -> Result<ExitCode> {
     if !args.dir.is_dir() {
-        bail!("{} is not a directory", args.dir.display());
+        return Err(
+            crate::client::Usage(format!("{} is not a directory", args.dir.display())).into(),
+        );
     }
     let report = profile::check_dir(&args.dir);
     if args.json {

@@ -231,8 +231,12 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     if let Some(runs) = args.swarm {
         return run_swarm(&args, runs);
     }
-    let cfg = args.config()?;
-    let fanout = args.fanout()?;
+    let cfg = args
+        .config()
+        .map_err(|e| crate::client::Usage(format!("{e:#}")))?;
+    let fanout = args
+        .fanout()
+        .map_err(|e| crate::client::Usage(format!("{e:#}")))?;
     let image = fanout.as_ref().map(entente_sim::fanout::run);
     if args.image_only {
         let image = image.expect("checked by fanout()");
@@ -310,7 +314,8 @@ fn image_text(i: &FanoutReport) -> String {
 }
 
 fn run_swarm(args: &SimArgs, runs: u64) -> Result<ExitCode> {
-    let protocol = Protocol::parse(&args.protocol)?;
+    let protocol =
+        Protocol::parse(&args.protocol).map_err(|e| crate::client::Usage(format!("{e:#}")))?;
     let mut failed = Vec::new();
     let bar = ProgressBar::new(runs);
     for k in 0..runs {

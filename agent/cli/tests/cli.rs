@@ -134,10 +134,10 @@ fn check_exits_1_when_fito_2pc_gives_up_waiting() {
     );
 }
 
-/// Bad usage exits 2 with a message that names the option, never a panic, and prints no
+/// Bad usage exits 64 (sysexits' EX_USAGE) with a message that names the option, never a panic, and prints no
 /// report.
 #[test]
-fn invalid_arguments_exit_2_naming_the_option() {
+fn invalid_arguments_exit_64_naming_the_option() {
     for (args, names) in [
         ("--nodes 0", "--nodes"),
         ("--loss 1.5", "--loss"),
@@ -162,7 +162,7 @@ fn invalid_arguments_exit_2_naming_the_option() {
     ] {
         let out = sim(args);
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(2), "{args}: {err}");
+        assert_eq!(out.status.code(), Some(64), "{args}: {err}");
         assert!(
             err.contains(names),
             "{args}: message does not name {names}: {err}"
@@ -211,7 +211,7 @@ fn plot_draws_every_protocol() {
 fn plot_to_an_unwritable_path_is_an_error_not_a_panic() {
     let out = sim("--nodes 8 --plot /nonexistent-entente-dir/plot.svg");
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("/nonexistent-entente-dir/plot.svg"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }

@@ -311,3 +311,58 @@ fn hostile_admin_group_only() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("may not"));
 }
+
+#[test]
+fn cli_exit_codes() {
+    // The table in README.md, "Exit codes": one command for each status.
+    let dir = tempdir("exit-codes");
+    let mut c = Cluster::new(&dir, 2);
+    let code = |cmd: &mut Command| run(cmd).status.code();
+    let status = |c: &Cluster| {
+        let mut cmd = entente();
+        cmd.args(["status", "--socket"]).arg(c.socket(0));
+        cmd
+    };
+    // 4: the agent cannot be reached
+    assert_eq!(code(&mut status(&c)), Some(4));
+    // 64: usage
+    assert_eq!(
+        code(entente().args(["status", "--no-such-option"])),
+        Some(64)
+    );
+    assert_eq!(code(entente().args(["sim", "--nodes", "0"])), Some(64));
+    // 0: ok
+    c.start(0);
+    assert_eq!(code(&mut status(&c)), Some(0));
+    // 0 for help
+    assert_eq!(code(entente().arg("--help")), Some(0));
+    // 3: refused (a manifest whose signature does not match it)
+    let tampered = dir.join("tampered.manifest");
+    let text = std::fs::read_to_string(c.path("manifest")).unwrap();
+    std::fs::write(&tampered, text.replace("\"epoch\":1", "\"epoch\":2")).unwrap();
+    let refused = c.start_campaign(0, &tampered, &c.path("signature"), None);
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // 0, then 2: started, then nothing to do
+    c.start_seeded_campaign();
+    let again = c.start_campaign(0, &c.path("manifest"), &c.path("signature"), None);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // 1: an error (a file that is not there)
+    assert_eq!(
+        code(
+            entente()
+                .args(["manifest", "show"])
+                .arg(dir.join("absent.manifest"))
+        ),
+        Some(1)
+    );
+}

@@ -220,7 +220,7 @@ fn errors_in_several_files_are_all_printed() {
 fn a_missing_directory_is_bad_usage() {
     let dir = TempDir::new("a_missing_directory_is_bad_usage");
     let out = check(&dir.path().join("absent"), false);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(
         stderr(&out).contains("is not a directory"),
         "{}",

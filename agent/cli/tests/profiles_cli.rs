@@ -248,5 +248,5 @@ fn show_prints_a_profile_as_text_and_json() {
     assert_eq!(v["activations"][0]["disruptive"], true);
 
     let out = entente(&["profiles", "show", "no-such", "--dir", dir]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
 }

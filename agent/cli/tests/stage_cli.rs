@@ -24,11 +24,11 @@ fn ok(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Exit code 2 and the stderr text.
+/// Exit code 1 (an error) and the stderr text.
 fn refused(o: &Output) -> String {
     assert_eq!(
         o.status.code(),
-        Some(2),
+        Some(1),
         "stdout:\n{}",
         String::from_utf8_lossy(&o.stdout)
     );

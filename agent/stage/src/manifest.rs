@@ -130,6 +130,20 @@ pub struct ProfileImage {
     pub version: String,
 }
 
+/// Checks a chunk size: a multiple of [`MIN_CHUNK_SIZE`] from [`MIN_CHUNK_SIZE`] to
+/// [`MAX_CHUNK_SIZE`]; the error names the size given.
+pub fn check_chunk_size(chunk_size: u32) -> Result<(), String> {
+    if chunk_size < MIN_CHUNK_SIZE
+        || chunk_size > MAX_CHUNK_SIZE
+        || !chunk_size.is_multiple_of(MIN_CHUNK_SIZE)
+    {
+        return Err(format!(
+            "chunk_size {chunk_size} is not a multiple of {MIN_CHUNK_SIZE} between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}"
+        ));
+    }
+    Ok(())
+}
+
 impl ProfileImage {
     /// Describes the image read from `r`: its digests and size, cut in `chunk_size` chunks.
     pub fn from_reader(
@@ -182,14 +196,8 @@ impl ProfileImage {
 
     fn validate(&self, name: &str) -> Result<(), ManifestError> {
         let bad = |what: String| Err(ManifestError::Invalid(format!("profile {name}: {what}")));
-        if self.chunk_size < MIN_CHUNK_SIZE
-            || self.chunk_size > MAX_CHUNK_SIZE
-            || !self.chunk_size.is_multiple_of(MIN_CHUNK_SIZE)
-        {
-            return bad(format!(
-                "chunk_size {} is not a multiple of {MIN_CHUNK_SIZE} between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}",
-                self.chunk_size
-            ));
+        if let Err(why) = check_chunk_size(self.chunk_size) {
+            return bad(why);
         }
         if self.size == 0 {
             return bad("size is 0".into());

@@ -119,6 +119,10 @@ impl ManifestSpec {
         };
         let mut profiles = BTreeMap::new();
         for (name, p) in &self.profiles {
+            // Checked before the image is read in chunks of that size (a huge one would be
+            // allocated first).
+            crate::manifest::check_chunk_size(p.chunk_size)
+                .map_err(|why| SpecError::Invalid(format!("profile {name}: {why}")))?;
             let path = base.join(&p.image);
             let io = |source| SpecError::Io {
                 path: path.clone(),
@@ -129,8 +133,8 @@ impl ManifestSpec {
                 min_epoch: p.compat[0],
                 max_epoch: p.compat[1],
             };
-            let image = ProfileImage::from_reader(f, p.chunk_size.max(1), &p.version, compat)
-                .map_err(io)?;
+            let image =
+                ProfileImage::from_reader(f, p.chunk_size, &p.version, compat).map_err(io)?;
             profiles.insert(name.clone(), image);
         }
         let m = Manifest {
@@ -222,5 +226,25 @@ mod tests {
             ManifestSpec::load(&p).unwrap().build(dir.path(), 0),
             Err(SpecError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn a_bad_chunk_size_is_named_as_written_before_the_image_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fw.bin"), vec![5u8; 10_000]).unwrap();
+        for size in [0u64, 1000, 4_294_967_295] {
+            let path = dir.path().join("m.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "epoch = 3\nmanifest_version = 4\nexpires_at = 100\nsemantics = \"x\"\n\
+                     [profiles.gpu-a]\nimage = \"fw.bin\"\nversion = \"9\"\nchunk_size = {size}\ncompat = [2, 3]\n"
+                ),
+            )
+            .unwrap();
+            let spec = ManifestSpec::load(&path).unwrap();
+            let err = spec.build(dir.path(), 0).unwrap_err().to_string();
+            assert!(err.contains(&format!("chunk_size {size} ")), "{err}");
+        }
     }
 }

@@ -133,8 +133,7 @@ pub struct ProfileImage {
 /// Checks a chunk size: a multiple of [`MIN_CHUNK_SIZE`] from [`MIN_CHUNK_SIZE`] to
 /// [`MAX_CHUNK_SIZE`]; the error names the size given.
 pub fn check_chunk_size(chunk_size: u32) -> Result<(), String> {
-    if chunk_size < MIN_CHUNK_SIZE
-        || chunk_size > MAX_CHUNK_SIZE
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size)
         || !chunk_size.is_multiple_of(MIN_CHUNK_SIZE)
     {
         return Err(format!(

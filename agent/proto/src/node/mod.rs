@@ -251,15 +251,10 @@ impl Node {
         }
         self.device_ready = Some((epoch, result.is_ok()));
         match result {
-            Ok(()) => {
-                if self.record.phase.phase == Phase::Activated {
-                    self.announce_activated(now);
-                } else {
-                    for i in 0..self.links.len() {
-                        self.try_propose(now, i);
-                    }
-                }
-            }
+            // Announced whatever the phase reached meanwhile: a node whose live links were all
+            // retired may have converged before its device answered, and its neighbours still
+            // need to hear it activated once a link is restored.
+            Ok(()) => self.announce_activated(now),
             Err(reason) => self.emit(Output::Event(Event::DeviceRefusedEpoch { epoch, reason })),
         }
     }

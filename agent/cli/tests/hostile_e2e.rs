@@ -257,17 +257,7 @@ fn hostile_admin_group_only() {
     let dir = tempdir("hostile-admin-only");
     let mut c = Cluster::new(&dir, 2);
     let _ = support::reader_group(&dir, &c);
-    let _ = Command::new("groupadd")
-        .arg("-f")
-        .arg("entente-e2e-admin")
-        .status();
-    let admin =
-        String::from_utf8(run(Command::new("getent").args(["group", "entente-e2e-admin"])).stdout)
-            .unwrap()
-            .split(':')
-            .nth(2)
-            .unwrap()
-            .to_owned();
+    let admin = support::group("entente-e2e-admin");
     let config = c.agent(0, "config");
     std::fs::write(
         config.with_extension("d").join("11-admin.toml"),

@@ -298,6 +298,17 @@ pub fn is_root() -> bool {
         .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
 }
 
+/// The id of group `name`, created if missing (needs root).
+pub fn group(name: &str) -> String {
+    let _ = Command::new("groupadd").arg("-f").arg(name).status();
+    String::from_utf8(run(Command::new("getent").args(["group", name])).stdout)
+        .unwrap()
+        .split(':')
+        .nth(2)
+        .unwrap_or_else(|| panic!("no group {name}"))
+        .to_owned()
+}
+
 /// Makes group `entente-e2e` node 0's read group (created if missing) and lets other users
 /// reach its socket through the directories; returns the group's id. Needs root and setpriv.
 pub fn reader_group(dir: &Path, c: &Cluster) -> String {
@@ -309,16 +320,7 @@ pub fn reader_group(dir: &Path, c: &Cluster) -> String {
         Command::new("setpriv").arg("--version").output().is_ok(),
         "this test needs setpriv (util-linux)"
     );
-    let _ = Command::new("groupadd")
-        .arg("-f")
-        .arg("entente-e2e")
-        .status();
-    let gid = String::from_utf8(run(Command::new("getent").args(["group", "entente-e2e"])).stdout)
-        .unwrap()
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .to_owned();
+    let gid = group("entente-e2e");
     let config = c.agent(0, "config");
     std::fs::create_dir_all(config.with_extension("d")).unwrap();
     std::fs::write(

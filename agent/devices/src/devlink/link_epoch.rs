@@ -10,8 +10,6 @@
 use crate::device::DeviceError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The state file's name in the backend's state directory.
@@ -111,16 +109,7 @@ impl LinkEpochs {
             peers: self.epochs.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&saved).expect("a map of numbers serializes");
-        let tmp = path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(&bytes).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io("renaming onto", path))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing directory", dir))
+        crate::sim::state::replace_file(path, &bytes)
     }
 }
 

@@ -19,7 +19,7 @@
 //! A fresh directory starts with the factory image, version [`FACTORY_VERSION`], in bank A.
 
 mod faults;
-mod state;
+pub(crate) mod state;
 
 pub use faults::{CorruptBank, Faults};
 

@@ -134,14 +134,20 @@ impl SimState {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(&bytes).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io("renaming onto", path))?;
-        sync_dir(path)
+        replace_file(path, &bytes)
     }
+}
+
+/// Replaces the file at `path` with `bytes` atomically: a temporary file beside it, fsync,
+/// rename, fsync of the directory. After a crash the file is the old content or the new one.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), DeviceError> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
+    f.write_all(bytes).map_err(io("writing", &tmp))?;
+    f.sync_all().map_err(io("syncing", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io("renaming onto", path))?;
+    sync_dir(path)
 }
 
 /// Makes a rename or a creation in `path`'s directory durable.

@@ -5,14 +5,10 @@
 //! digest the campaign names), then fetches the image for its own hw-profile chunk by chunk from
 //! its neighbours, each chunk verified against the manifest before it is written or forwarded.
 //!
-//! The image travels as a pipelined swarm (ARCHITECTURE.md, "Image fan-out"): neighbours
-//! announce the chunks they hold (`Have`), including those of an image they are still
-//! receiving; a node asks for the chunk its neighbourhood holds least often, of the neighbour
-//! it has the fewest requests open with, at most [`PER_PEER`] per neighbour and [`WINDOW`] in
-//! all, within the download cap. A neighbour that announced nothing is asked all the same and
-//! says when it has nothing yet. A neighbour that sends a chunk that does not match the signed
-//! manifest is dropped as a source for the rest of the campaign, and the history names it.
-//! With `fanout.strategy = "pull-one"` only `fanout.source` is asked (the baseline).
+//! Which chunk to ask for, of whom, and what to do with every answer is decided by
+//! `entente_node::fanout` (the same code the simulator runs); this file moves the bytes: slots,
+//! requests, verification, the store. With `fanout.strategy = "pull-one"` only
+//! `fanout.source` is asked (the baseline).
 
 use super::acceptance::Purpose;
 use super::campaign::{decide_on, texts};
@@ -23,22 +19,17 @@ use crate::worker::Job;
 use anyhow::Result;
 use bytes::Bytes;
 use entente_fastpath::ConnId;
+use entente_node::fanout::{ChunkFetch, FetchParams, ImageShape, Strategy};
 use entente_proto::msg::Campaign;
 use entente_stage::{Digest, Manifest, ProfileImage, Signature, Staging, VerifyError};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Largest manifest (with its signature) accepted over the wire.
 const MAX_MANIFEST: u32 = 1 << 20;
-/// Chunk requests in flight per neighbour (each needs one of the connection's bulk slots).
-const PER_PEER: usize = 2;
-/// Chunk requests in flight in all (the simulator's model uses the same numbers).
-const WINDOW: usize = 2;
-/// Wait before asking a neighbour that had nothing again.
-const NOT_YET_BACKOFF: Duration = Duration::from_millis(150);
-/// Wait before asking a neighbour whose uplink was busy again.
-const BUSY_BACKOFF: Duration = Duration::from_millis(15);
+/// Wait before asking the neighbours for a manifest again, after a round where none had it.
+const MANIFEST_RETRY: Duration = Duration::from_millis(150);
 
 /// Where this node is in acquiring the current campaign's image.
 // One per agent: the size of the largest variant costs nothing worth a box.
@@ -65,14 +56,8 @@ pub enum Fetch {
         image: ProfileImage,
         /// The partial image in the store.
         staging: Box<Staging>,
-        /// Chunks still to ask for.
-        want: BTreeSet<u32>,
-        /// Requests in flight: (peer, slot) → (chunk, when it was asked).
-        inflight: HashMap<(u64, u32), (u32, Instant)>,
-        /// Neighbours that had nothing, until when.
-        resting: HashMap<u64, Instant>,
-        /// Neighbours that sent a chunk that did not verify: never asked again this campaign.
-        banned: BTreeSet<u64>,
+        /// What is asked of whom (the policy).
+        progress: ChunkFetch,
         /// Chunks fetched from neighbours (and verified) since this staging began.
         fetched: u32,
         /// Of those, chunks written to the disk from the memory they arrived in (an RDMA slot).
@@ -84,18 +69,6 @@ pub enum Fetch {
     },
     /// The device is flashing the staged image.
     Flashing,
-}
-
-/// How long a chunk request may stay unanswered before it is asked of another neighbour: ten
-/// seconds, or eight chunk times at the configured image-traffic cap if that is longer (a
-/// source queues a few requests behind its cap).
-fn request_deadline(chunk_size: u32, max_mib_per_s: f64) -> Duration {
-    let floor = Duration::from_secs(10);
-    if max_mib_per_s <= 0.0 {
-        return floor;
-    }
-    let chunk_s = f64::from(chunk_size) / (max_mib_per_s * 1024.0 * 1024.0);
-    floor.max(Duration::from_secs_f64((8.0 * chunk_s).min(3600.0)))
 }
 
 fn manifest_dir(data: &Path) -> std::path::PathBuf {
@@ -147,9 +120,11 @@ impl Agent {
 
     fn remember_images(&mut self, m: &Manifest) {
         for img in m.profiles.values() {
+            let epoch = self.image_epochs.entry(img.sha256.0).or_default();
+            *epoch = (*epoch).max(m.epoch);
             if self.store.contains(img) {
                 self.images.insert(img.sha256.0, img.clone());
-                self.have_dirty.insert(img.sha256.0);
+                self.announcements.changed(img.sha256.0);
             }
         }
     }
@@ -225,7 +200,17 @@ impl Agent {
         }
         match self.store.begin(&image) {
             Ok(staging) => {
-                let want = staging.missing_chunks().into_iter().collect();
+                let params = FetchParams::agent(
+                    image.chunk_size,
+                    self.cfg.fanout.max_mib_per_s,
+                    self.strategy(),
+                );
+                let progress = ChunkFetch::new(
+                    image_shape(&image),
+                    staging.missing_chunks(),
+                    self.cfg.node_id,
+                    params,
+                );
                 let resumed = staging.resumed_chunks();
                 self.history(&format!(
                     "fetching image {} ({} chunks, {} already here)",
@@ -238,16 +223,13 @@ impl Agent {
                     campaign: c,
                     image,
                     staging: Box::new(staging),
-                    want,
-                    inflight: HashMap::new(),
-                    resting: HashMap::new(),
-                    banned: BTreeSet::new(),
+                    progress,
                     fetched: 0,
                     in_place: 0,
                     resumed,
                     started: Instant::now(),
                 };
-                self.have_changed(digest);
+                self.announcements.changed(digest);
             }
             Err(e) => {
                 tracing::error!("staging: {e}");
@@ -288,7 +270,7 @@ impl Agent {
                     match conns.iter().find(|c| !tried.contains(&c.peer)).copied() {
                         None => {
                             tried.clear();
-                            *retry_at = Instant::now() + NOT_YET_BACKOFF;
+                            *retry_at = Instant::now() + MANIFEST_RETRY;
                         }
                         Some(conn) => match self.transport.grant_bulk(conn, MAX_MANIFEST) {
                             Ok(slot) => {
@@ -304,75 +286,51 @@ impl Agent {
                 }
             }
             Fetch::Chunks {
-                image,
-                staging,
-                want,
-                inflight,
-                resting,
-                banned,
-                ..
+                staging, progress, ..
             } => {
                 if let Err(e) = staging.push_writes() {
                     tracing::error!("writing the image: {e}");
                 }
-                let now = Instant::now();
-                resting.retain(|_, until| now < *until);
-                let sources: Vec<ConnId> = conns
-                    .iter()
-                    .filter(|c| !banned.contains(&c.peer) && self.may_fetch_from(c.peer))
-                    .copied()
-                    .collect();
-                let peers: Vec<u64> = sources.iter().map(|c| c.peer).collect();
+                let now = self.now();
                 // A request unanswered past its deadline is asked of someone else; its slot is
                 // withdrawn (a chunk arriving in it later breaks that connection, which then
                 // starts afresh).
-                let deadline = request_deadline(image.chunk_size, self.cfg.fanout.max_mib_per_s);
-                let late: Vec<(u64, u32)> = inflight
-                    .iter()
-                    .filter(|(_, (_, asked))| now.duration_since(*asked) >= deadline)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for (peer, slot) in late {
-                    if let Some((index, _)) = inflight.remove(&(peer, slot)) {
-                        tracing::warn!(
-                            peer,
-                            index,
-                            "chunk request unanswered after {} ms: asking elsewhere",
-                            deadline.as_millis()
-                        );
-                        want.insert(index);
-                        resting.insert(peer, now + NOT_YET_BACKOFF);
-                        if let Some(conn) = sources.iter().find(|c| c.peer == peer) {
-                            self.transport.revoke_bulk(*conn, slot);
-                        }
+                for late in progress.expire(now) {
+                    tracing::warn!(
+                        peer = late.peer,
+                        index = late.index,
+                        "chunk request unanswered past its deadline: asking elsewhere"
+                    );
+                    if let Some(conn) = conns.iter().find(|c| c.peer == late.peer) {
+                        self.transport.revoke_bulk(*conn, late.slot);
                     }
                 }
-                while inflight.len() < WINDOW {
-                    let Some((conn, index)) =
-                        self.choose(image, want, inflight, resting, &sources, &peers)
-                    else {
-                        break;
-                    };
-                    let len = image.chunk_len(index);
-                    // Charged when the chunk arrives: a declined request costs nothing.
-                    if !self.download.allows(len as u64, now) {
-                        break;
-                    }
-                    match self.transport.grant_bulk(conn, len as u32) {
-                        Ok(slot) => {
-                            want.remove(&index);
-                            inflight.insert((conn.peer, slot), (index, now));
-                            let image = image.sha256.0;
-                            self.request(conn, Envelope::ChunkReq { image, index, slot });
-                        }
-                        Err(_) => {
-                            // Every slot of that connection is in use (a chunk may still be on
-                            // its way to the disk from its slot): ask again shortly.
-                            resting.insert(conn.peer, now + BUSY_BACKOFF);
-                        }
+                let peers: Vec<u64> = conns.iter().map(|c| c.peer).collect();
+                let transport = &mut self.transport;
+                let asks = progress.fill(
+                    now,
+                    &peers,
+                    &self.holdings,
+                    &mut self.download,
+                    |peer, len| {
+                        let conn = conns.iter().find(|c| c.peer == peer)?;
+                        // None when every slot of that connection is in use (a chunk may still be
+                        // on its way to the disk from its slot).
+                        transport.grant_bulk(*conn, len).ok()
+                    },
+                );
+                let image = progress.shape().id;
+                for a in asks {
+                    if let Some(conn) = conns.iter().find(|c| c.peer == a.peer) {
+                        let req = Envelope::ChunkReq {
+                            image,
+                            index: a.index,
+                            slot: a.slot,
+                        };
+                        self.request(*conn, req);
                     }
                 }
-                finished = want.is_empty() && inflight.is_empty();
+                finished = progress.done();
             }
             Fetch::Idle | Fetch::Flashing => {}
         }
@@ -386,72 +344,27 @@ impl Agent {
     /// How far the image fetch is, for `entente status`.
     pub(super) fn image_progress(&self) -> Option<entente_api::ImageProgress> {
         let Fetch::Chunks {
-            image,
-            staging,
-            banned,
-            ..
+            image, progress, ..
         } = &self.fetch
         else {
             return None;
         };
         Some(entente_api::ImageProgress {
             sha256: image.sha256.to_hex(),
-            chunks_held: image.chunk_count() - staging.missing_chunks().len() as u32,
+            chunks_held: image.chunk_count() - progress.missing() as u32,
             chunks: image.chunk_count(),
-            dropped_sources: banned.iter().copied().collect(),
+            dropped_sources: progress.banned().collect(),
         })
     }
 
-    /// Whether the strategy lets this node fetch from `peer`.
-    fn may_fetch_from(&self, peer: u64) -> bool {
-        match self.cfg.fanout.strategy {
-            FanoutStrategy::Pipeline => true,
-            FanoutStrategy::PullOne => self.cfg.fanout.source == Some(peer),
+    /// The configured fan-out strategy.
+    pub(super) fn strategy(&self) -> Strategy {
+        match (self.cfg.fanout.strategy, self.cfg.fanout.source) {
+            (FanoutStrategy::PullOne, Some(source)) => Strategy::PullOne { source },
+            // Config validation requires a source for pull-one; without one, no neighbour is.
+            (FanoutStrategy::PullOne, None) => Strategy::PullOne { source: u64::MAX },
+            (FanoutStrategy::Pipeline, _) => Strategy::Pipeline,
         }
-    }
-
-    /// The next request: the rarest wanted chunk (fewest neighbours announced it) that some
-    /// source with a free slot holds, asked of the source with the fewest requests open. A
-    /// source that announced nothing may hold anything; it is asked only for chunks no
-    /// announcing source offers.
-    fn choose(
-        &self,
-        image: &ProfileImage,
-        want: &BTreeSet<u32>,
-        inflight: &HashMap<(u64, u32), (u32, Instant)>,
-        resting: &HashMap<u64, Instant>,
-        sources: &[ConnId],
-        peers: &[u64],
-    ) -> Option<(ConnId, u32)> {
-        let open = |peer: u64| inflight.keys().filter(|(p, _)| *p == peer).count();
-        let free: Vec<ConnId> = sources
-            .iter()
-            .filter(|c| open(c.peer) < PER_PEER && !resting.contains_key(&c.peer))
-            .copied()
-            .collect();
-        let digest = &image.sha256.0;
-        let mut best: Option<(bool, usize, u64, usize, ConnId, u32)> = None;
-        for &index in want {
-            let rarity = self.holdings.count(peers, digest, index);
-            // Ties between equally rare chunks differ from node to node, so neighbours fetch
-            // different chunks and can then trade them.
-            let tie = (u64::from(index) ^ self.cfg.node_id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            for &conn in &free {
-                let unknown = match self.holdings.holds(conn.peer, digest, index) {
-                    Some(false) => continue,
-                    Some(true) => false,
-                    None => true,
-                };
-                let key = (unknown, rarity, tie, open(conn.peer), conn, index);
-                if best
-                    .as_ref()
-                    .is_none_or(|b| (key.0, key.1, key.2, key.3) < (b.0, b.1, b.2, b.3))
-                {
-                    best = Some(key);
-                }
-            }
-        }
-        best.map(|(_, _, _, _, conn, index)| (conn, index))
     }
 
     fn request(&mut self, conn: ConnId, e: Envelope) {
@@ -477,7 +390,7 @@ impl Agent {
         match staging.finish() {
             Ok(_) => {
                 self.images.insert(image.sha256.0, image.clone());
-                self.have_changed(image.sha256.0);
+                self.announcements.changed(image.sha256.0);
                 self.history(&format!(
                     "image {} staged in the store: {fetched} chunks fetched ({in_place} written from the receive buffer), {resumed} resumed, {} ms",
                     image.sha256.to_hex(),
@@ -496,23 +409,15 @@ impl Agent {
 
     /// A neighbour had nothing for the request in `slot` (or, `busy`, no uplink to spare).
     pub(super) fn fetch_not_yet(&mut self, conn: ConnId, slot: u32, busy: bool) {
-        let backoff = if busy { BUSY_BACKOFF } else { NOT_YET_BACKOFF };
         self.transport.revoke_bulk(conn, slot);
+        let now = self.now();
         match &mut self.fetch {
             Fetch::Manifest { pending, tried, .. } if *pending == Some((conn, slot)) => {
                 *pending = None;
                 tried.insert(conn.peer);
             }
-            Fetch::Chunks {
-                want,
-                inflight,
-                resting,
-                ..
-            } => {
-                if let Some((i, _)) = inflight.remove(&(conn.peer, slot)) {
-                    want.insert(i);
-                    resting.insert(conn.peer, Instant::now() + backoff);
-                }
+            Fetch::Chunks { progress, .. } => {
+                progress.declined(conn.peer, slot, busy, now);
             }
             _ => {}
         }
@@ -526,24 +431,14 @@ impl Agent {
             Fetch::Manifest { pending, .. } if pending.is_some_and(|(c, _)| c.peer == peer) => {
                 *pending = None;
             }
-            Fetch::Chunks { want, inflight, .. } => {
-                let lost: Vec<(u64, u32)> = inflight
-                    .keys()
-                    .filter(|(p, _)| *p == peer)
-                    .copied()
-                    .collect();
-                for k in lost {
-                    if let Some((i, _)) = inflight.remove(&k) {
-                        want.insert(i);
-                    }
-                }
-            }
+            Fetch::Chunks { progress, .. } => progress.peer_down(peer),
             _ => {}
         }
     }
 
     /// A bulk chunk arrived in a slot this node granted.
     pub(super) fn fetch_bulk(&mut self, conn: ConnId, slot: u32, data: Bytes) -> Result<()> {
+        let now = self.now();
         let manifest_for = match &mut self.fetch {
             Fetch::Manifest {
                 campaign, pending, ..
@@ -555,26 +450,23 @@ impl Agent {
                 campaign,
                 image,
                 staging,
-                want,
-                inflight,
-                banned,
+                progress,
                 fetched,
                 in_place,
                 ..
             } => {
-                if let Some((index, _)) = inflight.remove(&(conn.peer, slot)) {
-                    self.download.charge(data.len() as u64, Instant::now());
+                if let Some(index) =
+                    progress.arrived(conn.peer, slot, data.len(), now, &mut self.download)
+                {
                     match staging.write_chunk_shared(index, data.clone()) {
                         Ok(direct) => {
                             *fetched += 1;
                             *in_place += u32::from(direct);
-                            let digest = image.sha256.0;
-                            self.have_changed(digest);
+                            self.announcements.changed(image.sha256.0);
                         }
                         Err(e) => {
                             tracing::warn!(peer = conn.peer, index, "chunk refused: {e}");
-                            want.insert(index);
-                            let fresh = banned.insert(conn.peer);
+                            let fresh = progress.refused(conn.peer, index);
                             let msg = format!(
                                 "chunk {index} from node {} refused: {e}{}",
                                 conn.peer,
@@ -695,16 +587,11 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::request_deadline;
-    use std::time::Duration;
-
-    #[test]
-    fn a_request_deadline_is_ten_seconds_or_eight_chunk_times_at_the_cap() {
-        assert_eq!(request_deadline(1 << 20, 0.0), Duration::from_secs(10));
-        assert_eq!(request_deadline(1 << 20, 100.0), Duration::from_secs(10));
-        assert_eq!(request_deadline(1 << 20, 0.5), Duration::from_secs(16));
-        assert_eq!(request_deadline(1 << 20, 1e-9), Duration::from_secs(3600));
+/// The image's size and chunking, as the fan-out policy sees it.
+pub(super) fn image_shape(image: &ProfileImage) -> ImageShape {
+    ImageShape {
+        id: image.sha256.0,
+        size: image.size,
+        chunk_size: image.chunk_size,
     }
 }

@@ -5,10 +5,9 @@
 mod acceptance;
 mod campaign;
 mod fetch;
-mod have;
 mod net;
 mod outputs;
-mod rate;
+mod prune;
 mod serve;
 mod status;
 mod view;
@@ -21,6 +20,7 @@ use crate::worker::{Done, Worker};
 use anyhow::{Context, Result};
 use entente_devices::profile::Profile;
 use entente_fastpath::{ClusterKey, Config as FastConfig, Event as NetEvent, Transport};
+use entente_node::fanout;
 use entente_proto::node::{Output, TimerKey};
 use entente_proto::{Nanos, Node, NodeConfig, NodeId, Window};
 use entente_stage::{Store, TrustedKeys, Verifier};
@@ -55,19 +55,20 @@ pub struct Agent {
     manifests: HashMap<[u8; 32], (Vec<u8>, String)>,
     /// Images complete in the store, by sha256 (what this agent can serve).
     images: HashMap<[u8; 32], entente_stage::ProfileImage>,
+    /// The newest campaign epoch whose manifest names each held image.
+    image_epochs: HashMap<[u8; 32], u64>,
+    /// The campaign whose finalization last pruned the store.
+    pruned_after: Option<u64>,
     /// What neighbours announced they hold.
-    holdings: have::Holdings,
+    holdings: fanout::Holdings,
     /// Images whose holdings here changed since the last announcement.
-    have_dirty: std::collections::BTreeSet<[u8; 32]>,
-    last_have: Instant,
-    /// Chunk requests waiting for the upload cap.
-    serve_queue: std::collections::VecDeque<serve::ServeReq>,
-    /// Times each chunk was served, by image and index.
-    served: HashMap<([u8; 32], u32), u16>,
+    announcements: fanout::Announcements,
+    /// Chunk requests waiting for the upload cap, and how often each chunk went out.
+    serve: fanout::ServeQueue<entente_fastpath::ConnId>,
     /// The image the last chunk was served from, open.
     reader: Option<([u8; 32], entente_stage::ImageReader)>,
-    upload: rate::RateLimit,
-    download: rate::RateLimit,
+    upload: fanout::RateLimit,
+    download: fanout::RateLimit,
     /// The window of the firmware the device runs.
     running: Window,
     /// Window the running firmware will have once the pending activation succeeds.
@@ -228,14 +229,14 @@ impl Agent {
             fetch: Fetch::Idle,
             manifests: HashMap::new(),
             images: HashMap::new(),
-            holdings: have::Holdings::default(),
-            have_dirty: Default::default(),
-            last_have: start,
-            serve_queue: Default::default(),
-            served: HashMap::new(),
+            image_epochs: HashMap::new(),
+            pruned_after: None,
+            holdings: fanout::Holdings::default(),
+            announcements: fanout::Announcements::default(),
+            serve: fanout::ServeQueue::new(fanout::ServeParams::agent(fanout::Strategy::Pipeline)),
             reader: None,
-            upload: rate::RateLimit::new(cfg.fanout.max_mib_per_s, u64::from(BULK_SLOT)),
-            download: rate::RateLimit::new(cfg.fanout.max_mib_per_s, u64::from(BULK_SLOT)),
+            upload: fanout::RateLimit::new(cfg.fanout.max_mib_per_s, u64::from(BULK_SLOT), 0),
+            download: fanout::RateLimit::new(cfg.fanout.max_mib_per_s, u64::from(BULK_SLOT), 0),
             running: running.window,
             activating: None,
             next_probe: start,
@@ -252,6 +253,7 @@ impl Agent {
             healthy: true,
             cfg,
         };
+        agent.serve = fanout::ServeQueue::new(fanout::ServeParams::agent(agent.strategy()));
         agent.restore_manifests()?;
         if let Some(epoch) = running_campaign {
             agent.history(&format!("the device runs firmware of campaign {epoch}"));
@@ -325,6 +327,7 @@ impl Agent {
         self.fetch_step()?;
         self.serve_step();
         self.announce_step();
+        self.prune_step();
         self.serve_control();
         self.carry_out()
     }
@@ -360,8 +363,8 @@ impl Agent {
     /// How long the loop may sleep with image work pending: chunks to serve or announce, or
     /// a fetch waiting for the download cap, are looked at again within a few milliseconds.
     fn fanout_wait(&self) -> Duration {
-        let pending = !self.serve_queue.is_empty()
-            || !self.have_dirty.is_empty()
+        let pending = !self.serve.is_empty()
+            || self.announcements.pending()
             || matches!(self.fetch, Fetch::Chunks { .. });
         if pending {
             Duration::from_millis(2)

@@ -1,33 +1,14 @@
 //! Serving neighbours: manifests, chunks of complete images and of the image this node is
-//! still receiving (so an image flows through a node while it arrives), the `Have` bitmaps
-//! that tell neighbours what to ask for, and the upload cap.
+//! still receiving (so an image flows through a node while it arrives), and the `Have` bitmaps
+//! that tell neighbours what to ask for. What is served when, what is declined and when to
+//! announce is `entente_node::fanout`'s decision; this file reads and sends.
 
 use super::fetch::Fetch;
-use super::have::ChunkSet;
 use super::Agent;
 use crate::envelope::{Envelope, MAX_HAVE_CHUNKS};
 use bytes::Bytes;
 use entente_fastpath::{ConnId, SendError};
-use std::time::{Duration, Instant};
-
-/// Shortest interval between two `Have` rounds (a round covers every chunk that arrived since).
-const HAVE_INTERVAL: Duration = Duration::from_millis(10);
-/// Chunk requests waiting for the uplink beyond which new ones are declined as busy: a request
-/// queued here would wait while another neighbour's uplink may be free.
-const SERVE_QUEUE_MAX: usize = 2;
-/// Times a chunk is forwarded while the uplink has a queue; an idle uplink serves any chunk.
-/// Forwarding each chunk about once spreads the uploading over every node (the simulator's
-/// `SERVE_QUOTA`).
-const SERVE_QUOTA: u16 = 1;
-
-/// A chunk request waiting for the upload cap.
-#[derive(Debug, Clone, Copy)]
-pub struct ServeReq {
-    conn: ConnId,
-    image: [u8; 32],
-    index: u32,
-    slot: u32,
-}
+use entente_node::fanout::{self, Admit, ChunkSet, ServeOutcome, ServeReq};
 
 impl Agent {
     /// A neighbour asks for a manifest.
@@ -45,54 +26,41 @@ impl Agent {
     }
 
     /// A neighbour asks for a chunk: it is served in turn, as the upload cap allows, unless
-    /// the uplink is busy and others can serve it (see [`SERVE_QUEUE_MAX`], [`SERVE_QUOTA`]).
+    /// the uplink is busy and others can serve it.
     pub(super) fn queue_chunk(&mut self, conn: ConnId, image: [u8; 32], index: u32, slot: u32) {
-        let queued = self.serve_queue.len();
-        let forwarded = self.served.get(&(image, index)).copied().unwrap_or(0);
-        let pipeline = self.cfg.fanout.strategy == crate::config::FanoutStrategy::Pipeline;
-        if pipeline && (queued >= SERVE_QUEUE_MAX || (queued > 0 && forwarded >= SERVE_QUOTA)) {
-            return self.decline_busy(conn, slot);
-        }
-        self.serve_queue.push_back(ServeReq {
+        let req = ServeReq {
             conn,
+            peer: conn.peer,
             image,
             index,
             slot,
-        });
-        self.serve_step();
-    }
-
-    /// Serves queued requests while the upload cap allows; returns when the next may go. A
-    /// request whose connection has no credits left goes to the back of the queue and is tried
-    /// again on a later round (the loop looks again within a few milliseconds), so one stalled
-    /// requester never holds up the others and no request is ever dropped unanswered.
-    pub(super) fn serve_step(&mut self) -> Option<Duration> {
-        let now = Instant::now();
-        let mut round = self.serve_queue.len();
-        while round > 0 {
-            round -= 1;
-            let Some(r) = self.serve_queue.front().copied() else {
-                break;
-            };
-            let len = self.chunk_len(&r.image, r.index).unwrap_or(0);
-            if !self.upload.try_take(len, now) {
-                return Some(self.upload.wait_for(len, now));
-            }
-            self.serve_queue.pop_front();
-            if !self.serve_chunk(r) {
-                self.serve_queue.push_back(r);
+        };
+        match self.serve.admit(req) {
+            Admit::Busy => self.decline_busy(conn, slot),
+            Admit::Queued => {
+                self.serve_step();
             }
         }
-        (!self.serve_queue.is_empty()).then_some(Duration::from_millis(2))
+    }
+
+    /// Serves queued requests while the upload cap allows.
+    pub(super) fn serve_step(&mut self) {
+        let now = self.now();
+        let params = fanout::ServeParams::agent(self.strategy());
+        let mut queue = std::mem::replace(&mut self.serve, fanout::ServeQueue::new(params));
+        let mut upload = std::mem::replace(&mut self.upload, fanout::RateLimit::unlimited());
+        queue.serve(now, &mut upload, self);
+        self.serve = queue;
+        self.upload = upload;
     }
 
     /// Forgets what a departed neighbour asked for.
     pub(super) fn serve_peer_down(&mut self, peer: u64) {
-        self.serve_queue.retain(|r| r.conn.peer != peer);
+        self.serve.peer_down(peer);
     }
 
     /// Length of chunk `index` of an image this node knows, if it does.
-    fn chunk_len(&self, image: &[u8; 32], index: u32) -> Option<u64> {
+    fn known_chunk_len(&self, image: &[u8; 32], index: u32) -> Option<u64> {
         if let Some(img) = self.images.get(image) {
             return (index < img.chunk_count()).then(|| img.chunk_len(index) as u64);
         }
@@ -102,29 +70,6 @@ impl Agent {
             }
             _ => None,
         }
-    }
-
-    /// Sends one chunk, or NOT_YET when this node does not hold it. Returns false when the
-    /// connection has no credits left for it (the request stays queued).
-    fn serve_chunk(&mut self, r: ServeReq) -> bool {
-        match self.read_chunk(&r.image, r.index) {
-            Some(mut data) => {
-                if self.cfg.fanout.corrupt_served_chunks && !data.is_empty() {
-                    let mut bad = data.to_vec();
-                    bad[0] ^= 0xff;
-                    data = Bytes::from(bad);
-                }
-                match self.transport.send_bulk(r.conn, r.slot, data) {
-                    Ok(()) => *self.served.entry((r.image, r.index)).or_default() += 1,
-                    Err(SendError::NoCredits(_)) => return false,
-                    // The connection went away (its requests are dropped with it) or the
-                    // grant is gone: nothing to answer on.
-                    Err(e) => tracing::warn!(peer = r.conn.peer, "serving a chunk: {e}"),
-                }
-            }
-            None => self.not_yet(r.conn, r.slot),
-        }
-        true
     }
 
     /// Chunk `index` of `image`, verified again on the way out: from a complete image in the
@@ -182,11 +127,6 @@ impl Agent {
         self.send_on(conn, Bytes::from(b));
     }
 
-    /// Notes that this node's holdings of `image` changed (announced at the next round).
-    pub(super) fn have_changed(&mut self, image: [u8; 32]) {
-        self.have_dirty.insert(image);
-    }
-
     /// What this node holds of `image`, if anything.
     fn own_holdings(&self, image: &[u8; 32]) -> Option<ChunkSet> {
         if let Some(img) = self.images.get(image) {
@@ -208,14 +148,13 @@ impl Agent {
         }
     }
 
-    /// Sends the `Have` bitmaps of changed images to every connected neighbour, at most once
-    /// per [`HAVE_INTERVAL`].
+    /// Sends the `Have` bitmaps of changed images to every connected neighbour, when a round
+    /// is due.
     pub(super) fn announce_step(&mut self) {
-        if self.have_dirty.is_empty() || self.last_have.elapsed() < HAVE_INTERVAL {
+        let images = self.announcements.due(self.now());
+        if images.is_empty() {
             return;
         }
-        self.last_have = Instant::now();
-        let images = std::mem::take(&mut self.have_dirty);
         let conns = self.connected();
         for image in images {
             for &conn in &conns {
@@ -224,13 +163,21 @@ impl Agent {
         }
     }
 
-    /// Tells a neighbour that just connected what this node holds.
+    /// Tells a neighbour that just connected what this node holds: the image it is fetching
+    /// and the newest complete ones, a bounded number.
     pub(super) fn announce_all(&mut self, conn: ConnId) {
-        let mut images: Vec<[u8; 32]> = self.images.keys().copied().collect();
-        if let Fetch::Chunks { image, .. } = &self.fetch {
-            images.push(image.sha256.0);
-        }
-        for image in images {
+        let fetching = match &self.fetch {
+            Fetch::Chunks { image, .. } => Some(image.sha256.0),
+            _ => None,
+        };
+        let mut held: Vec<(u64, [u8; 32])> = self
+            .images
+            .keys()
+            .map(|id| (self.image_epochs.get(id).copied().unwrap_or(0), *id))
+            .collect();
+        held.sort_unstable();
+        let held: Vec<[u8; 32]> = held.into_iter().map(|(_, id)| id).collect();
+        for image in fanout::on_connect(fetching, &held) {
             self.announce(conn, image);
         }
     }
@@ -254,10 +201,42 @@ impl Agent {
 
     /// A neighbour announced what it holds.
     pub(super) fn on_have(&mut self, conn: ConnId, image: [u8; 32], chunks: u32, bitmap: Vec<u8>) {
-        self.holdings
-            .record(conn.peer, image, ChunkSet::from_bitmap(chunks, bitmap));
-        if let Fetch::Chunks { resting, .. } = &mut self.fetch {
-            resting.remove(&conn.peer);
+        // The envelope's decoder checked the bitmap's length.
+        let Some(set) = ChunkSet::from_bitmap(chunks, bitmap) else {
+            return;
+        };
+        self.holdings.record(conn.peer, image, set);
+        if let Fetch::Chunks { progress, .. } = &mut self.fetch {
+            progress.heard_from(conn.peer);
+        }
+    }
+}
+
+impl fanout::ChunkSender<ConnId> for Agent {
+    fn chunk_len(&self, image: &[u8; 32], index: u32) -> Option<u64> {
+        self.known_chunk_len(image, index)
+    }
+
+    /// Sends one chunk, or NOT_YET when this node does not hold it.
+    fn send(&mut self, r: &ServeReq<ConnId>) -> ServeOutcome {
+        let Some(mut data) = self.read_chunk(&r.image, r.index) else {
+            self.not_yet(r.conn, r.slot);
+            return ServeOutcome::NotHeld;
+        };
+        if self.cfg.fanout.corrupt_served_chunks && !data.is_empty() {
+            let mut bad = data.to_vec();
+            bad[0] ^= 0xff;
+            data = Bytes::from(bad);
+        }
+        match self.transport.send_bulk(r.conn, r.slot, data) {
+            Ok(()) => ServeOutcome::Sent,
+            Err(SendError::NoCredits(_)) => ServeOutcome::NoCredits,
+            // The connection went away (its requests are dropped with it) or the grant is
+            // gone: nothing to answer on.
+            Err(e) => {
+                tracing::warn!(peer = r.conn.peer, "serving a chunk: {e}");
+                ServeOutcome::Gone
+            }
         }
     }
 }

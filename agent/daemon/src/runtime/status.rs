@@ -219,7 +219,9 @@ impl Agent {
                 if self.store.stage_file(img, p).is_ok() {
                     self.history(&format!("image {} added from {path}", img.sha256.to_hex()));
                     self.images.insert(img.sha256.0, img.clone());
-                    self.have_changed(img.sha256.0);
+                    let epoch = self.image_epochs.entry(img.sha256.0).or_default();
+                    *epoch = (*epoch).max(verified.manifest().epoch);
+                    self.announcements.changed(img.sha256.0);
                     matched = true;
                     added += 1;
                 }

@@ -258,6 +258,20 @@ impl Store {
         r
     }
 
+    /// Deletes the image `sha256` from the store, complete or partial; returns whether a
+    /// complete image was there. The directory entry is made durable before it returns.
+    pub fn remove(&self, sha256: &Digest) -> Result<bool, StoreError> {
+        let path = self.image_path(sha256);
+        let was = match fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io_err("remove", &path)(e)),
+        };
+        fsync_dir(&self.images).map_err(io_err("fsync", &self.images))?;
+        self.remove_partial(sha256);
+        Ok(was)
+    }
+
     /// Removes the partial file and journal of `sha256` (a staging that must not resume).
     fn remove_partial(&self, sha256: &Digest) {
         let _ = fs::remove_file(self.partial_path(sha256));

@@ -1,0 +1,178 @@
+//! Answering neighbours' chunk requests: in turn, within the upload cap, forwarding each chunk
+//! about once while the uplink has a queue and declining (BUSY) what others can serve. No
+//! request is dropped unanswered: one whose connection has no credits left waits at the back.
+
+use super::{ImageId, RateLimit};
+use crate::Nanos;
+use std::collections::{HashMap, VecDeque};
+
+/// How a node answers chunk requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeParams {
+    /// Requests waiting for the uplink beyond which new ones are declined as busy: a request
+    /// queued here would wait while another neighbour's uplink may be free.
+    pub queue_max: usize,
+    /// Times a chunk is forwarded while the uplink has a queue (an idle uplink serves any
+    /// chunk). Forwarding each chunk about once spreads the uploading over every node.
+    pub quota: u16,
+    /// Whether busy declines apply at all (pull-one's single source serves everything).
+    pub decline_when_busy: bool,
+}
+
+impl ServeParams {
+    /// The agent's values.
+    pub fn agent(strategy: super::Strategy) -> ServeParams {
+        ServeParams {
+            queue_max: 2,
+            quota: 1,
+            decline_when_busy: strategy.forwards_once(),
+        }
+    }
+}
+
+/// A chunk request from a neighbour, on the caller's connection handle `C`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeReq<C> {
+    /// The connection it came on.
+    pub conn: C,
+    /// The neighbour.
+    pub peer: u64,
+    /// The image.
+    pub image: ImageId,
+    /// The chunk.
+    pub index: u32,
+    /// The neighbour's receive slot.
+    pub slot: u32,
+}
+
+/// Whether a request was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Queued: it is served in turn.
+    Queued,
+    /// Declined: the caller answers BUSY.
+    Busy,
+}
+
+/// What became of one attempt to serve a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServeOutcome {
+    /// The chunk went out.
+    Sent,
+    /// This node does not hold the chunk (the caller answered NOT_YET).
+    NotHeld,
+    /// The connection has no credits now: try again later.
+    NoCredits,
+    /// The connection or the grant is gone: nothing to answer on.
+    Gone,
+}
+
+/// Where [`ServeQueue::serve`] reads and sends chunks: the caller's store and connections.
+pub trait ChunkSender<C> {
+    /// Bytes in chunk `index` of `image`, if this node knows the image.
+    fn chunk_len(&self, image: &ImageId, index: u32) -> Option<u64>;
+    /// Tries to send the chunk a request asks for (answering NOT_YET itself when it does not
+    /// hold it).
+    fn send(&mut self, r: &ServeReq<C>) -> ServeOutcome;
+}
+
+/// Requests waiting for the uplink, and how often each chunk went out.
+#[derive(Debug)]
+pub struct ServeQueue<C> {
+    params: ServeParams,
+    queue: VecDeque<ServeReq<C>>,
+    served: HashMap<(ImageId, u32), u16>,
+}
+
+impl<C: Copy> ServeQueue<C> {
+    /// An empty queue.
+    pub fn new(params: ServeParams) -> ServeQueue<C> {
+        ServeQueue {
+            params,
+            queue: VecDeque::new(),
+            served: HashMap::new(),
+        }
+    }
+
+    /// Requests waiting.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Times chunk `index` of `image` went out from here.
+    pub fn times_served(&self, image: &ImageId, index: u32) -> u16 {
+        self.served.get(&(*image, index)).copied().unwrap_or(0)
+    }
+
+    /// A neighbour asks for a chunk: queued, unless the uplink is busy and others can serve it.
+    pub fn admit(&mut self, r: ServeReq<C>) -> Admit {
+        let queued = self.queue.len();
+        let forwarded = self.times_served(&r.image, r.index);
+        if self.params.decline_when_busy
+            && (queued >= self.params.queue_max || (queued > 0 && forwarded >= self.params.quota))
+        {
+            return Admit::Busy;
+        }
+        self.queue.push_back(r);
+        Admit::Queued
+    }
+
+    /// The request at the front, taken off the queue (for callers that model the uplink
+    /// themselves; report it with [`ServeQueue::sent`]).
+    pub fn pop(&mut self) -> Option<ServeReq<C>> {
+        self.queue.pop_front()
+    }
+
+    /// Counts a chunk that went out.
+    pub fn sent(&mut self, r: &ServeReq<C>) {
+        *self.served.entry((r.image, r.index)).or_default() += 1;
+    }
+
+    /// Serves queued requests while the upload cap allows, through `out`. A request that meets
+    /// a connection without credits goes to the back and is tried on a later round, so one
+    /// stalled requester never holds up the others and none is dropped. Returns when to call
+    /// again, if anything still waits.
+    pub fn serve(
+        &mut self,
+        now: Nanos,
+        upload: &mut RateLimit,
+        out: &mut impl ChunkSender<C>,
+    ) -> Option<Nanos> {
+        let mut round = self.queue.len();
+        while round > 0 {
+            round -= 1;
+            let Some(r) = self.queue.front().copied() else {
+                break;
+            };
+            let len = out.chunk_len(&r.image, r.index).unwrap_or(0);
+            if !upload.try_take(len, now) {
+                return Some(now + upload.wait_for(len, now).max(1));
+            }
+            self.queue.pop_front();
+            match out.send(&r) {
+                ServeOutcome::Sent => self.sent(&r),
+                ServeOutcome::NoCredits => {
+                    upload.refund(len);
+                    self.queue.push_back(r);
+                }
+                ServeOutcome::NotHeld | ServeOutcome::Gone => upload.refund(len),
+            }
+        }
+        (!self.queue.is_empty()).then_some(now + 2 * super::MS)
+    }
+
+    /// Forgets what a departed neighbour asked for.
+    pub fn peer_down(&mut self, peer: u64) {
+        self.queue.retain(|r| r.peer != peer);
+    }
+
+    /// Forgets the forward counts of an image no longer held.
+    pub fn forget_image(&mut self, image: &ImageId) {
+        self.served.retain(|(i, _), _| i != image);
+    }
+}

@@ -182,7 +182,8 @@ impl Agent {
                     p.next_dial = p.next_dial.min(now + p.backoff);
                 }
             }
-            NetEvent::BulkGrant { .. } | NetEvent::BulkSent { .. } => {}
+            NetEvent::BulkSent { conn, slot } => self.serve.left(conn.peer, slot),
+            NetEvent::BulkGrant { .. } => {}
         }
         Ok(())
     }

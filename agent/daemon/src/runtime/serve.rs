@@ -35,7 +35,7 @@ impl Agent {
             index,
             slot,
         };
-        match self.serve.admit(req) {
+        match self.serve.admit(req, self.now()) {
             Admit::Busy => self.decline_busy(conn, slot),
             Admit::Queued => {
                 self.serve_step();

@@ -81,8 +81,14 @@ pub trait ChunkSender<C> {
 pub struct ServeQueue<C> {
     params: ServeParams,
     queue: VecDeque<ServeReq<C>>,
+    /// Chunks handed to a connection that has not yet reported them gone: (peer, slot) → when.
+    sending: HashMap<(u64, u32), Nanos>,
     served: HashMap<(ImageId, u32), u16>,
 }
+
+/// A chunk not reported sent within this long is no longer counted as on the uplink (a report
+/// lost with its connection must not make the node look busy for ever).
+const SENDING_FOR_AT_MOST: Nanos = 10_000 * super::MS;
 
 impl<C: Copy> ServeQueue<C> {
     /// An empty queue.
@@ -90,6 +96,7 @@ impl<C: Copy> ServeQueue<C> {
         ServeQueue {
             params,
             queue: VecDeque::new(),
+            sending: HashMap::new(),
             served: HashMap::new(),
         }
     }
@@ -109,12 +116,15 @@ impl<C: Copy> ServeQueue<C> {
         self.served.get(&(*image, index)).copied().unwrap_or(0)
     }
 
-    /// A neighbour asks for a chunk: queued, unless the uplink is busy and others can serve it.
-    pub fn admit(&mut self, r: ServeReq<C>) -> Admit {
-        let queued = self.queue.len();
+    /// A neighbour asks for a chunk: queued, unless the uplink is busy (chunks waiting or still
+    /// on their way out) and others can serve it.
+    pub fn admit(&mut self, r: ServeReq<C>, now: Nanos) -> Admit {
+        self.sending
+            .retain(|_, at| now.saturating_sub(*at) < SENDING_FOR_AT_MOST);
+        let load = self.queue.len() + self.sending.len();
         let forwarded = self.times_served(&r.image, r.index);
         if self.params.decline_when_busy
-            && (queued >= self.params.queue_max || (queued > 0 && forwarded >= self.params.quota))
+            && (load >= self.params.queue_max || (load > 0 && forwarded >= self.params.quota))
         {
             return Admit::Busy;
         }
@@ -128,9 +138,16 @@ impl<C: Copy> ServeQueue<C> {
         self.queue.pop_front()
     }
 
-    /// Counts a chunk that went out.
-    pub fn sent(&mut self, r: &ServeReq<C>) {
+    /// Counts a chunk handed to its connection at `now`; it is on the uplink until
+    /// [`ServeQueue::left`] reports it gone.
+    pub fn sent(&mut self, r: &ServeReq<C>, now: Nanos) {
         *self.served.entry((r.image, r.index)).or_default() += 1;
+        self.sending.insert((r.peer, r.slot), now);
+    }
+
+    /// The chunk sent to `peer`'s `slot` has left this node (its buffer is free again).
+    pub fn left(&mut self, peer: u64, slot: u32) {
+        self.sending.remove(&(peer, slot));
     }
 
     /// Serves queued requests while the upload cap allows, through `out`. A request that meets
@@ -155,7 +172,7 @@ impl<C: Copy> ServeQueue<C> {
             }
             self.queue.pop_front();
             match out.send(&r) {
-                ServeOutcome::Sent => self.sent(&r),
+                ServeOutcome::Sent => self.sent(&r, now),
                 ServeOutcome::NoCredits => {
                     upload.refund(len);
                     self.queue.push_back(r);
@@ -169,6 +186,7 @@ impl<C: Copy> ServeQueue<C> {
     /// Forgets what a departed neighbour asked for.
     pub fn peer_down(&mut self, peer: u64) {
         self.queue.retain(|r| r.peer != peer);
+        self.sending.retain(|(p, _), _| *p != peer);
     }
 
     /// Forgets the forward counts of an image no longer held.

@@ -43,14 +43,17 @@ impl Server {
         }
     }
 
-    fn ask(&mut self, from: u64, a: Ask) -> Admit {
-        self.queue.admit(ServeReq {
-            conn: from,
-            peer: from,
-            image: IMG,
-            index: a.index,
-            slot: a.slot,
-        })
+    fn ask(&mut self, from: u64, a: Ask, now: Nanos) -> Admit {
+        self.queue.admit(
+            ServeReq {
+                conn: from,
+                peer: from,
+                image: IMG,
+                index: a.index,
+                slot: a.slot,
+            },
+            now,
+        )
     }
 
     fn step(&mut self, now: Nanos) {
@@ -112,7 +115,7 @@ fn fetch_from(
             Some(slot)
         }) {
             let s = servers.iter_mut().find(|s| s.id == a.peer).unwrap();
-            if s.ask(1, a) == Admit::Busy {
+            if s.ask(1, a, now) == Admit::Busy {
                 f.declined(a.peer, a.slot, true, now);
             }
         }
@@ -123,6 +126,7 @@ fn fetch_from(
                     f.declined(s.id, slot, false, now);
                 } else {
                     assert_eq!(f.arrived(s.id, slot, 1024, now, &mut down), Some(index));
+                    s.queue.left(1, slot);
                 }
             }
         }
@@ -222,18 +226,35 @@ fn a_busy_uplink_declines_chunks_it_already_forwarded() {
         index,
         slot: 0,
     };
-    assert_eq!(q.admit(r(5, 0)), Admit::Queued);
+    assert_eq!(q.admit(r(5, 0), 0), Admit::Queued);
     let first = q.pop().unwrap();
-    q.sent(&first);
-    assert_eq!(q.admit(r(6, 1)), Admit::Queued);
-    assert_eq!(q.admit(r(7, 0)), Admit::Busy, "forwarded once, uplink busy");
-    assert_eq!(q.admit(r(7, 2)), Admit::Queued);
-    assert_eq!(q.admit(r(8, 3)), Admit::Busy, "queue full");
+    q.sent(&first, 0);
+    assert_eq!(
+        q.admit(r(7, 0), 0),
+        Admit::Busy,
+        "forwarded once, still on the uplink"
+    );
+    q.left(5, 0);
+    assert_eq!(
+        q.admit(r(7, 0), 0),
+        Admit::Queued,
+        "an idle uplink serves anything"
+    );
+    assert_eq!(q.admit(r(6, 1), 0), Admit::Queued);
+    assert_eq!(q.admit(r(8, 3), 0), Admit::Busy, "queue full");
     q.peer_down(6);
     assert_eq!(q.len(), 1);
+    q.pop();
+    q.sent(&r(9, 4), 0);
+    assert_eq!(q.admit(r(7, 0), 1), Admit::Busy);
+    assert_eq!(
+        q.admit(r(7, 0), 10_000 * MS),
+        Admit::Queued,
+        "an unreported send lapses"
+    );
     let mut one: ServeQueue<u64> =
         ServeQueue::new(ServeParams::agent(Strategy::PullOne { source: 0 }));
-    assert!((0..10).all(|i| one.admit(r(i, 0)) == Admit::Queued));
+    assert!((0..10).all(|i| one.admit(r(i, 0), 0) == Admit::Queued));
 }
 
 #[test]

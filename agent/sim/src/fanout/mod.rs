@@ -2,29 +2,16 @@
 //! agents use (a pipelined swarm over the peer overlay) and for the usual baseline (every host
 //! pulls the image from one server).
 //!
-//! The model is chunk by chunk. Every host has an uplink and a downlink of the same bandwidth;
-//! a chunk occupies the sender's uplink and the receiver's downlink for `chunk / bandwidth` and
-//! arrives one latency later. A host asks each neighbour for at most [`PER_PEER`] chunks at a
-//! time and [`WINDOW`] in all (as the agent does), sends each request to the neighbour whose
-//! uplink frees first, forwards a chunk as soon as it holds it, and picks the chunk its
-//! neighbourhood holds least often (rarest first), so the hosts far from the seed exchange
-//! chunks among themselves instead of all waiting on the hosts nearer to it. Hosts forward each
-//! chunk about once ([`SERVE_QUOTA`]).
+//! Each simulated host runs the agent's own fan-out policy (`entente_node::fanout`: rarest
+//! chunk first, of the neighbour with the fewest requests open, two per neighbour and two in
+//! all, each chunk forwarded about once while the uplink has a queue, BUSY otherwise) over
+//! links of a given bandwidth and latency ([`hosts`]).
 
-mod engine;
+mod hosts;
 
 use crate::topology::random_regular;
 use entente_proto::types::SeededRng;
 use serde::Serialize;
-
-/// Chunk requests a host keeps in flight per neighbour (the agent's value).
-pub const PER_PEER: u8 = 2;
-/// Chunk requests a host keeps in flight in all (the agent's value).
-pub const WINDOW: u8 = 2;
-/// Times a host forwards one chunk while its uplink is busy; an idle uplink serves any chunk.
-/// Forwarding each chunk about once spreads the uploads evenly (every host sends about one
-/// image), which is what keeps the busiest uplink, and so the whole run, near `S / B`.
-pub const SERVE_QUOTA: u32 = 1;
 
 /// How the image travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -106,7 +93,7 @@ pub fn run(cfg: &FanoutConfig) -> FanoutReport {
     let chunks = cfg.image_bytes.div_ceil(cfg.chunk_bytes).max(1) as u32;
     let adj = overlay(cfg);
     let depth = eccentricity(&adj, 0);
-    let out = engine::simulate(cfg, &adj, chunks);
+    let out = hosts::simulate(cfg, &adj, chunks);
     let b = cfg.bandwidth;
     let bound = cfg.image_bytes as f64 / b
         + f64::from(depth) * (cfg.chunk_bytes.min(cfg.image_bytes) as f64 / b + cfg.latency);

@@ -1,14 +1,10 @@
 //! The offline history checker: replays the histories of every agent of a cluster and reports
 //! what contradicts the safety invariants (DESIGN.md §3), as far as histories can show it.
 //!
-//! History lines the agent writes in a fixed form (the stable part of the history):
-//! `link to <peer> committed epoch <e>` (by a transaction), `link to <peer> agreed at epoch <e>
-//! by LINK_HELLO`,
-//! `epoch <e> staged in the device`, `epoch <e> activated`, `the device runs firmware of campaign
-//! <e>` (read from the device at start: what an earlier life activated), and `SAFETY: ...` for a
-//! probe read under another epoch than its sender's.
+//! It reads the typed events ([`HistoryKind`]): `link_committed` and `link_agreed` (peer,
+//! epoch), `staged`, `activated`, `running_at_start` (epoch) and `probe_mismatch`.
 
-use crate::HistoryEntry;
+use crate::{HistoryEntry, HistoryKind};
 use std::collections::BTreeMap;
 
 enum Fact {
@@ -23,24 +19,17 @@ enum Fact {
     Safety(String),
 }
 
-fn parse(event: &str) -> Option<Fact> {
-    if let Some(rest) = event.strip_prefix("SAFETY: ") {
-        return Some(Fact::Safety(rest.to_owned()));
-    }
-    let w: Vec<&str> = event.split_whitespace().collect();
-    match w.as_slice() {
-        ["link", "to", peer, "committed", "epoch", e]
-        | ["link", "to", peer, "agreed", "at", "epoch", e, "by", "LINK_HELLO"] => {
-            Some(Fact::Committed {
-                peer: peer.parse().ok()?,
-                epoch: e.parse().ok()?,
-            })
-        }
-        ["epoch", e, "staged", "in", "the", "device"] => Some(Fact::Staged(e.parse().ok()?)),
-        ["epoch", e, "activated"] => Some(Fact::Activated(e.parse().ok()?)),
-        ["the", "device", "runs", "firmware", "of", "campaign", e] => {
-            Some(Fact::Running(e.parse().ok()?))
-        }
+fn fact(e: &HistoryEntry) -> Option<Fact> {
+    let ev = &e.event;
+    match ev.kind {
+        HistoryKind::LinkCommitted | HistoryKind::LinkAgreed => Some(Fact::Committed {
+            peer: ev.peer?,
+            epoch: ev.epoch?,
+        }),
+        HistoryKind::Staged => Some(Fact::Staged(ev.epoch?)),
+        HistoryKind::Activated => Some(Fact::Activated(ev.epoch?)),
+        HistoryKind::RunningAtStart => Some(Fact::Running(ev.epoch?)),
+        HistoryKind::ProbeMismatch => Some(Fact::Safety(ev.text.clone())),
         _ => None,
     }
 }
@@ -60,7 +49,7 @@ pub fn check_histories(histories: &[(u64, Vec<HistoryEntry>)], partial: bool) ->
         let mut staged = 0u64;
         let mut activated = 0u64;
         for e in entries {
-            match parse(&e.event) {
+            match fact(e) {
                 Some(Fact::Committed { peer, epoch }) => {
                     let prev = last.entry((*node, peer)).or_insert(0);
                     if epoch < *prev {
@@ -110,13 +99,18 @@ pub fn check_histories(histories: &[(u64, Vec<HistoryEntry>)], partial: bool) ->
 mod tests {
     use super::*;
 
-    fn h(events: &[&str]) -> Vec<HistoryEntry> {
+    use crate::HistoryEvent;
+    use HistoryKind::*;
+
+    /// Entries from (kind, epoch, peer).
+    fn h(events: &[(HistoryKind, u64, Option<u64>)]) -> Vec<HistoryEntry> {
         events
             .iter()
             .enumerate()
-            .map(|(i, e)| HistoryEntry {
-                at_ms: i as u64,
-                event: e.to_string(),
+            .map(|(i, &(kind, epoch, peer))| {
+                let mut e = HistoryEvent::new(kind, format!("{kind:?}")).epoch(epoch);
+                e.peer = peer;
+                HistoryEntry::new(i as u64, e)
             })
             .collect()
     }
@@ -124,14 +118,14 @@ mod tests {
     #[test]
     fn a_clean_campaign_passes() {
         let a = h(&[
-            "epoch 1 staged in the device",
-            "epoch 1 activated",
-            "link to 2 committed epoch 1",
+            (Staged, 1, None),
+            (Activated, 1, None),
+            (LinkCommitted, 1, Some(2)),
         ]);
         let b = h(&[
-            "epoch 1 staged in the device",
-            "epoch 1 activated",
-            "link to 1 committed epoch 1",
+            (Staged, 1, None),
+            (Activated, 1, None),
+            (LinkAgreed, 1, Some(1)),
         ]);
         assert!(check_histories(&[(1, a), (2, b)], false).is_empty());
     }
@@ -139,15 +133,26 @@ mod tests {
     #[test]
     fn each_violation_is_found() {
         let back = h(&[
-            "epoch 2 staged in the device",
-            "epoch 2 activated",
-            "link to 2 committed epoch 2",
-            "link to 2 committed epoch 1",
+            (Staged, 2, None),
+            (Activated, 2, None),
+            (LinkCommitted, 2, Some(2)),
+            (LinkCommitted, 1, Some(2)),
         ]);
-        let early = h(&["link to 1 committed epoch 1"]);
-        let unstaged = h(&["epoch 1 activated"]);
-        let probe = h(&["SAFETY: probe from 4 sent under epoch 1 read under 0"]);
-        let v = check_histories(&[(1, back), (2, early), (3, unstaged), (4, probe)], false);
+        let early = h(&[(LinkCommitted, 1, Some(1))]);
+        let unstaged = h(&[(Activated, 1, None)]);
+        let mut probe = h(&[(ProbeMismatch, 1, Some(4))]);
+        probe[0].event.text = "SAFETY: probe from 4 sent under epoch 1 read under 0".into();
+        let old_line = h(&[(Note, 9, None)]);
+        let v = check_histories(
+            &[
+                (1, back),
+                (2, early),
+                (3, unstaged),
+                (4, probe),
+                (5, old_line),
+            ],
+            false,
+        );
         let all = v.join("\n");
         assert!(all.contains("went back"), "{all}");
         assert!(

@@ -9,7 +9,9 @@
 use serde::{Deserialize, Serialize};
 
 pub mod check;
+pub mod history;
 pub use check::check_histories;
+pub use history::{HistoryEntry, HistoryEvent, HistoryKind};
 
 /// The version of this API.
 pub const API_VERSION: u32 = 1;
@@ -377,15 +379,6 @@ pub struct ComponentEntry {
     pub running: Option<String>,
     /// Version staged in the inactive bank.
     pub stored: Option<String>,
-}
-
-/// One history entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    /// Unix time in milliseconds.
-    pub at_ms: u64,
-    /// What happened.
-    pub event: String,
 }
 
 #[cfg(test)]

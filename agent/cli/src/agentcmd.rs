@@ -394,7 +394,7 @@ pub fn history(a: ReadArgs) -> Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&entries)?);
     } else {
         for e in entries {
-            outln!("{:>14}  {}", e.at_ms, e.event);
+            outln!("{}  {}", e.at, e.event.text);
         }
     }
     Ok(ExitCode::SUCCESS)

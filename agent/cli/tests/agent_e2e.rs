@@ -61,7 +61,7 @@ fn a_campaign_converges_and_a_killed_agent_catches_up_after_restart() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["event"].as_str().unwrap())
+        .map(|e| e["text"].as_str().unwrap())
         .collect();
     assert!(events.iter().any(|e| e.contains("Converged")), "{events:?}");
     // Planning it again is refused: this node already took that epoch.

@@ -300,7 +300,7 @@ impl Agent {
         h.as_array()
             .unwrap()
             .iter()
-            .map(|e| e["event"].as_str().unwrap().to_owned())
+            .map(|e| e["text"].as_str().unwrap().to_owned())
             .collect()
     }
 }
@@ -537,7 +537,7 @@ fn timed_history(agent: &Agent) -> Vec<(u64, String)> {
         .map(|e| {
             (
                 e["at_ms"].as_u64().unwrap(),
-                e["event"].as_str().unwrap().to_owned(),
+                e["text"].as_str().unwrap().to_owned(),
             )
         })
         .collect()

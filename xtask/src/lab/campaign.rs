@@ -9,6 +9,7 @@ use super::binaries::Binaries;
 use super::scenarios::{step, GuestFile, Scenario};
 use super::vm::Guest;
 use anyhow::Result;
+use entente_api::{HistoryEntry, HistoryEvent, HistoryKind};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -211,25 +212,28 @@ fn per_agent(guest: &Guest, step: &str, prefix: &str) -> BTreeMap<u32, Value> {
     m
 }
 
-/// `(peer, epoch)` of a history event "link to PEER committed epoch EPOCH".
-fn committed(event: &str) -> Option<(u64, u64)> {
-    let rest = event.strip_prefix("link to ")?;
-    let (peer, epoch) = rest.split_once(" committed epoch ")?;
-    Some((peer.trim().parse().ok()?, epoch.trim().parse().ok()?))
+/// The entries of an `entente history --json` answer.
+fn entries(h: &Value) -> Vec<HistoryEntry> {
+    serde_json::from_value(h.clone()).unwrap_or_default()
+}
+
+/// `(peer, epoch)` of a history event that committed a link's epoch by a transaction.
+fn committed(e: &HistoryEvent) -> Option<(u64, u64)> {
+    (e.kind == HistoryKind::LinkCommitted).then_some((e.peer?, e.epoch?))
 }
 
 /// The offline history check over every agent's history (oldest entry first): on each agent the
 /// committed epoch of each of its links never goes down, and every "link to X committed epoch
 /// E" on agent A has its match "link to A committed epoch E" on agent X; and no agent wrote a
 /// `SAFETY:` line (a probe read under another epoch than its sender's). Returns the problems.
-pub fn history_problems(histories: &BTreeMap<u32, Vec<String>>) -> Vec<String> {
+pub fn history_problems(histories: &BTreeMap<u32, Vec<HistoryEvent>>) -> Vec<String> {
     let mut problems = Vec::new();
     // (agent, peer) -> epochs committed, in order
     let mut commits: BTreeMap<(u64, u64), Vec<u64>> = BTreeMap::new();
     for (&a, events) in histories {
         for e in events {
-            if e.starts_with("SAFETY:") {
-                problems.push(format!("agent {a}: {e}"));
+            if e.kind == HistoryKind::ProbeMismatch {
+                problems.push(format!("agent {a}: {}", e.text));
             }
             if let Some((peer, epoch)) = committed(e) {
                 commits.entry((a.into(), peer)).or_default().push(epoch);
@@ -272,19 +276,9 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
     let statuses = per_agent(guest, "campaign-converge", "status ");
     let raw_histories = per_agent(guest, "campaign-history", "history ");
     let fanout = fanout_summary(&raw_histories);
-    let histories: BTreeMap<u32, Vec<String>> = raw_histories
-        .into_iter()
-        .map(|(n, h)| {
-            let events = h
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|e| e["event"].as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (n, events)
-        })
+    let histories: BTreeMap<u32, Vec<HistoryEvent>> = raw_histories
+        .iter()
+        .map(|(&n, h)| (n, entries(h).into_iter().map(|e| e.event).collect()))
         .collect();
     let ran = |name: &str| guest.step(name).is_some_and(|s| s.rc == Some(0));
     let all = statuses.len() == NODES as usize;
@@ -358,52 +352,38 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
 /// guest's): from "campaign 1 started here" on agent 1 until each agent recorded the image
 /// complete in its store, with the chunks it fetched and resumed (the killed agent resumes).
 fn fanout_summary(histories: &BTreeMap<u32, Value>) -> Value {
-    let events = |h: &Value| -> Vec<(u64, String)> {
-        h.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| Some((e["at_ms"].as_u64()?, e["event"].as_str()?.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let start = histories.get(&1).and_then(|h| {
-        events(h)
+        entries(h)
             .into_iter()
-            .find(|(_, e)| e.starts_with("campaign ") && e.contains(" started here"))
-            .map(|(t, _)| t)
+            .find(|e| e.event.kind == HistoryKind::CampaignStarted)
+            .map(|e| e.at_ms)
     });
     let mut agents = Vec::new();
     let mut last: Option<u64> = None;
     let mut complete = true;
     for (&n, h) in histories.iter().filter(|(n, _)| **n != 1) {
-        let done = events(h)
+        let done = entries(h)
             .into_iter()
-            .find(|(_, e)| e.contains("staged in the store"));
-        let (at, event) = match (done, start) {
-            (Some((t, e)), Some(s)) => (Some(t.saturating_sub(s)), e),
-            _ => {
-                complete = false;
-                (None, String::new())
-            }
-        };
-        if let Some(t) = at {
-            last = Some(last.map_or(t, |l| l.max(t)));
+            .find(|e| e.event.kind == HistoryKind::ImageStored);
+        let at = done
+            .as_ref()
+            .zip(start)
+            .map(|(e, s)| e.at_ms.saturating_sub(s));
+        match at {
+            Some(t) => last = Some(last.map_or(t, |l| l.max(t))),
+            None => complete = false,
         }
-        let count = |after: &str| {
-            event
-                .split(after)
-                .next()
-                .and_then(|t| t.rsplit(' ').next())
-                .and_then(|x| x.trim_start_matches('(').parse::<u64>().ok())
+        let count = |name: &str| {
+            done.as_ref()
+                .and_then(|e| e.event.counts.get(name).copied())
         };
         agents.push(json!({
             "agent": n,
             "image_ms": at,
-            "chunks_fetched": count(" chunks fetched"),
+            "chunks_fetched": count("fetched"),
             // Written to the disk from the RDMA slot the chunk arrived in, without a copy.
-            "chunks_in_place": count(" written from the receive buffer"),
-            "chunks_resumed": count(" resumed"),
+            "chunks_in_place": count("in_place"),
+            "chunks_resumed": count("resumed"),
         }));
     }
     json!({
@@ -438,44 +418,37 @@ fn check(report: &Map<String, Value>) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn h(v: &[(u32, &[&str])]) -> BTreeMap<u32, Vec<String>> {
+    /// Histories of link commits: (agent, [(peer, epoch)]).
+    fn h(v: &[(u32, &[(u64, u64)])]) -> BTreeMap<u32, Vec<HistoryEvent>> {
         v.iter()
-            .map(|(n, e)| (*n, e.iter().map(|s| s.to_string()).collect()))
+            .map(|(n, e)| {
+                let events = e
+                    .iter()
+                    .map(|&(peer, epoch)| {
+                        HistoryEvent::new(HistoryKind::LinkCommitted, "")
+                            .peer(peer)
+                            .epoch(epoch)
+                    })
+                    .collect();
+                (*n, events)
+            })
             .collect()
     }
 
     #[test]
     fn matching_monotonic_histories_pass() {
-        let hs = h(&[
-            (
-                1,
-                &[
-                    "phase Idle -> Announced (epoch 1)",
-                    "link to 2 committed epoch 1",
-                ],
-            ),
-            (
-                2,
-                &["link to 1 committed epoch 1", "link to 1 committed epoch 1"],
-            ),
-        ]);
+        let hs = h(&[(1, &[(2, 1)]), (2, &[(1, 1), (1, 1)])]);
         assert!(history_problems(&hs).is_empty());
     }
 
     #[test]
     fn a_commit_without_its_match_or_going_down_fails() {
-        let hs = h(&[
-            (
-                1,
-                &["link to 2 committed epoch 2", "link to 2 committed epoch 1"],
-            ),
-            (2, &["link to 1 committed epoch 1"]),
-        ]);
+        let hs = h(&[(1, &[(2, 2), (2, 1)]), (2, &[(1, 1)])]);
         let p = history_problems(&hs);
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].contains("down"), "{p:?}");
         assert!(p[1].contains("epoch 2"), "{p:?}");
-        let missing = h(&[(1, &["link to 3 committed epoch 1"])]);
+        let missing = h(&[(1, &[(3, 1)])]);
         assert_eq!(history_problems(&missing).len(), 1);
     }
 }

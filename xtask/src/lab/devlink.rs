@@ -26,6 +26,7 @@ use super::netdevsim::Netdevsim;
 use super::scenarios::{step, GuestFile, Scenario};
 use super::vm::Guest;
 use anyhow::Result;
+use entente_api::{HistoryEntry, HistoryEvent, HistoryKind};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -306,14 +307,15 @@ fn devlink_versions(info: Option<&Value>) -> (Option<String>, Option<String>) {
 }
 
 /// The history events of an `entente history --json` answer.
-fn events(h: Option<&Value>) -> Vec<String> {
-    h.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e["event"].as_str().map(str::to_owned))
-                .collect()
-        })
+fn events(h: Option<&Value>) -> Vec<HistoryEvent> {
+    h.and_then(|h| serde_json::from_value::<Vec<HistoryEntry>>(h.clone()).ok())
+        .map(|a| a.into_iter().map(|e| e.event).collect())
         .unwrap_or_default()
+}
+
+/// Whether an event is of `kind` for campaign `epoch`.
+fn is(e: &HistoryEvent, kind: HistoryKind, epoch: u64) -> bool {
+    e.kind == kind && e.epoch == Some(epoch)
 }
 
 /// The runtime value of the parameter in `devlink -j dev param show DEV name P` output: the
@@ -397,12 +399,10 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
     let after_dl = lines(guest, "devlink-campaign", "devlink_after");
     let after_hist = lines(guest, "devlink-campaign", "history_after");
     let live = |n: u32| {
-        events(after_hist.get(&n))
-            .iter()
-            .any(|e| e == "activating epoch 1 (Live)")
-            && events(after_hist.get(&n))
-                .iter()
-                .any(|e| e == "epoch 1 activated")
+        let h = events(after_hist.get(&n));
+        h.iter()
+            .any(|e| is(e, HistoryKind::Activating, 1) && e.method.as_deref() == Some("Live"))
+            && h.iter().any(|e| is(e, HistoryKind::Activated, 1))
     };
     let activation = ran("devlink-campaign") && live(1) && live(2);
     let versions = [1, 2]
@@ -419,13 +419,13 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
     let ff_dl = lines(guest, "devlink-flash-failure", "devlink_flashfail");
     let ff_error = ff_hist
         .iter()
-        .find(|e| e.starts_with("staging epoch 2 failed"))
-        .cloned();
+        .find(|e| is(e, HistoryKind::StagingFailed, 2))
+        .map(|e| e.text.clone());
     let flash_failure = ran("devlink-flash-failure")
         && ff_error
             .as_deref()
             .is_some_and(|e| e.contains(FLASH_FAULT_MSG))
-        && !ff_hist.iter().any(|e| e.starts_with("activating epoch 2"))
+        && !ff_hist.iter().any(|e| is(e, HistoryKind::Activating, 2))
         && devlink_versions(ff_dl.get(&1)) == v1;
 
     // 4. activation failure
@@ -434,8 +434,8 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
     let af_status = lines(guest, "devlink-activation-failure", "status");
     let af_error = af_hist
         .iter()
-        .find(|e| e.starts_with("activation of epoch 2 failed"))
-        .cloned();
+        .find(|e| is(e, HistoryKind::ActivationFailed, 2))
+        .map(|e| e.text.clone());
     let af_versions = devlink_versions(af_dl.get(&1));
     let status1 = af_status.get(&1);
     let activation_failure = ran("devlink-activation-failure")

@@ -433,7 +433,9 @@ fn image_all_hosts_ms(
         .map(|(_, entries)| {
             entries
                 .iter()
-                .filter(|e| e.at_ms >= since && e.event.contains("staged in the store"))
+                .filter(|e| {
+                    e.at_ms >= since && e.event.kind == entente_api::HistoryKind::ImageStored
+                })
                 .map(|e| e.at_ms - since)
                 .min()
         })

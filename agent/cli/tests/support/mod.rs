@@ -190,7 +190,7 @@ impl Cluster {
         h.as_array()
             .unwrap()
             .iter()
-            .map(|e| e["event"].as_str().unwrap().to_owned())
+            .map(|e| e["text"].as_str().unwrap().to_owned())
             .collect()
     }
 }

@@ -4,6 +4,7 @@
 use super::acceptance::{self, Checked, NodeView, Purpose, Refusal};
 use super::status::StartError;
 use super::Agent;
+use entente_api::{HistoryEvent, HistoryKind};
 use entente_proto::msg::Campaign;
 use entente_proto::{Epoch, NodeId, Window};
 use entente_stage::{Digest, Manifest, ProfileImage, Signature, VerifiedManifest, VerifyError};
@@ -32,7 +33,10 @@ impl Agent {
         let what = epoch.map_or_else(|| "campaign".to_owned(), |e| format!("campaign {e}"));
         let msg = format!("{what} refused: {}", reasons.join("; "));
         tracing::warn!("{msg}");
-        self.history(&msg);
+        let mut event =
+            HistoryEvent::new(HistoryKind::CampaignRefused, msg.clone()).reason(reasons.join("; "));
+        event.epoch = epoch;
+        self.history(event);
         StartError::Refused(msg)
     }
 
@@ -99,10 +103,13 @@ impl Agent {
                 &["the protocol node did not take the campaign".into()],
             ));
         }
-        self.history(&format!(
-            "campaign {} started here ({})",
-            m.epoch, m.semantics
-        ));
+        self.history(
+            HistoryEvent::new(
+                HistoryKind::CampaignStarted,
+                format!("campaign {} started here ({})", m.epoch, m.semantics),
+            )
+            .epoch(m.epoch),
+        );
         Ok((m.epoch, digest.to_hex()))
     }
 
@@ -126,7 +133,10 @@ impl Agent {
             }
             match self.store.stage_file(own, Path::new(path)) {
                 Ok(_) => {
-                    self.history(&format!("seeded image {} from {path}", own.sha256.to_hex()));
+                    self.history(HistoryEvent::new(
+                        HistoryKind::Image,
+                        format!("seeded image {} from {path}", own.sha256.to_hex()),
+                    ));
                     return Ok(());
                 }
                 Err(e) => why.push(format!(
@@ -156,7 +166,10 @@ impl Agent {
                     continue;
                 }
                 if self.store.stage_file(img, Path::new(path)).is_ok() {
-                    self.history(&format!("seeded image {} from {path}", img.sha256.to_hex()));
+                    self.history(HistoryEvent::new(
+                        HistoryKind::Image,
+                        format!("seeded image {} from {path}", img.sha256.to_hex()),
+                    ));
                 }
             }
         }

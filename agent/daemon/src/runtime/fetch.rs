@@ -18,6 +18,7 @@ use crate::envelope::Envelope;
 use crate::worker::Job;
 use anyhow::Result;
 use bytes::Bytes;
+use entente_api::{HistoryEvent, HistoryKind};
 use entente_fastpath::ConnId;
 use entente_node::fanout::{ChunkFetch, FetchParams, ImageShape, Strategy};
 use entente_proto::msg::Campaign;
@@ -172,7 +173,14 @@ impl Agent {
             }
             Some(Err(e)) => {
                 tracing::error!("campaign {}: {e}", c.epoch.0);
-                self.history(&format!("campaign {}: {e}", c.epoch.0));
+                self.history(
+                    HistoryEvent::new(
+                        HistoryKind::CampaignRefused,
+                        format!("campaign {}: {e}", c.epoch.0),
+                    )
+                    .epoch(c.epoch.0)
+                    .reason(e.clone()),
+                );
                 self.node.staged(now, c.epoch, false);
             }
             Some(Ok(image)) => self.fetch_image(c, image)?,
@@ -189,7 +197,14 @@ impl Agent {
                 super::BULK_SLOT
             );
             tracing::error!("campaign {}: {why}", c.epoch.0);
-            self.history(&format!("staging epoch {} refused: {why}", c.epoch.0));
+            self.history(
+                HistoryEvent::new(
+                    HistoryKind::StagingFailed,
+                    format!("staging epoch {} refused: {why}", c.epoch.0),
+                )
+                .epoch(c.epoch.0)
+                .reason(why.clone()),
+            );
             self.fetch = Fetch::Idle;
             self.node.staged(self.now(), c.epoch, false);
             return Ok(());
@@ -212,12 +227,18 @@ impl Agent {
                     params,
                 );
                 let resumed = staging.resumed_chunks();
-                self.history(&format!(
-                    "fetching image {} ({} chunks, {} already here)",
-                    image.sha256.to_hex(),
-                    image.chunk_count(),
-                    resumed
-                ));
+                self.history(
+                    HistoryEvent::new(
+                        HistoryKind::Image,
+                        format!(
+                            "fetching image {} ({} chunks, {} already here)",
+                            image.sha256.to_hex(),
+                            image.chunk_count(),
+                            resumed
+                        ),
+                    )
+                    .epoch(c.epoch.0),
+                );
                 let digest = image.sha256.0;
                 self.fetch = Fetch::Chunks {
                     campaign: c,
@@ -233,7 +254,14 @@ impl Agent {
             }
             Err(e) => {
                 tracing::error!("staging: {e}");
-                self.history(&format!("staging epoch {} failed: {e}", c.epoch.0));
+                self.history(
+                    HistoryEvent::new(
+                        HistoryKind::StagingFailed,
+                        format!("staging epoch {} failed: {e}", c.epoch.0),
+                    )
+                    .epoch(c.epoch.0)
+                    .reason(e.to_string()),
+                );
                 self.fetch = Fetch::Idle;
                 self.node.staged(self.now(), c.epoch, false);
             }
@@ -391,16 +419,27 @@ impl Agent {
             Ok(_) => {
                 self.images.insert(image.sha256.0, image.clone());
                 self.announcements.changed(image.sha256.0);
-                self.history(&format!(
+                self.history(HistoryEvent::new(HistoryKind::ImageStored, format!(
                     "image {} staged in the store: {fetched} chunks fetched ({in_place} written from the receive buffer), {resumed} resumed, {} ms",
                     image.sha256.to_hex(),
                     started.elapsed().as_millis()
-                ));
+                )).epoch(campaign.epoch.0)
+                .count("fetched", u64::from(fetched))
+                .count("in_place", u64::from(in_place))
+                .count("resumed", u64::from(resumed))
+                .count("ms", started.elapsed().as_millis() as u64));
                 self.flash(campaign, image);
             }
             Err(e) => {
                 tracing::error!("finishing the image: {e}");
-                self.history(&format!("staging epoch {} failed: {e}", campaign.epoch.0));
+                self.history(
+                    HistoryEvent::new(
+                        HistoryKind::StagingFailed,
+                        format!("staging epoch {} failed: {e}", campaign.epoch.0),
+                    )
+                    .epoch(campaign.epoch.0)
+                    .reason(e.to_string()),
+                );
                 self.node.staged(self.now(), campaign.epoch, false);
             }
         }
@@ -479,7 +518,11 @@ impl Agent {
                                     String::new()
                                 }
                             );
-                            self.history(&msg);
+                            let event = HistoryEvent::new(HistoryKind::PeerRefused, msg)
+                                .peer(conn.peer)
+                                .epoch(campaign.epoch.0)
+                                .reason(e.to_string());
+                            self.history(event);
                         }
                     }
                 }
@@ -492,15 +535,26 @@ impl Agent {
         };
         match self.accept_manifest(&c, &data) {
             Ok(image) => {
-                self.history(&format!(
-                    "manifest of epoch {} from node {}",
-                    c.epoch.0, conn.peer
-                ));
+                self.history(
+                    HistoryEvent::new(
+                        HistoryKind::Image,
+                        format!("manifest of epoch {} from node {}", c.epoch.0, conn.peer),
+                    )
+                    .epoch(c.epoch.0)
+                    .peer(conn.peer),
+                );
                 self.fetch_image(c, image)?;
             }
             Err(ManifestRefused::Peer(e)) => {
                 tracing::warn!(peer = conn.peer, "manifest refused: {e}");
-                self.history(&format!("manifest from node {} refused: {e}", conn.peer));
+                self.history(
+                    HistoryEvent::new(
+                        HistoryKind::PeerRefused,
+                        format!("manifest from node {} refused: {e}", conn.peer),
+                    )
+                    .peer(conn.peer)
+                    .reason(e.clone()),
+                );
                 if let Fetch::Manifest { tried, .. } = &mut self.fetch {
                     tried.insert(conn.peer);
                 }
@@ -508,7 +562,11 @@ impl Agent {
             Err(ManifestRefused::Node(e)) => {
                 let msg = format!("campaign {} refused: {e}", c.epoch.0);
                 tracing::warn!("{msg}");
-                self.history(&msg);
+                self.history(
+                    HistoryEvent::new(HistoryKind::CampaignRefused, msg)
+                        .epoch(c.epoch.0)
+                        .reason(e),
+                );
                 self.fetch = Fetch::Idle;
                 self.node.staged(self.now(), c.epoch, false);
             }

@@ -18,6 +18,7 @@ use crate::control::ControlServer;
 use crate::db::Db;
 use crate::worker::{Done, Worker};
 use anyhow::{Context, Result};
+use entente_api::{HistoryEvent, HistoryKind};
 use entente_devices::profile::Profile;
 use entente_fastpath::{ClusterKey, Config as FastConfig, Event as NetEvent, Transport};
 use entente_node::fanout;
@@ -256,12 +257,22 @@ impl Agent {
         agent.serve = fanout::ServeQueue::new(fanout::ServeParams::agent(agent.strategy()));
         agent.restore_manifests()?;
         if let Some(epoch) = running_campaign {
-            agent.history(&format!("the device runs firmware of campaign {epoch}"));
+            agent.history(
+                HistoryEvent::new(
+                    HistoryKind::RunningAtStart,
+                    format!("the device runs firmware of campaign {epoch}"),
+                )
+                .epoch(epoch),
+            );
         }
         if let Some(evidence) = lost {
-            agent.history(&format!(
-                "state store lost ({evidence}); restart quarantine"
-            ));
+            agent.history(
+                HistoryEvent::new(
+                    HistoryKind::StoreLost,
+                    format!("state store lost ({evidence}); restart quarantine"),
+                )
+                .reason(evidence.clone()),
+            );
         }
         agent.carry_out()?;
         Ok(agent)
@@ -403,9 +414,22 @@ impl Agent {
                 self.flash_percent = None;
                 if let Some(e) = &error {
                     tracing::warn!(epoch, "staging into the device failed: {e}");
-                    self.history(&format!("staging epoch {epoch} failed: {e}"));
+                    self.history(
+                        HistoryEvent::new(
+                            HistoryKind::StagingFailed,
+                            format!("staging epoch {epoch} failed: {e}"),
+                        )
+                        .epoch(epoch)
+                        .reason(e.clone()),
+                    );
                 } else {
-                    self.history(&format!("epoch {epoch} staged in the device"));
+                    self.history(
+                        HistoryEvent::new(
+                            HistoryKind::Staged,
+                            format!("epoch {epoch} staged in the device"),
+                        )
+                        .epoch(epoch),
+                    );
                 }
                 self.node
                     .staged(now, entente_proto::Epoch(epoch), error.is_none());
@@ -413,11 +437,24 @@ impl Agent {
             Done::Activated { epoch, error } => {
                 if let Some(e) = &error {
                     tracing::warn!(epoch, "activation failed: {e}");
-                    self.history(&format!("activation of epoch {epoch} failed: {e}"));
+                    self.history(
+                        HistoryEvent::new(
+                            HistoryKind::ActivationFailed,
+                            format!("activation of epoch {epoch} failed: {e}"),
+                        )
+                        .epoch(epoch)
+                        .reason(e.clone()),
+                    );
                 } else if let Some(w) = self.activating.take() {
                     self.running = w;
                     self.db.set_running_window(w)?;
-                    self.history(&format!("epoch {epoch} activated"));
+                    self.history(
+                        HistoryEvent::new(
+                            HistoryKind::Activated,
+                            format!("epoch {epoch} activated"),
+                        )
+                        .epoch(epoch),
+                    );
                 }
                 self.node
                     .activation_done(now, entente_proto::Epoch(epoch), error.is_none());
@@ -440,8 +477,21 @@ impl Agent {
             }
             Done::Drained { epoch, result } => {
                 match &result {
-                    Ok(out) => self.history(&format!("drained for epoch {epoch}: {out}")),
-                    Err(e) => self.history(&format!("drain for epoch {epoch} failed: {e}")),
+                    Ok(out) => self.history(
+                        HistoryEvent::new(
+                            HistoryKind::Drained,
+                            format!("drained for epoch {epoch}: {out}"),
+                        )
+                        .epoch(epoch),
+                    ),
+                    Err(e) => self.history(
+                        HistoryEvent::new(
+                            HistoryKind::DrainFailed,
+                            format!("drain for epoch {epoch} failed: {e}"),
+                        )
+                        .epoch(epoch)
+                        .reason(e.to_string()),
+                    ),
                 }
                 self.node
                     .drain_done(now, entente_proto::Epoch(epoch), result.map(|_| ()));
@@ -452,11 +502,11 @@ impl Agent {
         Ok(())
     }
 
-    fn history(&self, event: &str) {
+    fn history(&self, event: HistoryEvent) {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        if let Err(e) = self.db.history(at, event) {
+        if let Err(e) = self.db.history(at, &event.to_stored()) {
             tracing::error!("history: {e}");
         }
     }

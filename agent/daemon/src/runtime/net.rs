@@ -5,6 +5,7 @@ use crate::config::{Config, TransportKind};
 use crate::envelope::Envelope;
 use anyhow::Result;
 use bytes::Bytes;
+use entente_api::{HistoryEvent, HistoryKind};
 use entente_fastpath::{ClusterKey, ConnId, Event as NetEvent, SendError, Transport};
 use entente_proto::{Message, NodeId};
 use std::collections::VecDeque;
@@ -114,7 +115,14 @@ impl Agent {
                         peer = conn.peer,
                         "an authenticated node that is not a configured peer connected: closed"
                     );
-                    self.history(&format!("refused unknown peer {}", conn.peer));
+                    self.history(
+                        HistoryEvent::new(
+                            HistoryKind::Peer,
+                            format!("refused unknown peer {}", conn.peer),
+                        )
+                        .peer(conn.peer)
+                        .reason("not a configured peer"),
+                    );
                     self.transport.close(conn);
                     return Ok(());
                 };
@@ -164,7 +172,14 @@ impl Agent {
                     Ok(Envelope::Busy { slot }) => self.fetch_not_yet(conn, slot, true),
                     Err(e) => {
                         tracing::warn!(peer = conn.peer, "{e}: connection closed");
-                        self.history(&format!("peer {} sent a malformed message: {e}", conn.peer));
+                        self.history(
+                            HistoryEvent::new(
+                                HistoryKind::Peer,
+                                format!("peer {} sent a malformed message: {e}", conn.peer),
+                            )
+                            .peer(conn.peer)
+                            .reason(e.to_string()),
+                        );
                         self.transport.close(conn);
                     }
                 }

@@ -3,6 +3,7 @@
 use super::Agent;
 use crate::worker::Job;
 use anyhow::Result;
+use entente_api::{HistoryEvent, HistoryKind};
 use entente_proto::node::{Event, Output};
 
 impl Agent {
@@ -38,10 +39,13 @@ impl Agent {
                 }
                 Output::Drain { epoch } => {
                     self.db.commit()?;
-                    self.history(&format!(
-                        "draining for epoch {} (before any lease)",
-                        epoch.0
-                    ));
+                    self.history(
+                        HistoryEvent::new(
+                            HistoryKind::Drained,
+                            format!("draining for epoch {} (before any lease)", epoch.0),
+                        )
+                        .epoch(epoch.0),
+                    );
                     crate::drain::start(
                         self.cfg.policy.drain_hook.clone(),
                         self.cfg.node_id,
@@ -86,7 +90,14 @@ impl Agent {
             return;
         };
         self.activating = Some(c.window);
-        self.history(&format!("activating epoch {epoch} ({method:?})"));
+        self.history(
+            HistoryEvent::new(
+                HistoryKind::Activating,
+                format!("activating epoch {epoch} ({method:?})"),
+            )
+            .epoch(epoch)
+            .method(format!("{method:?}")),
+        );
         let _ = self.worker.jobs.send(Job::Activate {
             epoch,
             disruptive,
@@ -173,6 +184,42 @@ impl Agent {
             | Event::Reincarnated { .. } => tracing::warn!("{text}"),
             _ => tracing::info!("{text}"),
         }
-        self.history(&text);
+        self.history(typed(&e, text));
+    }
+}
+
+/// The history event of a protocol event, with its fields.
+fn typed(e: &Event, text: String) -> HistoryEvent {
+    use HistoryKind as K;
+    let ev = |kind| HistoryEvent::new(kind, text.clone());
+    match e {
+        Event::Phase { from, to, epoch } => ev(K::Phase)
+            .epoch(epoch.0)
+            .from_to(format!("{from:?}"), format!("{to:?}")),
+        Event::LinkCommitted { peer, epoch } => ev(K::LinkCommitted).peer(peer.0).epoch(epoch.0),
+        Event::LinkAgreed { peer, epoch } => ev(K::LinkAgreed).peer(peer.0).epoch(epoch.0),
+        Event::ImplausibleReport { .. } => ev(K::ImplausibleReport),
+        Event::ProbeMismatch { peer, sent, .. } => ev(K::ProbeMismatch).peer(peer.0).epoch(sent.0),
+        Event::LinkIncompatible { peer, epoch, .. } => {
+            ev(K::LinkIncompatible).peer(peer.0).epoch(epoch.0)
+        }
+        Event::LeasesAsked { epoch } => ev(K::LeasesAsked).epoch(epoch.0),
+        Event::DrainFailed { epoch, reason } => {
+            ev(K::DrainFailed).epoch(epoch.0).reason(reason.to_string())
+        }
+        Event::DeviceRefusedEpoch { epoch, reason } => ev(K::DeviceRefusedEpoch)
+            .epoch(epoch.0)
+            .reason(reason.to_string()),
+        Event::DeviceLagging {
+            peer,
+            epoch,
+            reason,
+            ..
+        } => ev(K::DeviceLagging)
+            .peer(peer.0)
+            .epoch(epoch.0)
+            .reason(reason.to_string()),
+        Event::Reincarnated { .. } => ev(K::Reincarnated),
+        _ => ev(K::Note),
     }
 }

@@ -3,6 +3,7 @@
 //! (`entente_node::fanout::to_prune` decides).
 
 use super::Agent;
+use entente_api::{HistoryEvent, HistoryKind};
 use entente_proto::Phase;
 use entente_stage::Digest;
 
@@ -29,11 +30,17 @@ impl Agent {
                     if self.reader.as_ref().is_some_and(|(d, _)| *d == id) {
                         self.reader = None;
                     }
-                    self.history(&format!(
-                        "image {} pruned from the store (campaign {} finalized)",
-                        digest.to_hex(),
-                        phase.epoch.0
-                    ));
+                    self.history(
+                        HistoryEvent::new(
+                            HistoryKind::ImagePruned,
+                            format!(
+                                "image {} pruned from the store (campaign {} finalized)",
+                                digest.to_hex(),
+                                phase.epoch.0
+                            ),
+                        )
+                        .epoch(phase.epoch.0),
+                    );
                 }
                 Err(e) => tracing::warn!("pruning image {}: {e}", digest.to_hex()),
             }

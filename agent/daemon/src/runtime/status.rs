@@ -5,6 +5,7 @@ use crate::worker::Job;
 use entente_api::{
     ComponentEntry, DeviceEntry, GpuEntry, Inventory, LinkStatus, NvmlEntry, Status, TransportStats,
 };
+use entente_api::{HistoryEvent, HistoryKind};
 use entente_devices::nvml::GpuInventory;
 use entente_proto::{Epoch, NodeId, Pending};
 use entente_stage::{Digest, Signature};
@@ -166,7 +167,9 @@ impl Agent {
             .recent_history(limit)
             .unwrap_or_default()
             .into_iter()
-            .map(|(at_ms, event)| entente_api::HistoryEntry { at_ms, event })
+            .map(|(at_ms, event)| {
+                entente_api::HistoryEntry::new(at_ms, HistoryEvent::from_stored(&event))
+            })
             .collect()
     }
 
@@ -217,7 +220,10 @@ impl Agent {
                     continue;
                 }
                 if self.store.stage_file(img, p).is_ok() {
-                    self.history(&format!("image {} added from {path}", img.sha256.to_hex()));
+                    self.history(HistoryEvent::new(
+                        HistoryKind::Image,
+                        format!("image {} added from {path}", img.sha256.to_hex()),
+                    ));
                     self.images.insert(img.sha256.0, img.clone());
                     let epoch = self.image_epochs.entry(img.sha256.0).or_default();
                     *epoch = (*epoch).max(verified.manifest().epoch);
@@ -349,10 +355,13 @@ impl Agent {
                         },
                         Request::LinkRetire { peer } => {
                             if self.retire(*peer) {
-                                self.history(&format!(
-                                    "link to {peer} retired by uid {}",
-                                    p.caller.uid
-                                ));
+                                self.history(
+                                    HistoryEvent::new(
+                                        HistoryKind::Operator,
+                                        format!("link to {peer} retired by uid {}", p.caller.uid),
+                                    )
+                                    .peer(*peer),
+                                );
                                 // Retired means recorded, as for a campaign start.
                                 self.carry_out().map(|()| Reply::Done).map_err(|e| {
                                     (ErrorCode::Internal, format!("retiring the link: {e}"))
@@ -366,10 +375,13 @@ impl Agent {
                         }
                         Request::LinkRestore { peer } => {
                             if self.restore(*peer) {
-                                self.history(&format!(
-                                    "link to {peer} restored by uid {}",
-                                    p.caller.uid
-                                ));
+                                self.history(
+                                    HistoryEvent::new(
+                                        HistoryKind::Operator,
+                                        format!("link to {peer} restored by uid {}", p.caller.uid),
+                                    )
+                                    .peer(*peer),
+                                );
                                 Ok(Reply::Done)
                             } else {
                                 Err((

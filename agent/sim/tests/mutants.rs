@@ -90,6 +90,17 @@ fn hunt(m: Mutant) -> Option<Hunt> {
             seeds: 1..=12,
             invariant: "durability",
         },
+        // Two neighbours staged at the same moment ask each other for a lease at once and
+        // both grant: the budget checker sees a node start its activation beside a neighbour.
+        Mutant::GrantWhileLeasing => Hunt {
+            cfg: SimConfig {
+                nodes: 16,
+                topology: TopologyKind::Ring,
+                ..SimConfig::default()
+            },
+            seeds: 1..=2,
+            invariant: "budget",
+        },
         // The initiator tags data with the new epoch before COMMIT: a node's outputs are
         // carried out atomically, and the initiator sends COMMIT in the same step as it
         // commits (or reconnects), so no data tick ever falls in between.
@@ -166,6 +177,12 @@ fn responder_aborts_after_reflect_is_caught() {
 fn commit_on_other_path_is_caught() {
     catch(Mutant::CommitOnOtherPath);
     control(Mutant::CommitOnOtherPath);
+}
+
+#[test]
+fn grant_while_leasing_is_caught() {
+    catch(Mutant::GrantWhileLeasing);
+    control(Mutant::GrantWhileLeasing);
 }
 
 #[test]

@@ -215,7 +215,18 @@ impl Node {
     /// Whether this node claims its own lease (holds it, or waits for it): it grants no new
     /// lease then.
     fn own_claimed(&self) -> bool {
+        if self.grants_while_leasing() {
+            return false;
+        }
         self.holder.own || (self.gate == Gate::Leasing && self.holder.at_own())
+    }
+
+    /// The `GrantWhileLeasing` mutant: the own lease is taken at once and claims nothing.
+    fn grants_while_leasing(&self) -> bool {
+        #[cfg(feature = "mutants")]
+        return self.cfg.mutant == Some(crate::Mutant::GrantWhileLeasing);
+        #[cfg(not(feature = "mutants"))]
+        false
     }
 
     /// Whether the node's own lease is free: no neighbour holds one of its grants and it is not
@@ -245,7 +256,7 @@ impl Node {
                 if !self.holder.own {
                     // Like any lease, with the ones after it in the order given back first.
                     self.release_beyond(self.holder.next);
-                    if !self.own_free(now) {
+                    if !self.own_free(now) && !self.grants_while_leasing() {
                         // Waits for the grants to run out or be released (the grantor timer,
                         // or a release, steps again); no new one is given meanwhile.
                         self.grantor_rearm(now);

@@ -20,11 +20,14 @@ pub enum Mutant {
     ProbeBeforeDeviceAck,
     /// The responder reflects without checking that its device can take the epoch.
     ReflectWithoutDeviceCheck,
+    /// A node about to activate keeps granting leases (no own lease in its acquisition order):
+    /// two neighbours whose requests cross are both granted and go down together.
+    GrantWhileLeasing,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 8] = [
+    pub const ALL: [Mutant; 9] = [
         Mutant::ResponderAbortsAfterReflect,
         Mutant::ResponderDoesNotPause,
         Mutant::DataBeforeCommit,
@@ -33,5 +36,6 @@ impl Mutant {
         Mutant::SendBeforePersist,
         Mutant::ProbeBeforeDeviceAck,
         Mutant::ReflectWithoutDeviceCheck,
+        Mutant::GrantWhileLeasing,
     ];
 }

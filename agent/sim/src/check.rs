@@ -16,7 +16,8 @@ pub enum Invariant {
     Durability,
     /// Only an image whose digest matches the signed manifest is activated.
     Integrity,
-    /// No node has more than `max_unavailable` neighbours in a disruptive activation.
+    /// No node has more than `max_unavailable` neighbours in a disruptive activation, nor is in
+    /// one itself while a neighbour is.
     Budget,
 }
 

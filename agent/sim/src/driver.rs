@@ -242,6 +242,21 @@ impl World {
             });
         }
         self.nodes[n as usize].dev.activating = true;
+        if disruptive && self.nodes[n as usize].activating_neighbours > 0 {
+            // A node grants no lease while it is disrupted or about to be: two neighbours are
+            // never in a disruptive activation at once, whatever the budget.
+            let down: Vec<u32> = self.topo.adj[n as usize]
+                .iter()
+                .map(|&(p, _)| p)
+                .filter(|&p| self.nodes[p as usize].dev.activating)
+                .collect();
+            let (step, now) = (self.step, self.now);
+            self.check.violate(Invariant::Budget, step, now, || {
+                format!(
+                    "n{n} starts a disruptive activation while its neighbours {down:?} are in one"
+                )
+            });
+        }
         if disruptive {
             let nbrs: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(p, _)| p).collect();
             for m in nbrs {

@@ -52,3 +52,16 @@ fn campaign_survives_origin_crash_sim() {
     assert!(r.converged, "{}", explain(&r));
     assert!(r.passed(), "{}", explain(&r));
 }
+
+/// `entente sim --nodes 52 --topology random --protocol bilateral --seed 1122 --loss 0.2
+/// --crash-rate 0.01 --partition-rate 0.01 --drift-ppm 0 --traffic-hz 100000
+/// --activation-failure 0.1 --corrupt 0.01 --radix 8 --max-unavailable 1` (swarm seed 1122):
+/// n23 waited at its own lease, so it granted nothing and queued n28 and n46; then a lease
+/// before its own in its order was lost and its acquisition went back there, but nothing served
+/// the queue it no longer had a reason to hold. n46, holding n13's only slot, waited for n23,
+/// and n7 for that slot: nodes left `Staged` for good.
+#[test]
+fn own_lease_given_up_serves_the_queue_seed() {
+    let r = common::run(entente_sim::swarm::options(1122, 64, Protocol::Bilateral));
+    assert!(r.passed(), "{}", explain(&r));
+}

@@ -131,7 +131,7 @@ impl Node {
             Ok(()) if self.record.phase.phase == Phase::Staged && !self.record.paused => {
                 self.emit(Output::Event(Event::LeasesAsked { epoch }));
                 self.gate = Gate::Leasing;
-                self.holder.start(&self.links);
+                self.holder.start(self.cfg.id, &self.links);
                 self.lease_step(now);
             }
             Ok(()) => {}
@@ -165,8 +165,7 @@ impl Node {
             return;
         }
         self.gate = Gate::Idle;
-        self.release_leases();
-        self.serve_queue(now);
+        self.release_leases(now);
         if let Some(since) = since {
             let took = now.saturating_sub(since);
             if took > u64::from(c.max_activation_ms) * crate::types::MS {
@@ -304,7 +303,7 @@ impl Node {
                 }
                 if self.gate == Gate::Leasing {
                     self.gate = Gate::Idle;
-                    self.release_leases();
+                    self.release_leases(now);
                 }
                 self.set_phase(now, Phase::Halted, c.epoch);
             }
@@ -363,7 +362,7 @@ impl Node {
                     }
                     if self.gate == Gate::Leasing {
                         self.gate = Gate::Idle;
-                        self.release_leases();
+                        self.release_leases(now);
                     }
                     self.set_phase(now, Phase::Activated, c.epoch);
                     self.announce_activated(now);

@@ -4,11 +4,13 @@
 //! holds while it waits (a total order of acquisition means waits can never form a cycle), renews
 //! every lease before half its length, and activates only when every lease, measured on its own
 //! clock from when it sent the request, outlasts the maximum activation plus a drift margin.
+//! Its own grantor is one more resource of that order, at its own id: at that position it takes
+//! its *own lease* once no neighbour holds one of its grants, and grants no new lease from then
+//! until its activation is over, so that two neighbours are never disrupted at once.
 //! Grantor: grants while fewer than `max_unavailable_neighbors` neighbours hold its grants, and
 //! queues the other requests (first come, first served) instead of making them poll; expiry runs
 //! on its own clock. After a restart it grants nothing for one lease length, since grants it gave
-//! before the crash may still be running, and it grants nothing while its own disruptive
-//! activation runs.
+//! before the crash may still be running, and it grants nothing while its own lease is claimed.
 
 use super::{Event, Gate, Node, Output, TimerKey};
 use crate::link::LinkEnd;
@@ -21,6 +23,9 @@ use crate::types::{Nanos, NodeId, Rng};
 /// behind by chance with probability 2^-22 (its request then goes unanswered until it asks
 /// again on its next connection).
 const DUP_WINDOW: u32 = 1 << 10;
+
+/// The position of the node's own lease in `Holder::order` (in place of a link index).
+const OWN: usize = usize::MAX;
 
 /// A request in flight.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -37,8 +42,12 @@ struct Asked {
 /// fires.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Holder {
-    /// Link indices to acquire, in ascending peer order (links are sorted), live ones only.
+    /// Link indices to acquire, in ascending peer order (links are sorted), live ones only,
+    /// with [`OWN`] at this node's own id among them.
     order: Vec<usize>,
+    /// Whether this node holds its own lease: it grants no new lease until the activation is
+    /// over (or the acquisition gives the lease back to keep its order).
+    own: bool,
     /// Position in `order` of the next lease to acquire.
     next: usize,
     /// Per link index, if a lease is held: when the request behind it was sent (a lower bound
@@ -60,18 +69,29 @@ pub(super) struct Holder {
 }
 
 impl Holder {
-    /// Begins an acquisition over the live links, keeping leases already held.
-    pub(super) fn start(&mut self, links: &[LinkEnd]) {
+    /// Begins an acquisition over the live links of node `me`, keeping leases already held.
+    pub(super) fn start(&mut self, me: NodeId, links: &[LinkEnd]) {
         self.held.resize(links.len(), None);
         self.order = (0..links.len()).filter(|&i| !links[i].retired).collect();
+        let at = self.order.partition_point(|&i| links[i].peer < me);
+        self.order.insert(at, OWN);
+        self.own = false;
         self.next = 0;
         self.retry_at = None;
+    }
+    /// Whether the acquisition waits at its own lease.
+    fn at_own(&self) -> bool {
+        !self.own && self.order.get(self.next) == Some(&OWN)
     }
     fn is_asked(&self, link: usize) -> bool {
         self.asked.iter().any(|a| a.link == link)
     }
     fn is_held(&self, link: usize) -> bool {
         self.held.get(link).is_some_and(Option::is_some)
+    }
+    /// Gives up the node's own lease (the caller has the grantor serve its queue).
+    fn drop_own(&mut self) {
+        self.own = false;
     }
     fn hold(&mut self, link: usize, requested_at: Nanos, seq: u32, len: Nanos) {
         if self.held.len() <= link {
@@ -192,14 +212,61 @@ impl Node {
         self.record.campaign.map(|c| c.epoch).unwrap_or_default()
     }
 
-    /// Advances the acquisition: ask the next neighbour, or activate when every lease is long
-    /// enough, or renew the ones that are not.
+    /// Whether this node claims its own lease (holds it, or waits for it): it grants no new
+    /// lease then.
+    fn own_claimed(&self) -> bool {
+        if self.grants_while_leasing() {
+            return false;
+        }
+        self.holder.own || (self.gate == Gate::Leasing && self.holder.at_own())
+    }
+
+    /// The `GrantWhileLeasing` mutant: the own lease is taken at once and claims nothing.
+    fn grants_while_leasing(&self) -> bool {
+        #[cfg(feature = "mutants")]
+        return self.cfg.mutant == Some(crate::Mutant::GrantWhileLeasing);
+        #[cfg(not(feature = "mutants"))]
+        false
+    }
+
+    /// Whether the node's own lease is free: no neighbour holds one of its grants and it is not
+    /// quiet after a restart (grants of its earlier life may still run).
+    fn own_free(&self, now: Nanos) -> bool {
+        now >= self.grantor.quiet_until && self.grantor.active(now) == 0
+    }
+
+    /// Advances the acquisition: ask the next neighbour, take the own lease, or activate when
+    /// every lease is long enough, or renew the ones that are not. If the node no longer claims
+    /// its own lease (it gave it back, or the loss of a lease before it sent the acquisition
+    /// back), the grantor serves the requests it queued meanwhile.
     pub(super) fn lease_step(&mut self, now: Nanos) {
+        self.lease_advance(now);
+        if !self.own_claimed() && !self.grantor.queue.is_empty() {
+            self.serve_queue(now);
+        }
+    }
+
+    fn lease_advance(&mut self, now: Nanos) {
         if self.gate != Gate::Leasing {
             return;
         }
         while self.holder.next < self.holder.order.len() {
             let i = self.holder.order[self.holder.next];
+            if i == OWN {
+                if !self.holder.own {
+                    // Like any lease, with the ones after it in the order given back first.
+                    self.release_beyond(self.holder.next);
+                    if !self.own_free(now) && !self.grants_while_leasing() {
+                        // Waits for the grants to run out or be released (the grantor timer,
+                        // or a release, steps again); no new one is given meanwhile.
+                        self.grantor_rearm(now);
+                        return self.lease_rearm(now);
+                    }
+                    self.holder.own = true;
+                }
+                self.holder.next += 1;
+                continue;
+            }
             if self.links[i].retired || self.holder.is_held(i) {
                 self.holder.next += 1;
                 continue;
@@ -334,8 +401,15 @@ impl Node {
         self.lease_rearm(now);
     }
 
-    /// Lets go of every lease held (activation over, or given up).
-    pub(super) fn release_leases(&mut self) {
+    /// Lets go of every lease held (activation over, or given up), its own included: the
+    /// grantor serves its queue again.
+    pub(super) fn release_leases(&mut self, now: Nanos) {
+        self.holder.drop_own();
+        self.release_held();
+        self.serve_queue(now);
+    }
+
+    fn release_held(&mut self) {
         let epoch = self.epoch();
         let held: Vec<usize> = self.holder.held_links().map(|(i, _, _)| i).collect();
         self.holder.unreleased.resize(self.links.len(), None);
@@ -427,11 +501,30 @@ impl Node {
         }
     }
 
+    /// The node learned it forgot the grants of an earlier life (quarantine): an own lease taken
+    /// before is void, and is taken again, with the leases after it, once the quarantine is over.
+    pub(super) fn own_void(&mut self, now: Nanos) {
+        if self.gate != Gate::Leasing || !self.holder.own {
+            return;
+        }
+        let Some(pos) = self.holder.order.iter().position(|&k| k == OWN) else {
+            return;
+        };
+        self.holder.own = false;
+        self.release_beyond(pos);
+        self.holder.next = self.holder.next.min(pos);
+        self.lease_step(now);
+    }
+
     /// Gives back every lease held at a position of the acquisition order after `pos`.
     fn release_beyond(&mut self, pos: usize) {
         let epoch = self.epoch();
         for k in pos + 1..self.holder.order.len() {
             let j = self.holder.order[k];
+            if j == OWN {
+                self.holder.drop_own();
+                continue;
+            }
             if let Some((_, seq, _)) = self.holder.held[j].take() {
                 self.holder.asked.retain(|a| a.link != j);
                 if self.links[j].conn.is_some() {
@@ -461,6 +554,10 @@ impl Node {
         let epoch = self.epoch();
         for k in idx..self.holder.order.len() {
             let j = self.holder.order[k];
+            if j == OWN {
+                self.holder.drop_own();
+                continue;
+            }
             if let Some((_, seq, _)) = self.holder.held[j].take() {
                 self.holder.asked.retain(|a| a.link != j);
                 if j != i && self.links[j].conn.is_some() {
@@ -497,15 +594,16 @@ impl Node {
 
     /// Grants queued requests while the budget allows: renewals at once, new holders while
     /// fewer than `max_unavailable_neighbors` hold a grant and this node is not quarantined or
-    /// in its own disruptive activation. Requesters whose connection is down are dropped (they
-    /// ask again on reconnect).
+    /// claiming its own lease (so not in its own disruptive activation either). Requesters whose
+    /// connection is down are dropped (they ask again on reconnect).
     pub(super) fn serve_queue(&mut self, now: Nanos) {
         let lease = self.grant_length();
         let duration_ms = u32::try_from(lease / crate::types::MS).unwrap_or(u32::MAX);
         let lease = Nanos::from(duration_ms) * crate::types::MS;
         self.grantor.grants.retain(|x| x.1 > now);
-        let self_busy = matches!(self.gate, Gate::Activating { .. })
-            && self.record.campaign.is_some_and(|c| c.disruptive);
+        let self_busy = self.own_claimed()
+            || (matches!(self.gate, Gate::Activating { .. })
+                && self.record.campaign.is_some_and(|c| c.disruptive));
         let mut k = 0;
         while k < self.grantor.queue.len() {
             let (peer, epoch, seq) = self.grantor.queue[k];
@@ -536,13 +634,19 @@ impl Node {
                 }),
             );
         }
+        if self.gate == Gate::Leasing && self.holder.at_own() && self.own_free(now) {
+            // The last grant ended: the acquisition waiting for its own lease goes on.
+            self.lease_step(now);
+        }
         self.grantor_rearm(now);
     }
 
-    /// Arms the grantor timer at the next moment a queued request could be served.
+    /// Arms the grantor timer at the next moment a queued request could be served, or the
+    /// node's own lease could be taken.
     fn grantor_rearm(&mut self, now: Nanos) {
+        let waits = self.gate == Gate::Leasing && self.holder.at_own();
         let g = &self.grantor;
-        if g.queue.is_empty() {
+        if g.queue.is_empty() && !waits {
             return;
         }
         let expiry = g.grants.iter().map(|x| x.1).min();

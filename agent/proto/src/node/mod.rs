@@ -633,6 +633,7 @@ impl Node {
         self.summary.set_phase(self.cfg.id, self.record.phase);
         let quiet = self.grant_length();
         self.grantor.quarantine(now, quiet);
+        self.own_void(now);
         self.emit(Output::Event(Event::Reincarnated {
             incarnation,
             quiet_ms: quiet / MS,

@@ -41,6 +41,8 @@ pub fn run() -> Result<()> {
             "warnings",
         ],
     )?;
+    // The end-to-end tests (package entente-tests) run the binaries built here; no test builds.
+    sh("cargo", &["build", "--workspace", "--bins", "--all-features"])?;
     sh("cargo", &["test", "--workspace", "--all-features"])?;
     // The spin model of one link: the protocol verifies, every planted mutant is caught.
     sh("sh", &["model/check.sh"])?;

@@ -6,15 +6,13 @@
 //! The emulator is started here, on a free loopback port; a test fails, never skips, when it
 //! cannot start.
 
-mod support;
-
+use entente_tests::{entente, entented, run, tempdir};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{entente, entented, run, tempdir};
 
 /// The BMC account the emulator is started with.
 const USER: &str = "admin";
@@ -30,7 +28,7 @@ const SLOT: u32 = 2;
 const NO_NVML: &str = "unavailable: libnvidia-ml not found";
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    entente_tests::repo_root()
 }
 
 fn bmc_dir() -> PathBuf {

@@ -1,11 +1,9 @@
 //! End to end: a campaign's image fans out between real `entented` processes on loopback.
 
-mod support;
-
+use entente_tests::{entente, run, tempdir, Cluster};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{entente, run, tempdir, Cluster};
 
 /// Adds a configuration drop-in to agent `i` (before it starts).
 fn drop_in(c: &Cluster, i: usize, name: &str, text: &str) {

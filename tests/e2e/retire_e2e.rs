@@ -1,11 +1,9 @@
 //! Retired links, restored links and stale nodes as `entente status` reports them: real
 //! `entented` processes on loopback.
 
-mod support;
-
+use entente_tests::{entente, run, tempdir, Cluster};
 use serde_json::Value;
 use std::time::Duration;
-use support::{entente, run, tempdir, Cluster};
 
 const LIMIT: Duration = Duration::from_secs(90);
 

@@ -1,24 +1,24 @@
 //! End to end: real `entented` processes on loopback, driven through the `entente` CLI.
 
-mod support;
-
+use entente_tests::{entente, entented, run, tempdir, Cluster};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
-use support::{entente, entented, run, tempdir, Cluster};
 
 #[test]
 fn demo_converges_with_agents_killed_mid_campaign() {
-    let _ = entented();
-    let out = run(entente().args([
-        "demo",
-        "--nodes",
-        "5",
-        "--faults",
-        "--json",
-        "--timeout-s",
-        "120",
-    ]));
+    let out = run(entente()
+        .args([
+            "demo",
+            "--nodes",
+            "5",
+            "--faults",
+            "--json",
+            "--timeout-s",
+            "120",
+            "--entented",
+        ])
+        .arg(entented()));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -248,7 +248,7 @@ fn a_caller_outside_the_groups_is_refused() {
     let dir = tempdir("auth");
     let mut c = Cluster::new(&dir, 2);
     // Readers: group `entente-e2e` may read; nobody may change anything.
-    let gid = support::reader_group(&dir, &c);
+    let gid = entente_tests::reader_group(&dir, &c);
     c.start(0);
     let as_nobody = |args: &[&str], groups: &str| {
         run(Command::new("setpriv")
@@ -257,7 +257,7 @@ fn a_caller_outside_the_groups_is_refused() {
                 "--regid=65534",
                 &format!("--groups={groups}"),
             ])
-            .arg(env!("CARGO_BIN_EXE_entente"))
+            .arg(entente_tests::entente_path())
             .args(args)
             .arg("--socket")
             .arg(c.socket(0)))

@@ -1,32 +1,58 @@
 //! What the end-to-end tests share: the CLI and agent binaries, and a cluster of `entented`
 //! processes on loopback written by `entente demo --setup`.
-#![allow(dead_code)] // each test crate uses part of it
+//!
+//! The tests run the binaries a build step made before them (`cargo xtask ci` and `.ci/run`
+//! run `cargo build --workspace --bins --all-features` first); no test builds anything. They are
+//! looked for in `ENTENTE_BIN_DIR`, else in the target directory's profile folder beside this
+//! test binary.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn entente() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_entente"))
+/// The folder holding `entente` and `entented`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("ENTENTE_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/<test binary>: the binaries are in target/<profile>.
+    let me = std::env::current_exe().expect("the test binary's path");
+    let deps = me.parent().expect("deps");
+    deps.parent().expect("the profile folder").to_path_buf()
 }
 
-/// The agent binary, next to the CLI. It is another package's binary, so cargo does not
-/// rebuild it for this test: build it (a no-op when fresh) once per test run.
-pub fn entented() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    let p = Path::new(env!("CARGO_BIN_EXE_entente")).with_file_name("entented");
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-q", "-p", "entente-agent"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok && p.is_file(), "could not build entented");
-    });
+/// The path of binary `name`, which must have been built before the tests.
+pub fn binary(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: build the binaries before the end-to-end tests \
+         (cargo build --workspace --bins --all-features, as cargo xtask ci does), \
+         or point ENTENTE_BIN_DIR at them",
+        p.display()
+    );
     p
+}
+
+/// The CLI binary.
+pub fn entente_path() -> PathBuf {
+    binary("entente")
+}
+
+/// The CLI, ready to take arguments.
+pub fn entente() -> Command {
+    Command::new(entente_path())
+}
+
+/// The agent binary.
+pub fn entented() -> PathBuf {
+    binary("entented")
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 pub fn run(cmd: &mut Command) -> Output {
@@ -56,6 +82,8 @@ impl Cluster {
         let out = run(entente()
             .args(["demo", "--setup"])
             .arg(dir)
+            .arg("--entented")
+            .arg(entented())
             .args(["--nodes", &nodes.to_string()])
             .args(args));
         assert!(

@@ -1,11 +1,9 @@
 //! Safety of the running agent after lost or restored state stores, refused manifests,
 //! oversized images and crashes of a campaign's origin: real `entented` processes on loopback.
 
-mod support;
-
+use entente_tests::{run, sign_campaign, tempdir, trusted_signer, Cluster};
 use serde_json::Value;
 use std::time::Duration;
-use support::{run, sign_campaign, tempdir, trusted_signer, Cluster};
 
 const SETTLE: Duration = Duration::from_secs(3);
 const LIMIT: Duration = Duration::from_secs(60);
@@ -247,7 +245,7 @@ fn oversized_image_refused_by_start() {
     )
     .unwrap();
     c.start(0);
-    let plan = run(support::entente()
+    let plan = run(entente_tests::entente()
         .args(["campaign", "plan", "--socket"])
         .arg(c.socket(0))
         .arg("--manifest")

@@ -1,13 +1,11 @@
 //! Hostile clients of the control socket, against a running agent: a slow client, an endless
 //! request, and a refused request too large to log whole.
 
-mod support;
-
+use entente_tests::{entente, run, tempdir, Cluster};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{entente, run, tempdir, Cluster};
 
 /// `VmHWM` (peak resident set) of a process, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -100,7 +98,7 @@ fn hostile_huge_control_request() {
 fn hostile_log_line_cap() {
     let dir = tempdir("hostile-log");
     let mut c = Cluster::new(&dir, 2);
-    let gid = support::reader_group(&dir, &c);
+    let gid = entente_tests::reader_group(&dir, &c);
     c.start(0);
     // A reader asks to start a campaign with a 700 KB manifest: refused, and logged short.
     let big = dir.join("big.manifest");
@@ -112,7 +110,7 @@ fn hostile_log_line_cap() {
     }
     let out = run(Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", &format!("--groups={gid}")])
-        .arg(env!("CARGO_BIN_EXE_entente"))
+        .arg(entente_tests::entente_path())
         .args(["campaign", "start", "--manifest"])
         .arg(&big)
         .arg("--socket")
@@ -132,7 +130,7 @@ fn hostile_log_line_cap() {
 
 /// `entented --check-config` on node `i`'s configuration: (success, stderr).
 fn check_config(c: &Cluster, i: usize) -> (bool, String) {
-    let out = run(Command::new(support::entented())
+    let out = run(Command::new(entente_tests::entented())
         .arg("--config")
         .arg(c.agent(i, "config"))
         .arg("--check-config"));
@@ -157,7 +155,7 @@ fn hostile_world_writable_keys() {
     assert!(!ok, "a world-writable key directory was accepted");
     assert!(err.contains("keys") && err.contains("writable"), "{err}");
     // The agent refuses to start on it too.
-    let out = run(Command::new(support::entented())
+    let out = run(Command::new(entente_tests::entented())
         .arg("--config")
         .arg(c.agent(0, "config")));
     assert!(!out.status.success());
@@ -201,7 +199,7 @@ fn hostile_umask_000() {
     let child = Command::new("sh")
         .arg("-c")
         .arg("umask 000; exec \"$0\" --config \"$1\"")
-        .arg(support::entented())
+        .arg(entente_tests::entented())
         .arg(c.agent(0, "config"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -230,9 +228,9 @@ fn a_closed_pipe_ends_the_command_quietly() {
     // one line (`entente manifest show M --json | head -1`).
     let dir = tempdir("closed-pipe");
     std::fs::create_dir_all(dir.join("keys")).unwrap();
-    let key = support::trusted_signer(&dir, "ops");
+    let key = entente_tests::trusted_signer(&dir, "ops");
     std::fs::write(dir.join("big.bin"), vec![3u8; 16 << 20]).unwrap();
-    let (manifest, _) = support::sign_campaign(
+    let (manifest, _) = entente_tests::sign_campaign(
         &dir,
         &key,
         "big",
@@ -242,7 +240,7 @@ fn a_closed_pipe_ends_the_command_quietly() {
     let out = Command::new("bash")
         .arg("-c")
         .arg("\"$0\" manifest show \"$1\" --json | head -1; echo \"status ${PIPESTATUS[0]}\"")
-        .arg(env!("CARGO_BIN_EXE_entente"))
+        .arg(entente_tests::entente_path())
         .arg(&manifest)
         .output()
         .unwrap();
@@ -256,8 +254,8 @@ fn a_closed_pipe_ends_the_command_quietly() {
 fn hostile_admin_group_only() {
     let dir = tempdir("hostile-admin-only");
     let mut c = Cluster::new(&dir, 2);
-    let _ = support::reader_group(&dir, &c);
-    let admin = support::group("entente-e2e-admin");
+    let _ = entente_tests::reader_group(&dir, &c);
+    let admin = entente_tests::group("entente-e2e-admin");
     let config = c.agent(0, "config");
     std::fs::write(
         config.with_extension("d").join("11-admin.toml"),
@@ -276,7 +274,7 @@ fn hostile_admin_group_only() {
                 "--regid=65534",
                 &format!("--groups={groups}"),
             ])
-            .arg(env!("CARGO_BIN_EXE_entente"))
+            .arg(entente_tests::entente_path())
             .args(["campaign", "plan", "--manifest"])
             .arg(&manifest)
             .arg("--socket")

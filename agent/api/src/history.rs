@@ -48,7 +48,7 @@ pub enum HistoryKind {
     /// The node's image for a campaign is complete in its store (`epoch`; `counts`: chunks
     /// `fetched`, `in_place` (written from the receive buffer), `resumed`, and `ms`).
     ImageStored,
-    /// A stored image was pruned (`epoch`: the campaign finalized).
+    /// A stored image was pruned (`epoch`: the campaign that converged here).
     ImagePruned,
     /// A neighbour sent a chunk or manifest that was refused (`peer`, `reason`).
     PeerRefused,

@@ -58,7 +58,7 @@ pub struct Agent {
     images: HashMap<[u8; 32], entente_stage::ProfileImage>,
     /// The newest campaign epoch whose manifest names each held image.
     image_epochs: HashMap<[u8; 32], u64>,
-    /// The campaign whose finalization last pruned the store.
+    /// The campaign whose convergence here last pruned the store.
     pruned_after: Option<u64>,
     /// What neighbours announced they hold.
     holdings: fanout::Holdings,

@@ -1,6 +1,6 @@
-//! Pruning the image store once a campaign is finalized here: the images of that campaign and
-//! of the one before stay (a rollback needs the previous image), older ones go
-//! (`entente_node::fanout::to_prune` decides).
+//! Pruning the image store once a campaign converged here (every link of this node moved): the
+//! images of that campaign and of the one before stay (a rollback needs the previous image),
+//! older ones go (`entente_node::fanout::to_prune` decides).
 
 use super::Agent;
 use entente_api::{HistoryEvent, HistoryKind};
@@ -8,10 +8,11 @@ use entente_proto::Phase;
 use entente_stage::Digest;
 
 impl Agent {
-    /// Prunes the store after this node's campaign was finalized, once per campaign.
+    /// Prunes the store after this node's campaign converged, once per campaign.
     pub(super) fn prune_step(&mut self) {
         let phase = self.node.phase();
-        if phase.phase != Phase::Finalized || self.pruned_after >= Some(phase.epoch.0) {
+        let settled = matches!(phase.phase, Phase::Converged | Phase::Finalized);
+        if !settled || self.pruned_after >= Some(phase.epoch.0) {
             return;
         }
         self.pruned_after = Some(phase.epoch.0);
@@ -34,7 +35,7 @@ impl Agent {
                         HistoryEvent::new(
                             HistoryKind::ImagePruned,
                             format!(
-                                "image {} pruned from the store (campaign {} finalized)",
+                                "image {} pruned from the store (campaign {} converged here)",
                                 digest.to_hex(),
                                 phase.epoch.0
                             ),

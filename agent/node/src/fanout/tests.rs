@@ -350,7 +350,7 @@ fn announcements_come_in_rounds_and_a_new_neighbour_hears_of_three_images_at_mos
 }
 
 #[test]
-fn a_finalized_campaign_keeps_its_images_and_the_previous_campaigns() {
+fn a_converged_campaign_keeps_its_images_and_the_previous_campaigns() {
     let held = [
         (1, [1; 32]),
         (2, [2; 32]),

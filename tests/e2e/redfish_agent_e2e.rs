@@ -545,10 +545,9 @@ fn timed_history(agent: &Agent) -> Vec<(u64, String)> {
 fn redfish_two_neighbours_reboot_under_leases() {
     // Two GPUs of one baseboard, each driven by its own agent, linked to each other. A reboot
     // may take 30 minutes (the profile's max_ms), far beyond the configured 120 s lease: each
-    // agent must still get its neighbour's lease, drained first, and reboot under it. (Two
-    // neighbours that ask each other at the same instant may both be granted: the budget of
-    // one disrupted neighbour per node holds, but both are down at once; see the closing
-    // notes of docs and ARCHITECTURE.md, "Known gaps".)
+    // agent must still get its neighbour's lease, drained first, and reboot under it, and the
+    // two reboots take turns (neighbours whose lease requests cross never both go down:
+    // docs/protocol.md, "Neighbour leases").
     let dir = tempdir("redfish-pair");
     let bmc = Bmc::start(&dir.join("bmc.log"));
     let (p1, p2) = (free_port(), free_port());
@@ -608,6 +607,7 @@ fn redfish_two_neighbours_reboot_under_leases() {
     assert_eq!(bmc.gpu_version(1), NEW);
     assert_eq!(bmc.gpu_version(2), NEW);
     // Each reboot ran under its neighbour's lease, asked for once the agent was drained.
+    let mut reboots = Vec::new();
     for agent in [&one, &two] {
         let h = timed_history(agent);
         let at = |needle: &str| {
@@ -625,5 +625,11 @@ fn redfish_two_neighbours_reboot_under_leases() {
             drained < leases && leases < reboot && reboot < done,
             "{h:#?}"
         );
+        reboots.push((h[reboot].0, h[done].0));
     }
+    let ((a0, a1), (b0, b1)) = (reboots[0], reboots[1]);
+    assert!(
+        a1 <= b0 || b1 <= a0,
+        "both GPUs rebooted at once: {reboots:?}"
+    );
 }

@@ -20,17 +20,14 @@ use anyhow::Result;
 use bytes::Bytes;
 use entente_api::{HistoryEvent, HistoryKind};
 use entente_fastpath::ConnId;
-use entente_node::fanout::{ChunkFetch, FetchParams, ImageShape, Strategy};
+use entente_node::fanout::{ChunkFetch, FetchParams, ImageShape, ManifestFetch, Strategy};
 use entente_proto::msg::Campaign;
 use entente_stage::{Digest, Manifest, ProfileImage, Signature, Staging, VerifyError};
-use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Largest manifest (with its signature) accepted over the wire.
 const MAX_MANIFEST: u32 = 1 << 20;
-/// Wait before asking the neighbours for a manifest again, after a round where none had it.
-const MANIFEST_RETRY: Duration = Duration::from_millis(150);
 
 /// Where this node is in acquiring the current campaign's image.
 // One per agent: the size of the largest variant costs nothing worth a box.
@@ -42,12 +39,8 @@ pub enum Fetch {
     Manifest {
         /// The campaign.
         campaign: Campaign,
-        /// The open request.
-        pending: Option<(ConnId, u32)>,
-        /// Neighbours that had nothing this round.
-        tried: BTreeSet<u64>,
-        /// When to start the next round.
-        retry_at: Instant,
+        /// Whom to ask (the policy).
+        progress: ManifestFetch,
     },
     /// Fetching chunks.
     Chunks {
@@ -166,9 +159,7 @@ impl Agent {
             None => {
                 self.fetch = Fetch::Manifest {
                     campaign: c,
-                    pending: None,
-                    tried: BTreeSet::new(),
-                    retry_at: Instant::now(),
+                    progress: ManifestFetch::new(),
                 };
             }
             Some(Err(e)) => {
@@ -288,28 +279,24 @@ impl Agent {
         let mut fetch = std::mem::replace(&mut self.fetch, Fetch::Idle);
         let mut finished = false;
         match &mut fetch {
-            Fetch::Manifest {
-                campaign,
-                pending,
-                tried,
-                retry_at,
-            } => {
-                if pending.is_none() && Instant::now() >= *retry_at {
-                    match conns.iter().find(|c| !tried.contains(&c.peer)).copied() {
-                        None => {
-                            tried.clear();
-                            *retry_at = Instant::now() + MANIFEST_RETRY;
+            Fetch::Manifest { campaign, progress } => {
+                let now = self.now();
+                if let Some((peer, slot)) = progress.lapsed(now) {
+                    tracing::warn!(peer, "manifest request unanswered past its deadline");
+                    if let Some(conn) = conns.iter().find(|c| c.peer == peer) {
+                        self.transport.revoke_bulk(*conn, slot);
+                    }
+                }
+                let peers: Vec<u64> = conns.iter().map(|c| c.peer).collect();
+                if let Some(peer) = progress.next(now, &peers) {
+                    let conn = conns.iter().find(|c| c.peer == peer).copied();
+                    match conn.map(|c| (c, self.transport.grant_bulk(c, MAX_MANIFEST))) {
+                        Some((conn, Ok(slot))) => {
+                            progress.asked(peer, slot, now);
+                            let digest = campaign.image_digest;
+                            self.request(conn, Envelope::ManifestReq { digest, slot });
                         }
-                        Some(conn) => match self.transport.grant_bulk(conn, MAX_MANIFEST) {
-                            Ok(slot) => {
-                                *pending = Some((conn, slot));
-                                let digest = campaign.image_digest;
-                                self.request(conn, Envelope::ManifestReq { digest, slot });
-                            }
-                            Err(_) => {
-                                tried.insert(conn.peer);
-                            }
-                        },
+                        _ => progress.no_slot(peer),
                     }
                 }
             }
@@ -451,10 +438,7 @@ impl Agent {
         self.transport.revoke_bulk(conn, slot);
         let now = self.now();
         match &mut self.fetch {
-            Fetch::Manifest { pending, tried, .. } if *pending == Some((conn, slot)) => {
-                *pending = None;
-                tried.insert(conn.peer);
-            }
+            Fetch::Manifest { progress, .. } => progress.declined(conn.peer, slot),
             Fetch::Chunks { progress, .. } => {
                 progress.declined(conn.peer, slot, busy, now);
             }
@@ -467,9 +451,7 @@ impl Agent {
         self.holdings.forget(peer);
         self.serve_peer_down(peer);
         match &mut self.fetch {
-            Fetch::Manifest { pending, .. } if pending.is_some_and(|(c, _)| c.peer == peer) => {
-                *pending = None;
-            }
+            Fetch::Manifest { progress, .. } => progress.peer_down(peer),
             Fetch::Chunks { progress, .. } => progress.peer_down(peer),
             _ => {}
         }
@@ -479,11 +461,8 @@ impl Agent {
     pub(super) fn fetch_bulk(&mut self, conn: ConnId, slot: u32, data: Bytes) -> Result<()> {
         let now = self.now();
         let manifest_for = match &mut self.fetch {
-            Fetch::Manifest {
-                campaign, pending, ..
-            } if *pending == Some((conn, slot)) => {
-                *pending = None;
-                Some(*campaign)
+            Fetch::Manifest { campaign, progress } => {
+                progress.answered(conn.peer, slot).then_some(*campaign)
             }
             Fetch::Chunks {
                 campaign,
@@ -555,8 +534,8 @@ impl Agent {
                     .peer(conn.peer)
                     .reason(e.clone()),
                 );
-                if let Fetch::Manifest { tried, .. } = &mut self.fetch {
-                    tried.insert(conn.peer);
+                if let Fetch::Manifest { progress, .. } = &mut self.fetch {
+                    progress.refused(conn.peer);
                 }
             }
             Err(ManifestRefused::Node(e)) => {

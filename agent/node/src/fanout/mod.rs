@@ -13,6 +13,7 @@
 mod announce;
 mod chunks;
 mod fetch;
+mod manifest;
 mod rate;
 mod retention;
 mod serve;
@@ -20,6 +21,7 @@ mod serve;
 pub use announce::{on_connect, Announcements, HAVE_INTERVAL, MAX_ANNOUNCED_ON_CONNECT};
 pub use chunks::{ChunkSet, Holdings, ImageId};
 pub use fetch::{request_deadline, Ask, ChunkFetch, FetchParams, ImageShape};
+pub use manifest::{ManifestFetch, MANIFEST_DEADLINE, MANIFEST_RETRY};
 pub use rate::RateLimit;
 pub use retention::to_prune;
 pub use serve::{Admit, ChunkSender, ServeOutcome, ServeParams, ServeQueue, ServeReq};

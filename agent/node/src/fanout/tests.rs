@@ -367,3 +367,28 @@ fn a_converged_campaign_keeps_its_images_and_the_previous_campaigns() {
     assert_eq!(to_prune(&held, 1), Vec::<ImageId>::new());
     assert_eq!(to_prune(&held, 9), vec![[1; 32], [2; 32], [3; 32], [4; 32]]);
 }
+
+#[test]
+fn a_manifest_is_asked_of_one_neighbour_at_a_time_and_an_unanswered_request_lapses() {
+    let mut m = ManifestFetch::new();
+    assert_eq!(m.next(0, &[2, 3]), Some(2));
+    m.asked(2, 7, 0);
+    assert_eq!(m.next(1, &[2, 3]), None, "one request at a time");
+    assert!(!m.answered(3, 7), "not from that neighbour");
+    assert_eq!(m.lapsed(MANIFEST_DEADLINE), Some((2, 7)));
+    assert_eq!(
+        m.next(MANIFEST_DEADLINE, &[2, 3]),
+        Some(3),
+        "the silent one was tried"
+    );
+    m.asked(3, 8, MANIFEST_DEADLINE);
+    m.declined(3, 8);
+    let t = MANIFEST_DEADLINE + 1;
+    assert_eq!(m.next(t, &[2, 3]), None, "everyone tried: a pause");
+    assert_eq!(m.next(t + MANIFEST_RETRY, &[2, 3]), Some(2), "a new round");
+    m.asked(2, 9, t + MANIFEST_RETRY);
+    m.peer_down(2);
+    assert_eq!(m.next(t + MANIFEST_RETRY, &[3]), Some(3));
+    m.asked(3, 1, t + MANIFEST_RETRY);
+    assert!(m.answered(3, 1));
+}

@@ -374,6 +374,24 @@ fn wiped_responder_acknowledges_the_commit_it_adopted() {
 }
 
 #[test]
+fn wiped_node_running_the_new_firmware_does_not_activate_again() {
+    // node 2 activated, then lost its store before its links committed: it learns the campaign
+    // again from its neighbours and stages it, but its device runs the new firmware already,
+    // so it moves to Activated without a drain or leases
+    let mut sim = line();
+    sim.drive();
+    sim.start_campaign(n(1), campaign(1, true, 1));
+    sim.run_until(|s| s.is_up(n(2)) && s.node(n(2)).phase().phase == Phase::Activated);
+    let drains = sim.drains.iter().filter(|d| d.0 == n(2)).count();
+    sim.crash(n(2));
+    sim.restart_wiped(n(2));
+    sim.drive();
+    sim.assert_converged(1);
+    assert_eq!(sim.drains.iter().filter(|d| d.0 == n(2)).count(), drains);
+    no_protocol_errors(&sim);
+}
+
+#[test]
 fn crash_during_disruptive_activation_converges() {
     let mut sim = line();
     sim.drive();

@@ -3,10 +3,11 @@
 
 use crate::check::Invariant;
 use crate::config::{DriverBug, Protocol};
-use crate::world::{Ev, SimMsg, World, NEW_FW, TARGET};
-use entente_proto::node::{Event, Record};
+use crate::world::{Ev, SimMsg, Store, World, NEW_FW, TARGET};
+use entente_proto::node::{Durable, Event, Record};
 use entente_proto::phase::Phase;
 use entente_proto::types::{Nanos, NodeId, MS, SEC};
+use entente_proto::Message;
 use entente_proto::{Node, Output, Rng};
 
 /// Deferred persistence of the send-before-persist driver.
@@ -52,6 +53,9 @@ impl World {
                     }
                     let deferred = self.send_before_persist();
                     let sn = &mut self.nodes[n as usize];
+                    if let Record::Node(r) = &r {
+                        sn.manifests |= r.campaign.is_some();
+                    }
                     sn.persist_seq += 1;
                     if deferred {
                         let seq = sn.persist_seq;
@@ -64,6 +68,9 @@ impl World {
                     }
                 }
                 Output::Send { to, conn, msg } => {
+                    if let Message::Hello(h) = &msg {
+                        self.check_hello_window(n, h.window);
+                    }
                     let sn = &mut self.nodes[n as usize];
                     sn.required_seq = sn.persist_seq;
                     if let Some((link, side)) = self.link_of(n, to) {
@@ -153,6 +160,19 @@ impl World {
                 self.firmware_changed(n, crate::world::OLD_FW);
             }
             _ => {}
+        }
+    }
+
+    /// A window announced in LINK_HELLO is one the firmware the device runs speaks (a window
+    /// is always what the device runs, never what a database said): a peer agrees a new or
+    /// lost link's epoch from it.
+    fn check_hello_window(&mut self, n: u32, w: entente_proto::Window) {
+        let runs = self.nodes[n as usize].dev.running;
+        if w.min < runs.min || w.max > runs.max {
+            let (step, now) = (self.step, self.now);
+            self.check.violate(Invariant::Compatibility, step, now, || {
+                format!("n{n} announced firmware window {w:?} in LINK_HELLO but runs {runs:?}")
+            });
         }
     }
 
@@ -319,10 +339,16 @@ impl World {
         let end = self.cfg.fault_phase;
         for t in self.poisson(self.cfg.crash_rate * n, end) {
             let node = self.rng.below(n as u64) as u32;
-            self.schedule(t, Ev::Crash { node });
+            let store = Store::Kept;
+            self.schedule(t, Ev::Crash { node, store });
         }
         for t in self.poisson(self.cfg.partition_rate * n, end) {
             self.schedule(t, Ev::Partition);
+        }
+        for t in self.poisson(self.cfg.wipe_rate * n, end) {
+            let node = self.rng.below(n as u64) as u32;
+            let store = Store::Wiped;
+            self.schedule(t, Ev::Crash { node, store });
         }
     }
 
@@ -342,12 +368,13 @@ impl World {
         }
     }
 
-    pub(crate) fn crash(&mut self, n: u32) {
+    pub(crate) fn crash(&mut self, n: u32, store: Store) {
         let sn = &mut self.nodes[n as usize];
         if sn.node.is_none() {
             return;
         }
         sn.node = None;
+        sn.store = store;
         sn.inc += 1;
         sn.pending.clear();
         let links: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(_, l)| l).collect();
@@ -365,6 +392,16 @@ impl World {
     }
 
     pub(crate) fn restart(&mut self, n: u32) {
+        let sn = &mut self.nodes[n as usize];
+        if sn.store == Store::Wiped {
+            // The store is gone; the device (its firmware, its link epochs, the staged image)
+            // and the manifests stay. Durability is then what the peers hold (LINK_HELLO).
+            sn.durable = Durable::default();
+            sn.starts = 0;
+            sn.durable_seq = sn.persist_seq;
+            sn.required_seq = sn.persist_seq;
+            self.m.wipes += 1;
+        }
         let sn = &mut self.nodes[n as usize];
         if sn.durable_seq < sn.required_seq {
             let (lost, step, now) = (sn.required_seq - sn.durable_seq, self.step, self.now);
@@ -387,10 +424,22 @@ impl World {
         self.arm_liveness();
     }
 
-    /// Builds the node from its durable state and the device's running firmware.
+    /// Builds the node from its durable state and the device's running firmware, as the agent
+    /// does: a start with an empty store beside manifests it accepted is a lost store, and takes
+    /// an incarnation above 0 (and the restart quarantine).
     pub(crate) fn start_node(&mut self, n: u32) {
+        let bug = self.cfg.driver_bug;
         let sn = &mut self.nodes[n as usize];
+        let wiped = sn.store == Store::Wiped;
+        sn.store = Store::Kept;
         sn.cfg.firmware_window = sn.dev.running;
+        if wiped && bug == DriverBug::WipeKeepsWindow && sn.manifests {
+            // The buggy driver: the window of the manifest it holds, whatever the device runs.
+            sn.cfg.firmware_window = NEW_FW;
+        }
+        let lost = sn.durable.node.is_none() && sn.manifests;
+        sn.starts += 1;
+        sn.cfg.incarnation_hint = (sn.starts - 1).max(u32::from(lost));
         let local = sn.clock.local(self.now);
         sn.node = Some(Node::new(sn.cfg.clone(), &sn.durable, local));
         if n == 0 {

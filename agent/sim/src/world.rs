@@ -41,8 +41,8 @@ pub(crate) enum Ev {
         disruptive: bool,
         real: bool,
     },
-    /// A node crashes.
-    Crash { node: u32 },
+    /// A node crashes; `store` says what its restart finds of its state store.
+    Crash { node: u32, store: Store },
     /// A crashed node restarts.
     Restart { node: u32 },
     /// A partition begins.
@@ -74,7 +74,7 @@ impl Ev {
             Ev::Reconnect { link } => (3, link as u64),
             Ev::Chunk { node, .. } => (4, node as u64),
             Ev::ActivationEnd { node, .. } => (5, node as u64),
-            Ev::Crash { node } => (6, node as u64),
+            Ev::Crash { node, .. } => (6, node as u64),
             Ev::Restart { node } => (7, node as u64),
             Ev::Partition => (8, 0),
             Ev::DataTick { link, dir } => (9, ((link as u64) << 1) | dir as u64),
@@ -131,6 +131,16 @@ pub(crate) struct Device {
     pub activating: bool,
 }
 
+/// What a crashed node's restart finds of its state store.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Store {
+    /// Everything it persisted (a crash).
+    Kept,
+    /// Nothing: the store is gone (a wipe, `--wipe-rate`). The device, its staged image and
+    /// the manifests stay.
+    Wiped,
+}
+
 /// One simulated node.
 pub(crate) struct SimNode {
     pub node: Option<Node>,
@@ -146,6 +156,13 @@ pub(crate) struct SimNode {
     pub pending: Vec<(u64, Record)>,
     /// Neighbours in a disruptive activation right now.
     pub activating_neighbours: usize,
+    /// Starts recorded in the state store (as the agent counts them in state.db).
+    pub starts: u32,
+    /// What the next restart finds of the store.
+    pub store: Store,
+    /// The node accepted a campaign in some life: its manifests and image stay beside the
+    /// store, so a start with an empty store is a lost store, not a first start.
+    pub manifests: bool,
 }
 
 /// One simulated link (a connection that can break, and the device link epoch at each end).
@@ -200,6 +217,8 @@ pub(crate) struct Meters {
     pub series: Vec<(Nanos, u32)>,
     pub liveness_deadline: Option<Nanos>,
     pub failure: Option<String>,
+    /// Restarts that found the state store lost.
+    pub wipes: u64,
 }
 
 /// A deterministic simulation of one campaign on one cluster.
@@ -307,6 +326,9 @@ impl World {
                 required_seq: 0,
                 pending: Vec::new(),
                 activating_neighbours: 0,
+                starts: 0,
+                store: Store::Kept,
+                manifests: false,
             });
         }
         let links = topo
@@ -454,7 +476,7 @@ impl World {
                 disruptive,
                 real,
             } => self.activation_end(node, ok, disruptive, real),
-            Ev::Crash { node } => self.crash(node),
+            Ev::Crash { node, store } => self.crash(node, store),
             Ev::Restart { node } => self.restart(node),
             Ev::Partition => self.partition(),
             Ev::DataTick { link, dir } => self.data_tick(link, dir),
@@ -682,6 +704,7 @@ impl World {
             first_violation: self.check.first.clone(),
             failure: self.m.failure.clone(),
             reproduce: self.cfg.command(),
+            wipes: self.m.wipes,
             progress: downsample(&self.m.series, total, now),
         }
     }

@@ -111,3 +111,41 @@ fn rolling_back_after_a_commit_breaks_monotonicity_and_compatibility() {
     caught(DriverBug::RollbackAfterCommit, cfg, "monotonicity");
     caught(DriverBug::RollbackAfterCommit, cfg, "compatibility");
 }
+
+/// After a wipe, a driver that takes the node's firmware window from the manifest it holds
+/// instead of from the device announces in LINK_HELLO a window its firmware does not speak
+/// (peers agree lost links from it). The correct driver reads what the device runs.
+#[test]
+fn planted_wipe_keeps_window() {
+    caught(
+        DriverBug::WipeKeepsWindow,
+        |seed| SimConfig {
+            wipe_rate: 0.02,
+            ..star(DriverBug::WipeKeepsWindow, seed)
+        },
+        "compatibility",
+    );
+}
+
+/// Lost stores, many of them: every wiped node agrees its links again from its neighbours,
+/// takes a new incarnation, and the cluster converges with no violation.
+#[test]
+fn wiped_stores_are_survived() {
+    for (seed, topology) in [
+        (1, TopologyKind::FatTree),
+        (2, TopologyKind::Ring),
+        (3, TopologyKind::Random),
+    ] {
+        let r = common::run(SimConfig {
+            nodes: 24,
+            topology,
+            degree: 3,
+            wipe_rate: 0.05,
+            loss: 0.01,
+            seed,
+            ..SimConfig::default()
+        });
+        assert!(r.wipes > 10, "{} wipes: {}", r.wipes, explain(&r));
+        assert!(r.passed(), "{}", explain(&r));
+    }
+}

@@ -40,6 +40,13 @@ pub struct SimArgs {
     /// phase); the device and its firmware stay.
     #[arg(long, default_value_t = 0.0)]
     wipe_rate: f64,
+    /// Crashes during a write, which is lost, per node per simulated second (fault phase).
+    #[arg(long, default_value_t = 0.0)]
+    torn_rate: f64,
+    /// Crashes whose restart finds the state store restored from an older copy (the one taken
+    /// at the node's previous start), per node per simulated second (fault phase).
+    #[arg(long, default_value_t = 0.0)]
+    restore_rate: f64,
     /// Largest clock offset, milliseconds.
     #[arg(long, default_value_t = 1.0)]
     skew_ms: f64,
@@ -124,6 +131,8 @@ impl SimArgs {
             crash_rate: self.crash_rate,
             partition_rate: self.partition_rate,
             wipe_rate: self.wipe_rate,
+            torn_rate: self.torn_rate,
+            restore_rate: self.restore_rate,
             skew_ms: self.skew_ms,
             drift_ppm: self.drift_ppm,
             traffic_hz: self.traffic_hz,

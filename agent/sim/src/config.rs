@@ -156,6 +156,9 @@ pub enum DriverBug {
     /// accepted (as a driver that reads the window from the manifests it holds, not from the
     /// device, would) instead of the window the device runs.
     WipeKeepsWindow,
+    /// A write the disk acknowledged is lost at the crash that follows it (a write cache that
+    /// lies): the node carries on, sends, and restarts behind what it sent.
+    TornAckedWrite,
 }
 
 /// Every option of a run. One seed determines everything else that is random.
@@ -179,6 +182,12 @@ pub struct SimConfig {
     pub partition_rate: f64,
     /// Crashes whose restart has lost the state store, per node per simulated second.
     pub wipe_rate: f64,
+    /// Crashes whose restart finds the state store restored from an older copy (the one taken
+    /// at the node's previous start), per node per simulated second.
+    pub restore_rate: f64,
+    /// Crashes during a write (the write is lost, and nothing after it in the batch is carried
+    /// out), per node per simulated second.
+    pub torn_rate: f64,
     /// Largest clock offset between a node and true time, in milliseconds.
     pub skew_ms: f64,
     /// Largest clock rate error, parts per million.
@@ -234,6 +243,8 @@ impl Default for SimConfig {
             crash_rate: 0.0,
             partition_rate: 0.0,
             wipe_rate: 0.0,
+            restore_rate: 0.0,
+            torn_rate: 0.0,
             skew_ms: 1.0,
             drift_ppm: 50.0,
             traffic_hz: 1000.0,
@@ -378,6 +389,8 @@ impl SimConfig {
         non_negative("crash-rate", self.crash_rate)?;
         non_negative("partition-rate", self.partition_rate)?;
         non_negative("wipe-rate", self.wipe_rate)?;
+        non_negative("restore-rate", self.restore_rate)?;
+        non_negative("torn-rate", self.torn_rate)?;
         non_negative("skew-ms", self.skew_ms)?;
         non_negative("drift-ppm", self.drift_ppm)?;
         non_negative("traffic-hz", self.traffic_hz)?;
@@ -451,6 +464,8 @@ impl SimConfig {
         opt("crash-rate", self.crash_rate, d.crash_rate);
         opt("partition-rate", self.partition_rate, d.partition_rate);
         opt("wipe-rate", self.wipe_rate, d.wipe_rate);
+        opt("restore-rate", self.restore_rate, d.restore_rate);
+        opt("torn-rate", self.torn_rate, d.torn_rate);
         opt("skew-ms", self.skew_ms, d.skew_ms);
         opt("drift-ppm", self.drift_ppm, d.drift_ppm);
         opt("traffic-hz", self.traffic_hz, d.traffic_hz);

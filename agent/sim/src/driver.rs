@@ -43,8 +43,24 @@ impl World {
         // The simulated device answers link-epoch work at once, after the outputs that asked.
         let mut device_answers = Vec::new();
         let mut drained = Vec::new();
+        let mut torn = false;
         for o in outs.drain(..) {
             match o {
+                Output::Persist(_) if torn || self.nodes[n as usize].tear => {
+                    self.nodes[n as usize].tear = false;
+                    if !torn {
+                        self.m.torn_writes += 1;
+                    }
+                    torn = true;
+                    if self.cfg.driver_bug != DriverBug::TornAckedWrite {
+                        // The node dies during the write: it is lost, and nothing after it
+                        // is carried out.
+                        break;
+                    }
+                    // The buggy disk acknowledged the write and carries on; the write, and
+                    // every later one, is lost at the crash that ends the batch.
+                    self.nodes[n as usize].persist_seq += 1;
+                }
                 Output::Persist(r) => {
                     if let Record::Link(peer, _) = &r {
                         if let Some((link, _)) = self.link_of(n, *peer) {
@@ -105,6 +121,11 @@ impl World {
             }
         }
         self.buf = outs;
+        if torn {
+            self.buf.clear();
+            self.touched = touched;
+            return self.crash(n, Store::Kept);
+        }
         if !device_answers.is_empty() || !drained.is_empty() {
             self.with_node(n, |node, now| {
                 for epoch in drained {
@@ -350,6 +371,15 @@ impl World {
             let store = Store::Wiped;
             self.schedule(t, Ev::Crash { node, store });
         }
+        for t in self.poisson(self.cfg.torn_rate * n, end) {
+            let node = self.rng.below(n as u64) as u32;
+            self.schedule(t, Ev::Tear { node });
+        }
+        for t in self.poisson(self.cfg.restore_rate * n, end) {
+            let node = self.rng.below(n as u64) as u32;
+            let store = Store::Restored;
+            self.schedule(t, Ev::Crash { node, store });
+        }
     }
 
     /// Arrival times of a Poisson process of `rate` per second over `[0, end)`.
@@ -368,8 +398,18 @@ impl World {
         }
     }
 
+    /// The node's next write is torn: it crashes during it (armed in the fault phase, it fires at
+    /// the next write, whenever that is).
+    pub(crate) fn tear(&mut self, n: u32) {
+        let sn = &mut self.nodes[n as usize];
+        if sn.node.is_some() {
+            sn.tear = true;
+        }
+    }
+
     pub(crate) fn crash(&mut self, n: u32, store: Store) {
         let sn = &mut self.nodes[n as usize];
+        sn.tear = false;
         if sn.node.is_none() {
             return;
         }
@@ -401,6 +441,14 @@ impl World {
             sn.durable_seq = sn.persist_seq;
             sn.required_seq = sn.persist_seq;
             self.m.wipes += 1;
+        }
+        if sn.store == Store::Restored {
+            // The copy taken at the last start: whatever was written since is gone, and the
+            // agent cannot tell (its neighbours can, by LINK_HELLO).
+            (sn.durable, sn.starts) = sn.backup.clone();
+            sn.durable_seq = sn.persist_seq;
+            sn.required_seq = sn.persist_seq;
+            self.m.restores += 1;
         }
         let sn = &mut self.nodes[n as usize];
         if sn.durable_seq < sn.required_seq {
@@ -455,6 +503,8 @@ impl World {
             }
         }
         self.with_node(n, |_, _| {});
+        let sn = &mut self.nodes[n as usize];
+        sn.backup = (sn.durable.clone(), sn.starts);
     }
 
     /// A partition: one link both ways, one direction, one node isolated, or a split.

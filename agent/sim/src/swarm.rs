@@ -1,7 +1,7 @@
 //! Swarm testing: one seed picks every option of a run. Faults reach loss 0.2, duplicates 0.5,
-//! 0.05 crashes, 0.02 partitions and 0.02 wipes (crashes that lose the state store) per node per
-//! second and activation failures 0.2, and one run in eight has all of them at once near the top
-//! of those ranges.
+//! 0.05 crashes, 0.02 partitions, 0.02 wipes (crashes that lose the state store) and 0.05 torn
+//! writes (crashes during a write) per node per second and activation failures 0.2, and one run
+//! in eight has all of them at once near the top of those ranges.
 
 use crate::config::{Budget, Protocol, SimConfig, TopologyKind};
 use crate::report::Report;
@@ -89,6 +89,11 @@ pub fn options(seed: u64, max_nodes: usize, protocol: Protocol) -> SimConfig {
     } else {
         pick(&mut r, &[0.0, 0.001, 0.01, 0.02])
     };
+    cfg.torn_rate = if storm {
+        pick(&mut r, &[0.01, 0.05])
+    } else {
+        pick(&mut r, &[0.0, 0.001, 0.01, 0.05])
+    };
     cfg
 }
 
@@ -106,6 +111,7 @@ pub fn exercised(cfg: &SimConfig, r: &Report) -> Vec<&'static str> {
         ("activation_failure", cfg.activation_failure > 0.0),
         ("corrupt", cfg.corrupt > 0.0),
         ("wipe", r.wipes > 0),
+        ("torn_write", r.torn_writes > 0),
     ];
     on.into_iter().filter(|c| c.1).map(|c| c.0).collect()
 }

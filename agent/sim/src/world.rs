@@ -45,6 +45,8 @@ pub(crate) enum Ev {
     Crash { node: u32, store: Store },
     /// A crashed node restarts.
     Restart { node: u32 },
+    /// The node crashes during its next write (`--torn-rate`).
+    Tear { node: u32 },
     /// A partition begins.
     Partition,
     /// Data on a hot link direction.
@@ -85,6 +87,7 @@ impl Ev {
             Ev::TwoPc { to, .. } => (14, to as u64),
             Ev::TwoPcTick => (15, 0),
             Ev::PauseTimeout { node } => (16, node as u64),
+            Ev::Tear { node } => (17, node as u64),
         }
     }
 }
@@ -139,6 +142,8 @@ pub(crate) enum Store {
     /// Nothing: the store is gone (a wipe, `--wipe-rate`). The device, its staged image and
     /// the manifests stay.
     Wiped,
+    /// An older copy: the store as it was when the node last started (`--restore-rate`).
+    Restored,
 }
 
 /// One simulated node.
@@ -160,6 +165,10 @@ pub(crate) struct SimNode {
     pub starts: u32,
     /// What the next restart finds of the store.
     pub store: Store,
+    /// The node crashes during its next write, which is lost (`--torn-rate`).
+    pub tear: bool,
+    /// The copy of the store taken at the node's last start, with its count of starts.
+    pub backup: (Durable, u32),
     /// The node accepted a campaign in some life: its manifests and image stay beside the
     /// store, so a start with an empty store is a lost store, not a first start.
     pub manifests: bool,
@@ -219,6 +228,10 @@ pub(crate) struct Meters {
     pub failure: Option<String>,
     /// Restarts that found the state store lost.
     pub wipes: u64,
+    /// Restarts that found the state store restored from an older copy.
+    pub restores: u64,
+    /// Crashes during a write, which was lost.
+    pub torn_writes: u64,
 }
 
 /// A deterministic simulation of one campaign on one cluster.
@@ -328,6 +341,8 @@ impl World {
                 activating_neighbours: 0,
                 starts: 0,
                 store: Store::Kept,
+                backup: (Durable::default(), 0),
+                tear: false,
                 manifests: false,
             });
         }
@@ -478,6 +493,7 @@ impl World {
             } => self.activation_end(node, ok, disruptive, real),
             Ev::Crash { node, store } => self.crash(node, store),
             Ev::Restart { node } => self.restart(node),
+            Ev::Tear { node } => self.tear(node),
             Ev::Partition => self.partition(),
             Ev::DataTick { link, dir } => self.data_tick(link, dir),
             Ev::Heal => self.heal(),
@@ -509,7 +525,8 @@ impl World {
         let c = self.campaign;
         let mut accepted = false;
         self.with_node(0, |n, now| accepted = n.start_campaign(now, c));
-        self.origin_pending = !accepted;
+        // An agent that crashed while it wrote the campaign gave no answer: asked again.
+        self.origin_pending = !(accepted && self.nodes[0].node.is_some());
     }
 
     fn heal(&mut self) {
@@ -705,6 +722,8 @@ impl World {
             failure: self.m.failure.clone(),
             reproduce: self.cfg.command(),
             wipes: self.m.wipes,
+            restores: self.m.restores,
+            torn_writes: self.m.torn_writes,
             progress: downsample(&self.m.series, total, now),
         }
     }

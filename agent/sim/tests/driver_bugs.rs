@@ -149,3 +149,68 @@ fn wiped_stores_are_survived() {
         assert!(r.passed(), "{}", explain(&r));
     }
 }
+
+/// A disk whose write cache acknowledges a write and loses it at the crash that follows: the
+/// node sent messages that depend on it, and restarts behind them.
+#[test]
+fn planted_torn_write() {
+    caught(
+        DriverBug::TornAckedWrite,
+        |seed| SimConfig {
+            torn_rate: 0.2,
+            ..star(DriverBug::TornAckedWrite, seed)
+        },
+        "durability",
+    );
+}
+
+/// Crashes during a write: the write is lost with nothing that depended on it sent (outputs
+/// are carried out in order, each persist durable before the sends after it), so every run
+/// stays safe and converges.
+#[test]
+fn torn_writes_are_survived() {
+    for (seed, topology) in [
+        (1, TopologyKind::FatTree),
+        (2, TopologyKind::Ring),
+        (3, TopologyKind::Random),
+    ] {
+        let r = common::run(SimConfig {
+            nodes: 24,
+            topology,
+            degree: 3,
+            torn_rate: 0.2,
+            loss: 0.01,
+            seed,
+            ..SimConfig::default()
+        });
+        assert!(
+            r.torn_writes > 10,
+            "{} torn writes: {}",
+            r.torn_writes,
+            explain(&r)
+        );
+        assert!(r.passed(), "{}", explain(&r));
+    }
+}
+
+/// A store restored from an older copy (the one taken at the node's last start). The protocol
+/// agrees such a link again by LINK_HELLO (the higher committed epoch), but the restarted node
+/// first re-applies its older link epochs to its device and may send data under them before
+/// the peer's HELLO arrives: the checkers see monotonicity (and at times agreement)
+/// violations. ARCHITECTURE.md, "Known gaps".
+#[test]
+#[ignore = "known gap: a restored store rewinds the device's link epochs until LINK_HELLO"]
+fn restored_stores_are_survived() {
+    for seed in 1..=10 {
+        let r = common::run(SimConfig {
+            nodes: 24,
+            topology: TopologyKind::Random,
+            degree: 3,
+            restore_rate: 0.02,
+            seed,
+            ..SimConfig::default()
+        });
+        assert!(r.restores > 0, "no restore: {}", explain(&r));
+        assert!(r.passed(), "{}", explain(&r));
+    }
+}

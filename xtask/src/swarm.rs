@@ -1,7 +1,8 @@
 //! `cargo xtask swarm --runs N [--seed S] [--max-nodes M] [--for-s SECS] [--json]`: runs swarm
 //! seeds S, S+1, … (each drawing every option of its run, `entente_sim::swarm::options`) on
 //! every core, and prints what they found: runs, events, converged runs, violations by
-//! invariant, and the seeds that failed with the command that reproduces each. Exits 1 if any
+//! invariant, how many seeds exercised each fault class (`classes`; `wipes` counts the lost
+//! stores), and the seeds that failed with the command that reproduces each. Exits 1 if any
 //! run broke an invariant, failed to converge within the bound, or panicked.
 //!
 //! The simulator is linked in: `entente-sim` and `entente-proto` are optimised even in the dev
@@ -75,6 +76,9 @@ struct Summary {
     no_convergence: u64,
     panics: u64,
     failures: Vec<Value>,
+    /// Seeds that exercised each fault class.
+    classes: BTreeMap<&'static str, u64>,
+    wipes: u64,
 }
 
 impl Summary {
@@ -95,6 +99,11 @@ impl Summary {
         };
         self.events += r.events;
         self.converged += u64::from(r.converged);
+        self.wipes += r.wipes;
+        let cfg = swarm::options(seed, max_nodes, Protocol::Bilateral);
+        for c in swarm::exercised(&cfg, &r) {
+            *self.classes.entry(c).or_default() += 1;
+        }
         for (k, n) in &r.violations_by_invariant {
             *self.violations.entry((*k).to_string()).or_default() += n;
         }
@@ -161,6 +170,8 @@ pub fn run(args: &[String]) -> Result<()> {
         "violations": sum.violations,
         "no_convergence": sum.no_convergence,
         "panics": sum.panics,
+        "classes": sum.classes,
+        "wipes": sum.wipes,
         "failed": sum.failures.len(),
         "failures": sum.failures,
         "threads": threads,
@@ -212,6 +223,13 @@ fn print_text(sum: &Summary, seed: u64, max_nodes: usize, wall: f64) {
         "no convergence: {}, panics: {}",
         sum.no_convergence, sum.panics
     );
+    let c: Vec<String> = sum
+        .classes
+        .iter()
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    println!("seeds per fault class: {}", c.join(", "));
+    println!("wipes: {}", sum.wipes);
     for f in &sum.failures {
         println!(
             "failed seed {}: {}",

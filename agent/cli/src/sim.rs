@@ -36,6 +36,17 @@ pub struct SimArgs {
     /// Partitions per node per simulated second (fault phase).
     #[arg(long, default_value_t = 0.0)]
     partition_rate: f64,
+    /// Crashes whose restart has lost the state store, per node per simulated second (fault
+    /// phase); the device and its firmware stay.
+    #[arg(long, default_value_t = 0.0)]
+    wipe_rate: f64,
+    /// Crashes during a write, which is lost, per node per simulated second (fault phase).
+    #[arg(long, default_value_t = 0.0)]
+    torn_rate: f64,
+    /// Crashes whose restart finds the state store restored from an older copy (the one taken
+    /// at the node's previous start), per node per simulated second (fault phase).
+    #[arg(long, default_value_t = 0.0)]
+    restore_rate: f64,
     /// Largest clock offset, milliseconds.
     #[arg(long, default_value_t = 1.0)]
     skew_ms: f64,
@@ -119,6 +130,9 @@ impl SimArgs {
             dup: self.dup,
             crash_rate: self.crash_rate,
             partition_rate: self.partition_rate,
+            wipe_rate: self.wipe_rate,
+            torn_rate: self.torn_rate,
+            restore_rate: self.restore_rate,
             skew_ms: self.skew_ms,
             drift_ppm: self.drift_ppm,
             traffic_hz: self.traffic_hz,
@@ -317,12 +331,16 @@ fn run_swarm(args: &SimArgs, runs: u64) -> Result<ExitCode> {
     let protocol =
         Protocol::parse(&args.protocol).map_err(|e| crate::client::Usage(format!("{e:#}")))?;
     let mut failed = Vec::new();
+    let mut classes = std::collections::BTreeMap::<&str, u64>::new();
     let bar = ProgressBar::new(runs);
     for k in 0..runs {
         let cfg = swarm::options(args.seed + k, args.nodes, protocol);
         cfg.validate()
             .with_context(|| format!("swarm seed {}", args.seed + k))?;
-        let r = World::new(cfg).run();
+        let r = World::new(cfg.clone()).run();
+        for c in swarm::exercised(&cfg, &r) {
+            *classes.entry(c).or_default() += 1;
+        }
         if !r.passed() {
             failed.push(r);
         }
@@ -332,6 +350,7 @@ fn run_swarm(args: &SimArgs, runs: u64) -> Result<ExitCode> {
     let summary = serde_json::json!({
         "runs": runs,
         "failed": failed.len(),
+        "classes": classes,
         "failures": failed.iter().map(|r| serde_json::json!({
             "seed": r.seed,
             "reproduce": r.reproduce,
@@ -343,6 +362,8 @@ fn run_swarm(args: &SimArgs, runs: u64) -> Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         outln!("swarm: {} runs, {} failed", runs, failed.len());
+        let c: Vec<String> = classes.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        outln!("seeds per fault class: {}", c.join(", "));
         for r in &failed {
             outln!("  {}", r.reproduce);
         }

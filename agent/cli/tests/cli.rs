@@ -30,7 +30,7 @@ fn json(o: &Output) -> serde_json::Value {
 }
 
 /// The report fields scripts read (a stable contract).
-const FIELDS: [&str; 16] = [
+const FIELDS: [&str; 17] = [
     "protocol",
     "nodes",
     "links",
@@ -47,6 +47,7 @@ const FIELDS: [&str; 16] = [
     "trace_hash",
     "events",
     "wall_ms",
+    "wipes",
 ];
 
 #[test]

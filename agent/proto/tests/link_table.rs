@@ -1717,3 +1717,48 @@ fn guard_recheck_after_abort_backs_off() {
     i.conn = None;
     assert_eq!(i.rearm(0, &c, true), None);
 }
+
+#[test]
+fn end_agreed_by_hello_never_reuses_a_nonce_the_peer_holds_open() {
+    // the initiator proposed nonce 7 in a life whose store is gone (twice, so its incarnation,
+    // and with it its nonce floor, is the one of that life again); the responder still reflects
+    // 7 and will ask about it: the initiator's next proposal must not be 7, or that question
+    // would commit it on the responder's answer to the old proposal
+    let c = ctx(true);
+    let mut i = LinkEnd::new(A, B, LinkState::fresh());
+    i.conn = Some(1);
+    i.peer_activated = Some(E);
+    let changed = i
+        .on_hello(
+            &hello(
+                Window::new(0, 9),
+                Some(5),
+                Some((4, Pending::Reflecting(Nonce(7)))),
+            ),
+            &Window::new(0, 9),
+        )
+        .unwrap();
+    assert!(changed);
+    assert_eq!(i.state.committed, E0);
+    i.device_applied(E0);
+    let fx = i.try_propose(&c);
+    let sent = fx.send.expect("a proposal");
+    assert_eq!(sent.kind, TxnKind::Propose);
+    assert!(sent.nonce > Nonce(7), "{sent:?}");
+    // the responder's question about the old proposal does not commit the new one
+    let fx = i.on_txn(&txn(TxnKind::Query, E, 7), &c);
+    assert_eq!(fx.committed, None);
+    // a responder agreed by HELLO takes up its initiator's open proposal as it is
+    let mut r = LinkEnd::new(B, A, LinkState::fresh());
+    r.conn = Some(1);
+    r.on_hello(
+        &hello(
+            Window::new(0, 9),
+            Some(5),
+            Some((4, Pending::Tentative(Nonce(7)))),
+        ),
+        &Window::new(0, 9),
+    )
+    .unwrap();
+    assert_eq!(r.state, LinkState::established(E0));
+}

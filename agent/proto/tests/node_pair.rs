@@ -374,6 +374,24 @@ fn wiped_responder_acknowledges_the_commit_it_adopted() {
 }
 
 #[test]
+fn wiped_node_running_the_new_firmware_does_not_activate_again() {
+    // node 2 activated, then lost its store before its links committed: it learns the campaign
+    // again from its neighbours and stages it, but its device runs the new firmware already,
+    // so it moves to Activated without a drain or leases
+    let mut sim = line();
+    sim.drive();
+    sim.start_campaign(n(1), campaign(1, true, 1));
+    sim.run_until(|s| s.is_up(n(2)) && s.node(n(2)).phase().phase == Phase::Activated);
+    let drains = sim.drains.iter().filter(|d| d.0 == n(2)).count();
+    sim.crash(n(2));
+    sim.restart_wiped(n(2));
+    sim.drive();
+    sim.assert_converged(1);
+    assert_eq!(sim.drains.iter().filter(|d| d.0 == n(2)).count(), drains);
+    no_protocol_errors(&sim);
+}
+
+#[test]
 fn crash_during_disruptive_activation_converges() {
     let mut sim = line();
     sim.drive();
@@ -577,11 +595,11 @@ fn pause_holds_activation_and_resume_continues() {
 }
 
 #[test]
-fn resume_of_a_node_already_running_the_firmware_lets_its_leases_go() {
+fn wiped_node_already_running_the_firmware_does_not_wait_for_leases() {
     // node 1 lost its disk after the campaign (its device still runs the new firmware); it
-    // learns the campaign again and waits for node 2's lease (node 2 just restarted, so it
-    // grants nothing for a lease length); a resume finds the firmware running: the node is
-    // activated at once and must give up the acquisition, not activate again later
+    // learns the campaign again and stages it. Node 2 just restarted, so it grants nothing for
+    // a lease length: node 1 must not wait for its lease (nor drain) to activate what it runs,
+    // but move to Activated as soon as it staged, and converge
     let mut sim = pair();
     sim.drive();
     sim.start_campaign(n(2), campaign(1, true, 2));
@@ -591,21 +609,20 @@ fn resume_of_a_node_already_running_the_firmware_lets_its_leases_go() {
     sim.restart(n(2));
     sim.crash(n(1));
     sim.restart_wiped(n(1));
-    sim.run_for(10 * MS);
-    assert_eq!(sim.node(n(1)).phase().phase, Phase::Staged);
-    let before = sim.activations.len();
-    sim.control(n(1), 1, ControlAction::Resume, 1);
-    // converged as soon as its device confirmed it can take the epoch
-    sim.run_for(2 * DEVICE_DELAY);
+    let (activations, drains) = (sim.activations.len(), sim.drains.len());
+    sim.run_for(10 * MS + 2 * DEVICE_DELAY);
     assert_eq!(sim.node(n(1)).phase().phase, Phase::Converged);
+    // a resume of the converged node changes nothing
+    sim.control(n(1), 1, ControlAction::Resume, 1);
     sim.drive();
     sim.assert_converged(1);
     assert_eq!(
         sim.activations.len(),
-        before,
+        activations,
         "{:?}",
-        &sim.activations[before..]
+        &sim.activations[activations..]
     );
+    assert_eq!(sim.drains.len(), drains);
     assert_eq!(sim.node(n(2)).lease_holders(sim.now), 0);
 }
 

@@ -152,6 +152,13 @@ pub enum DriverBug {
     OverGrant,
     /// Rollback to the previous bank after links committed.
     RollbackAfterCommit,
+    /// After a wipe, the node is started with the firmware window of the campaign it had
+    /// accepted (as a driver that reads the window from the manifests it holds, not from the
+    /// device, would) instead of the window the device runs.
+    WipeKeepsWindow,
+    /// A write the disk acknowledged is lost at the crash that follows it (a write cache that
+    /// lies): the node carries on, sends, and restarts behind what it sent.
+    TornAckedWrite,
 }
 
 /// Every option of a run. One seed determines everything else that is random.
@@ -173,6 +180,14 @@ pub struct SimConfig {
     pub crash_rate: f64,
     /// Partitions per node per simulated second.
     pub partition_rate: f64,
+    /// Crashes whose restart has lost the state store, per node per simulated second.
+    pub wipe_rate: f64,
+    /// Crashes whose restart finds the state store restored from an older copy (the one taken
+    /// at the node's previous start), per node per simulated second.
+    pub restore_rate: f64,
+    /// Crashes during a write (the write is lost, and nothing after it in the batch is carried
+    /// out), per node per simulated second.
+    pub torn_rate: f64,
     /// Largest clock offset between a node and true time, in milliseconds.
     pub skew_ms: f64,
     /// Largest clock rate error, parts per million.
@@ -227,6 +242,9 @@ impl Default for SimConfig {
             dup: 0.0,
             crash_rate: 0.0,
             partition_rate: 0.0,
+            wipe_rate: 0.0,
+            restore_rate: 0.0,
+            torn_rate: 0.0,
             skew_ms: 1.0,
             drift_ppm: 50.0,
             traffic_hz: 1000.0,
@@ -370,6 +388,9 @@ impl SimConfig {
         }
         non_negative("crash-rate", self.crash_rate)?;
         non_negative("partition-rate", self.partition_rate)?;
+        non_negative("wipe-rate", self.wipe_rate)?;
+        non_negative("restore-rate", self.restore_rate)?;
+        non_negative("torn-rate", self.torn_rate)?;
         non_negative("skew-ms", self.skew_ms)?;
         non_negative("drift-ppm", self.drift_ppm)?;
         non_negative("traffic-hz", self.traffic_hz)?;
@@ -442,6 +463,9 @@ impl SimConfig {
         opt("dup", self.dup, d.dup);
         opt("crash-rate", self.crash_rate, d.crash_rate);
         opt("partition-rate", self.partition_rate, d.partition_rate);
+        opt("wipe-rate", self.wipe_rate, d.wipe_rate);
+        opt("restore-rate", self.restore_rate, d.restore_rate);
+        opt("torn-rate", self.torn_rate, d.torn_rate);
         opt("skew-ms", self.skew_ms, d.skew_ms);
         opt("drift-ppm", self.drift_ppm, d.drift_ppm);
         opt("traffic-hz", self.traffic_hz, d.traffic_hz);
@@ -481,6 +505,7 @@ mod tests {
         assert_eq!(bad(|c| c.dup = -0.1), "dup");
         assert_eq!(bad(|c| c.loss = f64::NAN), "loss");
         assert_eq!(bad(|c| c.crash_rate = -1.0), "crash-rate");
+        assert_eq!(bad(|c| c.wipe_rate = f64::INFINITY), "wipe-rate");
         assert_eq!(bad(|c| c.radix = 3), "radix");
         assert_eq!(
             bad(|c| {

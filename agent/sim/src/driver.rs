@@ -3,10 +3,11 @@
 
 use crate::check::Invariant;
 use crate::config::{DriverBug, Protocol};
-use crate::world::{Ev, SimMsg, World, NEW_FW, TARGET};
-use entente_proto::node::{Event, Record};
+use crate::world::{Ev, SimMsg, Store, World, NEW_FW, TARGET};
+use entente_proto::node::{Durable, Event, Record};
 use entente_proto::phase::Phase;
 use entente_proto::types::{Nanos, NodeId, MS, SEC};
+use entente_proto::Message;
 use entente_proto::{Node, Output, Rng};
 
 /// Deferred persistence of the send-before-persist driver.
@@ -42,8 +43,24 @@ impl World {
         // The simulated device answers link-epoch work at once, after the outputs that asked.
         let mut device_answers = Vec::new();
         let mut drained = Vec::new();
+        let mut torn = false;
         for o in outs.drain(..) {
             match o {
+                Output::Persist(_) if torn || self.nodes[n as usize].tear => {
+                    self.nodes[n as usize].tear = false;
+                    if !torn {
+                        self.m.torn_writes += 1;
+                    }
+                    torn = true;
+                    if self.cfg.driver_bug != DriverBug::TornAckedWrite {
+                        // The node dies during the write: it is lost, and nothing after it
+                        // is carried out.
+                        break;
+                    }
+                    // The buggy disk acknowledged the write and carries on; the write, and
+                    // every later one, is lost at the crash that ends the batch.
+                    self.nodes[n as usize].persist_seq += 1;
+                }
                 Output::Persist(r) => {
                     if let Record::Link(peer, _) = &r {
                         if let Some((link, _)) = self.link_of(n, *peer) {
@@ -52,6 +69,9 @@ impl World {
                     }
                     let deferred = self.send_before_persist();
                     let sn = &mut self.nodes[n as usize];
+                    if let Record::Node(r) = &r {
+                        sn.manifests |= r.campaign.is_some();
+                    }
                     sn.persist_seq += 1;
                     if deferred {
                         let seq = sn.persist_seq;
@@ -64,6 +84,9 @@ impl World {
                     }
                 }
                 Output::Send { to, conn, msg } => {
+                    if let Message::Hello(h) = &msg {
+                        self.check_hello_window(n, h.window);
+                    }
                     let sn = &mut self.nodes[n as usize];
                     sn.required_seq = sn.persist_seq;
                     if let Some((link, side)) = self.link_of(n, to) {
@@ -98,6 +121,11 @@ impl World {
             }
         }
         self.buf = outs;
+        if torn {
+            self.buf.clear();
+            self.touched = touched;
+            return self.crash(n, Store::Kept);
+        }
         if !device_answers.is_empty() || !drained.is_empty() {
             self.with_node(n, |node, now| {
                 for epoch in drained {
@@ -153,6 +181,19 @@ impl World {
                 self.firmware_changed(n, crate::world::OLD_FW);
             }
             _ => {}
+        }
+    }
+
+    /// A window announced in LINK_HELLO is one the firmware the device runs speaks (a window
+    /// is always what the device runs, never what a database said): a peer agrees a new or
+    /// lost link's epoch from it.
+    fn check_hello_window(&mut self, n: u32, w: entente_proto::Window) {
+        let runs = self.nodes[n as usize].dev.running;
+        if w.min < runs.min || w.max > runs.max {
+            let (step, now) = (self.step, self.now);
+            self.check.violate(Invariant::Compatibility, step, now, || {
+                format!("n{n} announced firmware window {w:?} in LINK_HELLO but runs {runs:?}")
+            });
         }
     }
 
@@ -334,10 +375,25 @@ impl World {
         let end = self.cfg.fault_phase;
         for t in self.poisson(self.cfg.crash_rate * n, end) {
             let node = self.rng.below(n as u64) as u32;
-            self.schedule(t, Ev::Crash { node });
+            let store = Store::Kept;
+            self.schedule(t, Ev::Crash { node, store });
         }
         for t in self.poisson(self.cfg.partition_rate * n, end) {
             self.schedule(t, Ev::Partition);
+        }
+        for t in self.poisson(self.cfg.wipe_rate * n, end) {
+            let node = self.rng.below(n as u64) as u32;
+            let store = Store::Wiped;
+            self.schedule(t, Ev::Crash { node, store });
+        }
+        for t in self.poisson(self.cfg.torn_rate * n, end) {
+            let node = self.rng.below(n as u64) as u32;
+            self.schedule(t, Ev::Tear { node });
+        }
+        for t in self.poisson(self.cfg.restore_rate * n, end) {
+            let node = self.rng.below(n as u64) as u32;
+            let store = Store::Restored;
+            self.schedule(t, Ev::Crash { node, store });
         }
     }
 
@@ -357,12 +413,23 @@ impl World {
         }
     }
 
-    pub(crate) fn crash(&mut self, n: u32) {
+    /// The node's next write is torn: it crashes during it (armed in the fault phase, it fires at
+    /// the next write, whenever that is).
+    pub(crate) fn tear(&mut self, n: u32) {
         let sn = &mut self.nodes[n as usize];
+        if sn.node.is_some() {
+            sn.tear = true;
+        }
+    }
+
+    pub(crate) fn crash(&mut self, n: u32, store: Store) {
+        let sn = &mut self.nodes[n as usize];
+        sn.tear = false;
         if sn.node.is_none() {
             return;
         }
         sn.node = None;
+        sn.store = store;
         sn.inc += 1;
         sn.pending.clear();
         let links: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(_, l)| l).collect();
@@ -380,6 +447,24 @@ impl World {
     }
 
     pub(crate) fn restart(&mut self, n: u32) {
+        let sn = &mut self.nodes[n as usize];
+        if sn.store == Store::Wiped {
+            // The store is gone; the device (its firmware, its link epochs, the staged image)
+            // and the manifests stay. Durability is then what the peers hold (LINK_HELLO).
+            sn.durable = Durable::default();
+            sn.starts = 0;
+            sn.durable_seq = sn.persist_seq;
+            sn.required_seq = sn.persist_seq;
+            self.m.wipes += 1;
+        }
+        if sn.store == Store::Restored {
+            // The copy taken at the last start: whatever was written since is gone, and the
+            // agent cannot tell (its neighbours can, by LINK_HELLO).
+            (sn.durable, sn.starts) = sn.backup.clone();
+            sn.durable_seq = sn.persist_seq;
+            sn.required_seq = sn.persist_seq;
+            self.m.restores += 1;
+        }
         let sn = &mut self.nodes[n as usize];
         if sn.durable_seq < sn.required_seq {
             let (lost, step, now) = (sn.required_seq - sn.durable_seq, self.step, self.now);
@@ -402,10 +487,22 @@ impl World {
         self.arm_liveness();
     }
 
-    /// Builds the node from its durable state and the device's running firmware.
+    /// Builds the node from its durable state and the device's running firmware, as the agent
+    /// does: a start with an empty store beside manifests it accepted is a lost store, and takes
+    /// an incarnation above 0 (and the restart quarantine).
     pub(crate) fn start_node(&mut self, n: u32) {
+        let bug = self.cfg.driver_bug;
         let sn = &mut self.nodes[n as usize];
+        let wiped = sn.store == Store::Wiped;
+        sn.store = Store::Kept;
         sn.cfg.firmware_window = sn.dev.running;
+        if wiped && bug == DriverBug::WipeKeepsWindow && sn.manifests {
+            // The buggy driver: the window of the manifest it holds, whatever the device runs.
+            sn.cfg.firmware_window = NEW_FW;
+        }
+        let lost = sn.durable.node.is_none() && sn.manifests;
+        sn.starts += 1;
+        sn.cfg.incarnation_hint = (sn.starts - 1).max(u32::from(lost));
         let local = sn.clock.local(self.now);
         sn.node = Some(Node::new(sn.cfg.clone(), &sn.durable, local));
         if n == 0 {
@@ -421,6 +518,8 @@ impl World {
             }
         }
         self.with_node(n, |_, _| {});
+        let sn = &mut self.nodes[n as usize];
+        sn.backup = (sn.durable.clone(), sn.starts);
     }
 
     /// A partition: one link both ways, one direction, one node isolated, or a split.

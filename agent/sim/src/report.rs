@@ -49,6 +49,13 @@ pub struct Report {
     pub failure: Option<String>,
     /// The command that reproduces this run.
     pub reproduce: String,
+    /// Restarts that found the node's state store lost (`--wipe-rate`).
+    pub wipes: u64,
+    /// Restarts that found the node's state store restored from an older copy
+    /// (`--restore-rate`).
+    pub restores: u64,
+    /// Crashes during a write, which was lost (`--torn-rate`).
+    pub torn_writes: u64,
     /// Committed-link fraction over simulated time: (ms, fraction), downsampled.
     #[serde(skip)]
     pub progress: Vec<(f64, f64)>,

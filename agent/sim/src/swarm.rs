@@ -1,8 +1,10 @@
 //! Swarm testing: one seed picks every option of a run. Faults reach loss 0.2, duplicates 0.5,
-//! 0.05 crashes and 0.02 partitions per node per second and activation failures 0.2, and one run
+//! 0.05 crashes, 0.02 partitions, 0.02 wipes (crashes that lose the state store) and 0.05 torn
+//! writes (crashes during a write) per node per second and activation failures 0.2, and one run
 //! in eight has all of them at once near the top of those ranges.
 
 use crate::config::{Budget, Protocol, SimConfig, TopologyKind};
+use crate::report::Report;
 use entente_proto::types::SeededRng;
 use entente_proto::Rng;
 
@@ -43,7 +45,8 @@ pub fn options(seed: u64, max_nodes: usize, protocol: Protocol) -> SimConfig {
     };
     // One run in eight is a storm: every fault at once, near the top of its range (the
     // combination that found a grantor over its budget under duplicates and crashes).
-    if r.below(8) == 0 {
+    let storm = r.below(8) == 0;
+    if storm {
         faults = Faults {
             loss: pick(&mut r, &[0.05, 0.2]),
             dup: pick(&mut r, &[0.1, 0.5]),
@@ -52,7 +55,7 @@ pub fn options(seed: u64, max_nodes: usize, protocol: Protocol) -> SimConfig {
             activation_failure: pick(&mut r, &[0.1, 0.2]),
         };
     }
-    SimConfig {
+    let mut cfg = SimConfig {
         nodes,
         topology,
         radix: [4, 8, 16][r.below(3) as usize],
@@ -79,5 +82,36 @@ pub fn options(seed: u64, max_nodes: usize, protocol: Protocol) -> SimConfig {
         seed,
         protocol,
         ..SimConfig::default()
-    }
+    };
+    // Drawn after every older option, so that a seed keeps the options it drew before.
+    cfg.wipe_rate = if storm {
+        pick(&mut r, &[0.01, 0.02])
+    } else {
+        pick(&mut r, &[0.0, 0.001, 0.01, 0.02])
+    };
+    cfg.torn_rate = if storm {
+        pick(&mut r, &[0.01, 0.05])
+    } else {
+        pick(&mut r, &[0.0, 0.001, 0.01, 0.05])
+    };
+    cfg
+}
+
+/// The fault classes a run exercised: the ones its options turn on, and for the store faults
+/// the ones that happened (a wipe rate with no wipe in the run does not count). The swarm
+/// reports, per class, how many seeds exercised it.
+pub fn exercised(cfg: &SimConfig, r: &Report) -> Vec<&'static str> {
+    let on = [
+        ("loss", cfg.loss > 0.0),
+        ("dup", cfg.dup > 0.0),
+        ("crash", cfg.crash_rate > 0.0),
+        ("partition", cfg.partition_rate > 0.0),
+        ("skew", cfg.skew_ms > 0.0),
+        ("drift", cfg.drift_ppm > 0.0),
+        ("activation_failure", cfg.activation_failure > 0.0),
+        ("corrupt", cfg.corrupt > 0.0),
+        ("wipe", r.wipes > 0),
+        ("torn_write", r.torn_writes > 0),
+    ];
+    on.into_iter().filter(|c| c.1).map(|c| c.0).collect()
 }

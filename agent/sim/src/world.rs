@@ -41,10 +41,12 @@ pub(crate) enum Ev {
         disruptive: bool,
         real: bool,
     },
-    /// A node crashes.
-    Crash { node: u32 },
+    /// A node crashes; `store` says what its restart finds of its state store.
+    Crash { node: u32, store: Store },
     /// A crashed node restarts.
     Restart { node: u32 },
+    /// The node crashes during its next write (`--torn-rate`).
+    Tear { node: u32 },
     /// A partition begins.
     Partition,
     /// Data on a hot link direction.
@@ -74,7 +76,7 @@ impl Ev {
             Ev::Reconnect { link } => (3, link as u64),
             Ev::Chunk { node, .. } => (4, node as u64),
             Ev::ActivationEnd { node, .. } => (5, node as u64),
-            Ev::Crash { node } => (6, node as u64),
+            Ev::Crash { node, .. } => (6, node as u64),
             Ev::Restart { node } => (7, node as u64),
             Ev::Partition => (8, 0),
             Ev::DataTick { link, dir } => (9, ((link as u64) << 1) | dir as u64),
@@ -85,6 +87,7 @@ impl Ev {
             Ev::TwoPc { to, .. } => (14, to as u64),
             Ev::TwoPcTick => (15, 0),
             Ev::PauseTimeout { node } => (16, node as u64),
+            Ev::Tear { node } => (17, node as u64),
         }
     }
 }
@@ -131,6 +134,18 @@ pub(crate) struct Device {
     pub activating: bool,
 }
 
+/// What a crashed node's restart finds of its state store.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Store {
+    /// Everything it persisted (a crash).
+    Kept,
+    /// Nothing: the store is gone (a wipe, `--wipe-rate`). The device, its staged image and
+    /// the manifests stay.
+    Wiped,
+    /// An older copy: the store as it was when the node last started (`--restore-rate`).
+    Restored,
+}
+
 /// One simulated node.
 pub(crate) struct SimNode {
     pub node: Option<Node>,
@@ -146,6 +161,17 @@ pub(crate) struct SimNode {
     pub pending: Vec<(u64, Record)>,
     /// Neighbours in a disruptive activation right now.
     pub activating_neighbours: usize,
+    /// Starts recorded in the state store (as the agent counts them in state.db).
+    pub starts: u32,
+    /// What the next restart finds of the store.
+    pub store: Store,
+    /// The node crashes during its next write, which is lost (`--torn-rate`).
+    pub tear: bool,
+    /// The copy of the store taken at the node's last start, with its count of starts.
+    pub backup: (Durable, u32),
+    /// The node accepted a campaign in some life: its manifests and image stay beside the
+    /// store, so a start with an empty store is a lost store, not a first start.
+    pub manifests: bool,
 }
 
 /// One simulated link (a connection that can break, and the device link epoch at each end).
@@ -200,6 +226,12 @@ pub(crate) struct Meters {
     pub series: Vec<(Nanos, u32)>,
     pub liveness_deadline: Option<Nanos>,
     pub failure: Option<String>,
+    /// Restarts that found the state store lost.
+    pub wipes: u64,
+    /// Restarts that found the state store restored from an older copy.
+    pub restores: u64,
+    /// Crashes during a write, which was lost.
+    pub torn_writes: u64,
 }
 
 /// A deterministic simulation of one campaign on one cluster.
@@ -307,6 +339,11 @@ impl World {
                 required_seq: 0,
                 pending: Vec::new(),
                 activating_neighbours: 0,
+                starts: 0,
+                store: Store::Kept,
+                backup: (Durable::default(), 0),
+                tear: false,
+                manifests: false,
             });
         }
         let links = topo
@@ -454,8 +491,9 @@ impl World {
                 disruptive,
                 real,
             } => self.activation_end(node, ok, disruptive, real),
-            Ev::Crash { node } => self.crash(node),
+            Ev::Crash { node, store } => self.crash(node, store),
             Ev::Restart { node } => self.restart(node),
+            Ev::Tear { node } => self.tear(node),
             Ev::Partition => self.partition(),
             Ev::DataTick { link, dir } => self.data_tick(link, dir),
             Ev::Heal => self.heal(),
@@ -487,7 +525,8 @@ impl World {
         let c = self.campaign;
         let mut accepted = false;
         self.with_node(0, |n, now| accepted = n.start_campaign(now, c));
-        self.origin_pending = !accepted;
+        // An agent that crashed while it wrote the campaign gave no answer: asked again.
+        self.origin_pending = !(accepted && self.nodes[0].node.is_some());
     }
 
     fn heal(&mut self) {
@@ -682,6 +721,9 @@ impl World {
             first_violation: self.check.first.clone(),
             failure: self.m.failure.clone(),
             reproduce: self.cfg.command(),
+            wipes: self.m.wipes,
+            restores: self.m.restores,
+            torn_writes: self.m.torn_writes,
             progress: downsample(&self.m.series, total, now),
         }
     }

@@ -111,3 +111,106 @@ fn rolling_back_after_a_commit_breaks_monotonicity_and_compatibility() {
     caught(DriverBug::RollbackAfterCommit, cfg, "monotonicity");
     caught(DriverBug::RollbackAfterCommit, cfg, "compatibility");
 }
+
+/// After a wipe, a driver that takes the node's firmware window from the manifest it holds
+/// instead of from the device announces in LINK_HELLO a window its firmware does not speak
+/// (peers agree lost links from it). The correct driver reads what the device runs.
+#[test]
+fn planted_wipe_keeps_window() {
+    caught(
+        DriverBug::WipeKeepsWindow,
+        |seed| SimConfig {
+            wipe_rate: 0.02,
+            ..star(DriverBug::WipeKeepsWindow, seed)
+        },
+        "compatibility",
+    );
+}
+
+/// Lost stores, many of them: every wiped node agrees its links again from its neighbours,
+/// takes a new incarnation, and the cluster converges with no violation.
+#[test]
+fn wiped_stores_are_survived() {
+    for (seed, topology) in [
+        (1, TopologyKind::FatTree),
+        (2, TopologyKind::Ring),
+        (3, TopologyKind::Random),
+    ] {
+        let r = common::run(SimConfig {
+            nodes: 24,
+            topology,
+            degree: 3,
+            wipe_rate: 0.05,
+            loss: 0.01,
+            seed,
+            ..SimConfig::default()
+        });
+        assert!(r.wipes > 10, "{} wipes: {}", r.wipes, explain(&r));
+        assert!(r.passed(), "{}", explain(&r));
+    }
+}
+
+/// A disk whose write cache acknowledges a write and loses it at the crash that follows: the
+/// node sent messages that depend on it, and restarts behind them.
+#[test]
+fn planted_torn_write() {
+    caught(
+        DriverBug::TornAckedWrite,
+        |seed| SimConfig {
+            torn_rate: 0.2,
+            ..star(DriverBug::TornAckedWrite, seed)
+        },
+        "durability",
+    );
+}
+
+/// Crashes during a write: the write is lost with nothing that depended on it sent (outputs
+/// are carried out in order, each persist durable before the sends after it), so every run
+/// stays safe and converges.
+#[test]
+fn torn_writes_are_survived() {
+    for (seed, topology) in [
+        (1, TopologyKind::FatTree),
+        (2, TopologyKind::Ring),
+        (3, TopologyKind::Random),
+    ] {
+        let r = common::run(SimConfig {
+            nodes: 24,
+            topology,
+            degree: 3,
+            torn_rate: 0.2,
+            loss: 0.01,
+            seed,
+            ..SimConfig::default()
+        });
+        assert!(
+            r.torn_writes > 10,
+            "{} torn writes: {}",
+            r.torn_writes,
+            explain(&r)
+        );
+        assert!(r.passed(), "{}", explain(&r));
+    }
+}
+
+/// A store restored from an older copy (the one taken at the node's last start). The protocol
+/// agrees such a link again by LINK_HELLO (the higher committed epoch), but the restarted node
+/// first re-applies its older link epochs to its device and may send data under them before
+/// the peer's HELLO arrives: the checkers see monotonicity (and at times agreement)
+/// violations. ARCHITECTURE.md, "Known gaps".
+#[test]
+#[ignore = "known gap: a restored store rewinds the device's link epochs until LINK_HELLO"]
+fn restored_stores_are_survived() {
+    for seed in 1..=10 {
+        let r = common::run(SimConfig {
+            nodes: 24,
+            topology: TopologyKind::Random,
+            degree: 3,
+            restore_rate: 0.02,
+            seed,
+            ..SimConfig::default()
+        });
+        assert!(r.restores > 0, "no restore: {}", explain(&r));
+        assert!(r.passed(), "{}", explain(&r));
+    }
+}

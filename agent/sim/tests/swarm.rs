@@ -1,6 +1,7 @@
 //! Swarm testing: hundreds of seeds, each drawing every option of its run (topology, size,
-//! loss, duplicates, crashes, partitions, skew, drift, traffic, activation failures, corrupt
-//! chunks, budget) with faults on. Every run must stay safe and converge within the bound.
+//! loss, duplicates, crashes, lost stores, torn writes, partitions, skew, drift, traffic,
+//! activation failures, corrupt chunks, budget) with faults on. Every run must stay safe and
+//! converge within the bound.
 
 mod common;
 
@@ -62,6 +63,8 @@ fn swarm_draws_every_fault_and_shape() {
     some("loss", &|c| c.loss > 0.0);
     some("duplicates", &|c| c.dup > 0.0);
     some("crashes", &|c| c.crash_rate > 0.0);
+    some("wipes", &|c| c.wipe_rate > 0.0);
+    some("torn writes", &|c| c.torn_rate > 0.0);
     some("partitions", &|c| c.partition_rate > 0.0);
     some("clock skew", &|c| c.skew_ms > 0.0);
     some("clock drift", &|c| c.drift_ppm > 0.0);
@@ -83,6 +86,8 @@ fn swarm_draws_every_fault_and_shape() {
     some("duplicates 0.5", &|c| c.dup >= 0.5);
     some("crashes 0.05", &|c| c.crash_rate >= 0.05);
     some("partitions 0.02", &|c| c.partition_rate >= 0.02);
+    some("wipes 0.02", &|c| c.wipe_rate >= 0.02);
+    some("torn writes 0.05", &|c| c.torn_rate >= 0.05);
     some("activation failures 0.2", &|c| c.activation_failure >= 0.2);
     some("every fault at once, near the top of its range", &|c| {
         c.loss >= 0.05
@@ -90,6 +95,8 @@ fn swarm_draws_every_fault_and_shape() {
             && c.crash_rate >= 0.01
             && c.partition_rate >= 0.01
             && c.activation_failure >= 0.1
+            && c.wipe_rate >= 0.01
+            && c.torn_rate >= 0.01
     });
 }
 

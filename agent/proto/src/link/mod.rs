@@ -633,6 +633,13 @@ impl LinkEnd {
             return Ok(false);
         }
         self.state = LinkState::established(epoch);
+        // An initiator never proposes again a nonce its responder still reflects: it may be one
+        // this end proposed in a life whose store is gone, and an incarnation does not always
+        // grow across two lost stores (the start counter was in them), so the responder's
+        // QUERY about that old proposal would commit the new one. Its next proposal is above.
+        if let Some(Pending::Reflecting(n)) = hello.link.map(|l| l.pending) {
+            self.state.last_nonce = n;
+        }
         Ok(true)
     }
 }

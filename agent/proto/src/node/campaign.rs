@@ -93,7 +93,10 @@ impl Node {
         }
         self.record.staged = true;
         self.set_phase(now, Phase::Staged, epoch);
-        self.begin_activation(now);
+        // Activates, or, if the device runs the campaign's firmware already (a node that lost
+        // its store after it activated, and learned the campaign again from its neighbours),
+        // moves straight to Activated: no drain, no leases for an activation that happened.
+        self.continue_campaign(now);
     }
 
     /// Starts activation when allowed: staged, not paused, not already activating.

@@ -6,9 +6,12 @@
 //!   agents, the lab's verbs run).
 //! - `swarm --runs N [--seed S] [--max-nodes M] [--for-s SECS] [--json]`: simulator swarm
 //!   seeds on every core; exits 1 if any run failed.
+//! - `bench [--baseline REF] [--rounds N]`: the simulator's canonical 10,000-host run against
+//!   revision REF's, interleaved, and a 100,000-host campaign; regenerates `docs/bench/scale.md`.
 //! - `lab [--keep] [--json FILE]`: the rxe lab (a QEMU guest with soft RoCE): the verbs backend's
 //!   conformance suite and its latency and throughput against rdma-core's tools.
 
+mod bench;
 mod ci;
 mod fanout_report;
 mod lab;
@@ -29,13 +32,17 @@ fn main() -> Result<()> {
             let args: Vec<String> = std::env::args().skip(2).collect();
             swarm::run(&args)
         }
+        "bench" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            bench::run(&args)
+        }
         "lab" => {
             let args: Vec<String> = std::env::args().skip(2).collect();
             lab::run(&args)
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|sim-report|fanout-report|swarm --runs N [--seed S] [--max-nodes M] [--for-s SECS] [--json]|lab [--keep] [--json FILE]>"
+                "usage: cargo xtask <ci|sim-report|fanout-report|bench [--baseline REF] [--rounds N]|swarm --runs N [--seed S] [--max-nodes M] [--for-s SECS] [--json]|lab [--keep] [--json FILE]>"
             );
             bail!("unknown task {task:?}")
         }

@@ -546,9 +546,8 @@ fn redfish_two_neighbours_reboot_under_leases() {
     // Two GPUs of one baseboard, each driven by its own agent, linked to each other. A reboot
     // may take 30 minutes (the profile's max_ms), far beyond the configured 120 s lease: each
     // agent must still get its neighbour's lease, drained first, and reboot under it. (Two
-    // neighbours that ask each other at the same instant may both be granted: the budget of
-    // one disrupted neighbour per node holds, but both are down at once; see the closing
-    // notes of docs and ARCHITECTURE.md, "Known gaps".)
+    // neighbours that ask each other at the same instant take turns: a node's own lease is a
+    // step of the acquisition order; docs/protocol.md, "Neighbour leases".)
     let dir = tempdir("redfish-pair");
     let bmc = Bmc::start(&dir.join("bmc.log"));
     let (p1, p2) = (free_port(), free_port());

@@ -42,7 +42,10 @@ pub fn run() -> Result<()> {
         ],
     )?;
     // The end-to-end tests (package entente-tests) run the binaries built here; no test builds.
-    sh("cargo", &["build", "--workspace", "--bins", "--all-features"])?;
+    sh(
+        "cargo",
+        &["build", "--workspace", "--bins", "--all-features"],
+    )?;
     sh("cargo", &["test", "--workspace", "--all-features"])?;
     // The spin model of one link: the protocol verifies, every planted mutant is caught.
     sh("sh", &["model/check.sh"])?;

@@ -9,7 +9,7 @@
 //! frame, which returns credits when nothing else would carry them. A receiver sends a `Credit`
 //! frame once half its window is unreported; `Credit` frames never trigger one another, so they
 //! cannot ping-pong. Together these mean a sender out of credits always has a returning `Credit`
-//! frame on the way (ARCHITECTURE.md, "fastpath").
+//! frame on the way (docs/decisions.md, "Credits on every backend").
 
 /// Credit state of one connection, both directions.
 #[derive(Debug, Clone)]

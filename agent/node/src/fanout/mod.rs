@@ -1,4 +1,4 @@
-//! Image fan-out: the pipelined swarm agents move firmware images with (ARCHITECTURE.md,
+//! Image fan-out: the pipelined swarm agents move firmware images with (docs/decisions.md,
 //! "Image fan-out").
 //!
 //! Neighbours announce the chunks they hold ([`Holdings`]), including those of an image they

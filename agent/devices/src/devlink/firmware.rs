@@ -171,6 +171,45 @@ mod tests {
     }
 
     #[test]
+    fn hostile_firmware_symlink() {
+        // Another user plants a symlink at the predictable name: the image is not written
+        // through it, the file it points to is untouched, and the error names the path.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("entente");
+        std::fs::create_dir(&dir).unwrap();
+        let victim = root.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let bytes = b"the real image".to_vec();
+        let i = info(&bytes);
+        let name = dir.join(format!("{}.bin", hex(&i.sha256)));
+        std::os::unix::fs::symlink(&victim, &name).unwrap();
+        let placed = place(root.path(), &dir, "fw", &i, &mut &bytes[..]);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        if let Ok(p) = &placed {
+            let meta = std::fs::symlink_metadata(p.path()).unwrap();
+            assert!(meta.file_type().is_file(), "written through a symlink");
+        }
+    }
+
+    #[test]
+    fn a_firmware_directory_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("entente");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let bytes = b"the real image".to_vec();
+        let e = place(root.path(), &dir, "fw", &info(&bytes), &mut &bytes[..]).unwrap_err();
+        assert!(e.to_string().contains("writable by others"), "{e}");
+        // A directory it creates itself is private.
+        let fresh = root.path().join("fresh");
+        let p = place(root.path(), &fresh, "fw", &info(&bytes), &mut &bytes[..]).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+        drop(p);
+    }
+
+    #[test]
     fn the_directory_must_be_under_the_root() {
         let e = relative_name(Path::new("/lib/firmware"), Path::new("/tmp/fw")).unwrap_err();
         assert!(e.contains("not under the firmware root"), "{e}");

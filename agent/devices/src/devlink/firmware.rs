@@ -2,11 +2,17 @@
 //! `/lib/firmware` (the kernel's firmware loader reads it), so the verified image is written to
 //! `<dir>/<sha256>.bin` under that root, checked, and removed when the flash is over, whether it
 //! succeeded or not.
+//!
+//! The directory is the agent's: created private (0700) if missing, refused if it is a symlink,
+//! owned by another user or writable by others. The file is created afresh with `O_CREAT |
+//! O_EXCL | O_NOFOLLOW` (a stale one, or a symlink planted at the predictable name, is unlinked
+//! first, never followed), so nothing is ever written through a name someone else chose.
 
 use crate::device::{hex, DeviceError, ImageInfo};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Bytes copied between reads.
@@ -65,6 +71,44 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DeviceE
     move |source| DeviceError::Io { what, path, source }
 }
 
+/// Creates `dir` private if missing (its parents as usual); refuses one that is a symlink, is
+/// owned by another user, or others may write.
+fn private_dir(dir: &Path) -> Result<(), DeviceError> {
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(io("creating", dir)(e));
+        }
+        _ => {}
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io("reading", dir))?;
+    let bad = |reason: String| DeviceError::BadState {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    if !meta.is_dir() {
+        return Err(bad(
+            "the firmware directory is not a directory (a symlink?)".into(),
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(bad(format!(
+            "the firmware directory is owned by uid {}, not by the agent (uid {me})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(bad(format!(
+            "the firmware directory is writable by others (mode {:o}): make it 0700",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 /// Copies exactly `info.len` bytes of `image` to `<root>/<dir>/<sha256>.bin`, checking its
 /// length and digest; on any error nothing is left behind.
 pub fn place(
@@ -78,14 +122,27 @@ pub fn place(
         path: dir.to_path_buf(),
         reason,
     })?;
-    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    private_dir(dir)?;
     let file_name = format!("{}.bin", hex(&info.sha256));
     let placed = PlacedImage {
         path: dir.join(&file_name),
         name: rel.join(&file_name).to_string_lossy().into_owned(),
     };
     let path = placed.path.clone();
-    let mut file = File::create(&path).map_err(io("creating", &path))?;
+    // A leftover of an earlier flash, or a name someone planted: unlinked, never followed.
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io("removing the stale", &path)(e));
+        }
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(io("creating", &path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;

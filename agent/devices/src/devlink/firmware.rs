@@ -10,7 +10,6 @@
 
 use crate::device::{hex, DeviceError, ImageInfo};
 use sha2::{Digest, Sha256};
-use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};

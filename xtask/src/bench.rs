@@ -1,13 +1,18 @@
-//! `cargo xtask bench [--baseline REF] [--rounds N]`: the simulator measured against the code of
-//! another revision in one run, and its scale: regenerates `docs/bench/scale.md`.
+//! `cargo xtask bench [--only scale|fastpath|staging] [--baseline REF] [--rounds N]`: every
+//! comparison against a baseline, each regenerating its page of `docs/bench/`:
 //!
+//! - `scale` (`docs/bench/scale.md`): the simulator against the code of another revision;
+//! - `fastpath` (`docs/bench/fastpath.md`): `benches/fastpath.rs`, against a plain `TcpStream`;
+//! - `staging` (`docs/bench/staging.md`): `benches/staging.rs`, against `dd`.
+//!
+//! For `scale`:
 //! The canonical 10,000-host run (`--loss 0.01 --crash-rate 0.001 --seed 7`) of this tree and of
 //! REF (default `HEAD~1`; give the commit of the previous main), release builds, rounds
 //! interleaved with the order flipped each round; medians and their ratio. Then one 100,000-host
 //! campaign of this tree: wall time and peak resident memory. The goal stays 1 M simulated events
 //! per second per core.
 
-use crate::{entente_release, root, sim_json};
+use crate::{entente_release, root, sh, sim_json};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -97,16 +102,52 @@ fn children_peak_rss_mib() -> Result<f64> {
 pub fn run(args: &[String]) -> Result<()> {
     let mut baseline = "HEAD~1".to_owned();
     let mut rounds = 5usize;
+    let mut only: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--baseline" => baseline = it.next().context("--baseline REF")?.clone(),
             "--rounds" => rounds = it.next().context("--rounds N")?.parse()?,
-            other => bail!("unknown option {other:?} (--baseline REF, --rounds N)"),
+            "--only" => only = Some(it.next().context("--only scale|fastpath|staging")?.clone()),
+            other => bail!(
+                "unknown option {other:?} (--only scale|fastpath|staging, --baseline REF, --rounds N)"
+            ),
         }
     }
+    let want = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    if let Some(o) = &only {
+        if !["scale", "fastpath", "staging"].contains(&o.as_str()) {
+            bail!("--only {o:?}: scale, fastpath or staging");
+        }
+    }
+    if want("fastpath") {
+        std::env::set_var("FASTPATH_REPORT", "docs/bench/fastpath.md");
+        sh(
+            "cargo",
+            &["bench", "-p", "entente-benches", "--bench", "fastpath"],
+        )?;
+    }
+    if want("staging") {
+        sh(
+            "cargo",
+            &["build", "--release", "-p", "entente-stage", "--bins"],
+        )?;
+        std::env::set_var("ENTENTE_BENCH_REPORT", "1");
+        sh(
+            "cargo",
+            &["bench", "-p", "entente-benches", "--bench", "staging"],
+        )?;
+    }
+    if want("scale") {
+        scale(&baseline, rounds)?;
+    }
+    Ok(())
+}
+
+/// The simulator against revision `baseline`, and at 100,000 hosts.
+fn scale(baseline: &str, rounds: usize) -> Result<()> {
     let here = entente_release()?;
-    let (base, short) = build_revision(&baseline)?;
+    let (base, short) = build_revision(baseline)?;
     let canonical = words(CANONICAL);
     let (mut here_ms, mut base_ms) = (Vec::new(), Vec::new());
     let mut events = 0u64;

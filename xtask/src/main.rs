@@ -6,8 +6,9 @@
 //!   agents, the lab's verbs run).
 //! - `swarm --runs N [--seed S] [--max-nodes M] [--for-s SECS] [--json]`: simulator swarm
 //!   seeds on every core; exits 1 if any run failed.
-//! - `bench [--baseline REF] [--rounds N]`: the simulator's canonical 10,000-host run against
-//!   revision REF's, interleaved, and a 100,000-host campaign; regenerates `docs/bench/scale.md`.
+//! - `bench [--only scale|fastpath|staging] [--baseline REF] [--rounds N]`: the comparisons
+//!   against baselines (the simulator against revision REF, fastpath against a `TcpStream`,
+//!   staging against `dd`), each regenerating its page of `docs/bench/`.
 //! - `lab [--keep] [--json FILE]`: the rxe lab (a QEMU guest with soft RoCE): the verbs backend's
 //!   conformance suite and its latency and throughput against rdma-core's tools.
 
@@ -42,7 +43,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|sim-report|fanout-report|bench [--baseline REF] [--rounds N]|swarm --runs N [--seed S] [--max-nodes M] [--for-s SECS] [--json]|lab [--keep] [--json FILE]>"
+                "usage: cargo xtask <ci|sim-report|fanout-report|bench [--only scale|fastpath|staging] [--baseline REF] [--rounds N]|swarm --runs N [--seed S] [--max-nodes M] [--for-s SECS] [--json]|lab [--keep] [--json FILE]>"
             );
             bail!("unknown task {task:?}")
         }

@@ -5,7 +5,7 @@
 //!   round trip (64-byte messages) and bulk throughput (1 MiB chunks). Rounds alternate baseline
 //!   and transport, and the report gives medians and their ratio.
 //!
-//! `FASTPATH_REPORT=docs/bench/fastpath.md cargo bench -p entente-fastpath --bench fastpath`
+//! `FASTPATH_REPORT=docs/bench/fastpath.md cargo bench -p entente-benches --bench fastpath`
 //! also writes the Markdown report.
 
 use bytes::Bytes;
@@ -396,9 +396,7 @@ fn main() {
     println!("\n{md}");
     if let Ok(path) = std::env::var("FASTPATH_REPORT") {
         // Relative paths are from the workspace root (cargo runs benches in the package dir).
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(path);
+        let path = entente_benches::workspace_root().join(path);
         let header = std::fs::read_to_string(&path)
             .ok()
             .and_then(|old| old.split("<!-- results -->").next().map(str::to_owned))

@@ -1,7 +1,8 @@
 //! Staging throughput against `dd bs=1M oflag=direct conv=fsync` and `std::fs` write + fsync,
 //! in the same run, on the same disk, interleaved; and the stager's peak RSS.
 //!
-//! `cargo bench -p entente-stage --bench staging` prints a Markdown report;
+//! `cargo bench -p entente-benches --bench staging` prints (after `cargo build --release -p
+//! entente-stage --bins`) a Markdown report;
 //! `ENTENTE_BENCH_REPORT=1` also writes it to `docs/bench/staging.md`.
 //! `ENTENTE_BENCH_MIB` (default 1024) sets the image size, `ENTENTE_BENCH_ROUNDS` (default 5)
 //! the rounds, `ENTENTE_BENCH_DIR` (default: the system temp directory) where files go.
@@ -129,7 +130,7 @@ fn std_copy(src: &Path, dst: &Path) {
 /// Returns (seconds, peak RSS in KiB).
 fn run_stage(store: &Path, image_json: &Path, src: &Path) -> (f64, u64) {
     let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_stage-worker"))
+    let out = Command::new(entente_benches::binary("stage-worker"))
         .arg(store)
         .arg(image_json)
         .arg(src)
@@ -218,7 +219,7 @@ fn main() {
     });
     let report = format!(
         "# Staging benchmark\n\n\
-         Regenerate: `ENTENTE_BENCH_REPORT=1 cargo bench -p entente-stage --bench staging`\n\n\
+         Regenerate: `cargo xtask bench --only staging` (or `ENTENTE_BENCH_REPORT=1 cargo bench -p entente-benches --bench staging`)\n\n\
          {mib} MiB image, 1 MiB chunks, {rounds} rounds, the three writers interleaved (order \
          rotated each round), same disk (`{}`), medians. Each writer is a separate process reading \
          the same source file (hot in the page cache) and leaving a durable copy.\n\n\
@@ -258,7 +259,7 @@ fn main() {
     );
     println!("{report}");
     if std::env::var_os("ENTENTE_BENCH_REPORT").is_some() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/bench/staging.md");
+        let path = entente_benches::workspace_root().join("docs/bench/staging.md");
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, report).unwrap();
         eprintln!("wrote {}", path.display());

@@ -92,6 +92,55 @@ fn the_decision_crates_depend_on_no_io_crate() {
     );
 }
 
+/// Calls that read a clock, a file, a socket or the process: none in the decision crates (time
+/// is the caller's `Nanos`).
+const IO_CALLS: &[&str] = &[
+    "std::fs",
+    "std::net",
+    "std::process",
+    "Instant::now",
+    "SystemTime",
+    "std::io::stdin",
+    "std::env::var",
+];
+
+fn rust_sources(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn the_decision_crates_read_no_clock_file_or_socket() {
+    let mut found = Vec::new();
+    for dir in ["agent/proto/src", "agent/node/src"] {
+        for f in rust_sources(&root().join(dir)) {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                if let Some(c) = IO_CALLS.iter().find(|c| code.contains(**c)) {
+                    found.push(format!("{}:{}: {c}", f.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "I/O in a decision crate:\n{}",
+        found.join("\n")
+    );
+}
+
 /// What defining fan-out policy looks like: the request window, back-offs, deadlines, serve
 /// quotas, the chunk choice, the rate cap, holdings.
 const POLICY: &[&str] = &[
@@ -111,18 +160,7 @@ const POLICY: &[&str] = &[
 
 #[test]
 fn the_agent_shell_holds_no_fanout_policy() {
-    let mut files = Vec::new();
-    let mut dirs = vec![root().join("agent/daemon/src")];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                files.push(p);
-            }
-        }
-    }
+    let files = rust_sources(&root().join("agent/daemon/src"));
     assert!(files.len() > 10, "agent/daemon/src has its sources");
     let mut found = Vec::new();
     for f in files {

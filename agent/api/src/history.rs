@@ -35,6 +35,8 @@ pub enum HistoryKind {
     RunningAtStart,
     /// The state store was lost (`reason`: what remained).
     StoreLost,
+    /// The node began draining its workloads for a campaign (`epoch`).
+    Draining,
     /// The node drained for a campaign (`epoch`).
     Drained,
     /// A drain failed (`epoch`, `reason`).
@@ -63,9 +65,25 @@ pub enum HistoryKind {
     Reincarnated,
     /// A neighbour held an implausible report of this node.
     ImplausibleReport,
-    /// An operator's request (`peer` for links, `reason`).
+    /// An operator retired the link to `peer`.
+    LinkRetired,
+    /// An operator restored the link to `peer`.
+    LinkRestored,
+    /// An activation ran past the profile's maximum (`epoch`; `counts`: `took_ms`).
+    ActivationOverran,
+    /// A link's LINK_HELLO failed: the windows share no epoch (`peer`).
+    HelloFailed,
+    /// A neighbour broke the protocol (`peer`, `reason`).
+    ProtocolError,
+    /// A neighbour refused a lease (`peer`).
+    LeaseDenied,
+    /// A rollback was refused (`epoch`).
+    RollbackRefused,
+    /// An operator's request (`reason`).
     Operator,
-    /// Anything else (and entries written before events were typed).
+    /// Anything else: entries written before events were typed, and kinds newer than this
+    /// reader.
+    #[serde(other)]
     Note,
 }
 

@@ -13,8 +13,8 @@ pub mod history;
 pub use check::check_histories;
 pub use history::{HistoryEntry, HistoryEvent, HistoryKind};
 
-/// The version of this API.
-pub const API_VERSION: u32 = 1;
+/// The version of this API (2: history entries became typed events, `entente_api::history`).
+pub const API_VERSION: u32 = 2;
 
 /// Default path of the control socket.
 pub const DEFAULT_SOCKET: &str = "/run/entente/control.sock";
@@ -392,7 +392,7 @@ mod tests {
             request: Request::History { limit: 5 },
         };
         let text = serde_json::to_string(&e).unwrap();
-        assert_eq!(text, r#"{"api":1,"request":{"kind":"history","limit":5}}"#);
+        assert_eq!(text, r#"{"api":2,"request":{"kind":"history","limit":5}}"#);
         assert_eq!(serde_json::from_str::<Envelope>(&text).unwrap(), e);
         assert!(Request::LinkRetire { peer: 2 }.is_mutating());
         assert!(Request::LinkRestore { peer: 2 }.is_mutating());

@@ -240,6 +240,11 @@ pub fn history_problems(histories: &BTreeMap<u32, Vec<HistoryEvent>>) -> Vec<Str
             }
         }
     }
+    for &a in histories.keys() {
+        if !commits.keys().any(|&(x, _)| x == u64::from(a)) {
+            problems.push(format!("agent {a} committed no link epoch"));
+        }
+    }
     for (&(a, peer), epochs) in &commits {
         if let Some(w) = epochs.windows(2).find(|w| w[1] < w[0]) {
             problems.push(format!(
@@ -276,9 +281,13 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
     let statuses = per_agent(guest, "campaign-converge", "status ");
     let raw_histories = per_agent(guest, "campaign-history", "history ");
     let fanout = fanout_summary(&raw_histories);
+    // A history that does not parse is missing, not empty: the check then fails.
     let histories: BTreeMap<u32, Vec<HistoryEvent>> = raw_histories
         .iter()
-        .map(|(&n, h)| (n, entries(h).into_iter().map(|e| e.event).collect()))
+        .filter_map(|(&n, h)| {
+            let parsed = serde_json::from_value::<Vec<HistoryEntry>>(h.clone()).ok()?;
+            Some((n, parsed.into_iter().map(|e| e.event).collect()))
+        })
         .collect();
     let ran = |name: &str| guest.step(name).is_some_and(|s| s.rc == Some(0));
     let all = statuses.len() == NODES as usize;

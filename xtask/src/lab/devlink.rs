@@ -420,7 +420,7 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
     let ff_error = ff_hist
         .iter()
         .find(|e| is(e, HistoryKind::StagingFailed, 2))
-        .map(|e| e.text.clone());
+        .and_then(|e| e.reason.clone());
     let flash_failure = ran("devlink-flash-failure")
         && ff_error
             .as_deref()
@@ -435,7 +435,7 @@ fn summarize(guest: &Guest) -> Result<Map<String, Value>> {
     let af_error = af_hist
         .iter()
         .find(|e| is(e, HistoryKind::ActivationFailed, 2))
-        .map(|e| e.text.clone());
+        .and_then(|e| e.reason.clone());
     let af_versions = devlink_versions(af_dl.get(&1));
     let status1 = af_status.get(&1);
     let activation_failure = ran("devlink-activation-failure")

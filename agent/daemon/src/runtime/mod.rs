@@ -60,6 +60,10 @@ pub struct Agent {
     image_epochs: HashMap<[u8; 32], u64>,
     /// The campaign whose convergence here last pruned the store.
     pruned_after: Option<u64>,
+    /// The campaign whose firmware the device runs, as far as this life of the agent knows.
+    running_campaign: Option<u64>,
+    /// The campaign whose firmware ran before it (what a rollback needs: pruning keeps it).
+    ran_before: Option<u64>,
     /// What neighbours announced they hold.
     holdings: fanout::Holdings,
     /// Images whose holdings here changed since the last announcement.
@@ -232,6 +236,8 @@ impl Agent {
             images: HashMap::new(),
             image_epochs: HashMap::new(),
             pruned_after: None,
+            running_campaign,
+            ran_before: None,
             holdings: fanout::Holdings::default(),
             announcements: fanout::Announcements::default(),
             serve: fanout::ServeQueue::new(fanout::ServeParams::agent(fanout::Strategy::Pipeline)),
@@ -446,6 +452,9 @@ impl Agent {
                         .reason(e.clone()),
                     );
                 } else if let Some(w) = self.activating.take() {
+                    if self.running_campaign != Some(epoch) {
+                        self.ran_before = self.running_campaign.replace(epoch);
+                    }
                     self.running = w;
                     self.db.set_running_window(w)?;
                     self.history(

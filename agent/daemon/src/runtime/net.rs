@@ -126,9 +126,16 @@ impl Agent {
                     self.transport.close(conn);
                     return Ok(());
                 };
-                p.conn = Some(conn);
+                // A newer connection replaces one whose end was not seen yet: everything owed on
+                // the old one (requests, slots, the node's link session) ends with it first.
+                let replaced = p.conn.replace(conn).filter(|old| *old != conn);
                 p.backoff = Duration::from_millis(50);
                 p.queue.clear();
+                if let Some(old) = replaced {
+                    tracing::info!(peer = conn.peer, "connection replaced by a newer one");
+                    self.node.handle_down(now, NodeId(old.peer), old.generation);
+                    self.fetch_peer_down(old.peer);
+                }
                 tracing::info!(peer = conn.peer, generation = conn.generation, "connected");
                 self.node.handle_up(now, NodeId(conn.peer), conn.generation);
                 self.announce_all(conn);

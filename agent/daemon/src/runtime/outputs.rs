@@ -41,7 +41,7 @@ impl Agent {
                     self.db.commit()?;
                     self.history(
                         HistoryEvent::new(
-                            HistoryKind::Drained,
+                            HistoryKind::Draining,
                             format!("draining for epoch {} (before any lease)", epoch.0),
                         )
                         .epoch(epoch.0),
@@ -199,7 +199,14 @@ fn typed(e: &Event, text: String) -> HistoryEvent {
         Event::LinkCommitted { peer, epoch } => ev(K::LinkCommitted).peer(peer.0).epoch(epoch.0),
         Event::LinkAgreed { peer, epoch } => ev(K::LinkAgreed).peer(peer.0).epoch(epoch.0),
         Event::ImplausibleReport { .. } => ev(K::ImplausibleReport),
-        Event::ProbeMismatch { peer, sent, .. } => ev(K::ProbeMismatch).peer(peer.0).epoch(sent.0),
+        Event::ProbeMismatch {
+            peer,
+            sent,
+            interpreted,
+        } => ev(K::ProbeMismatch)
+            .peer(peer.0)
+            .epoch(sent.0)
+            .count("interpreted", interpreted.0),
         Event::LinkIncompatible { peer, epoch, .. } => {
             ev(K::LinkIncompatible).peer(peer.0).epoch(epoch.0)
         }
@@ -219,7 +226,24 @@ fn typed(e: &Event, text: String) -> HistoryEvent {
             .peer(peer.0)
             .epoch(epoch.0)
             .reason(reason.to_string()),
-        Event::Reincarnated { .. } => ev(K::Reincarnated),
-        _ => ev(K::Note),
+        Event::Reincarnated {
+            incarnation,
+            quiet_ms,
+        } => ev(K::Reincarnated)
+            .count("incarnation", u64::from(*incarnation))
+            .count("quiet_ms", *quiet_ms),
+        Event::ProtocolError { peer, what } => ev(K::ProtocolError).peer(peer.0).reason(*what),
+        Event::UnknownPeer(peer) => ev(K::Peer).peer(peer.0).reason("not a configured peer"),
+        Event::CampaignRefused { epoch, reason } => {
+            ev(K::CampaignRefused).epoch(epoch.0).reason(*reason)
+        }
+        Event::HelloFailed { peer, .. } => ev(K::HelloFailed).peer(peer.0),
+        Event::StagingFailed { epoch } => ev(K::StagingFailed).epoch(epoch.0),
+        Event::ActivationFailed { epoch } => ev(K::ActivationFailed).epoch(epoch.0),
+        Event::ActivationOverran { epoch, took } => ev(K::ActivationOverran)
+            .epoch(epoch.0)
+            .count("took_ms", took / 1_000_000),
+        Event::LeaseDenied { peer } => ev(K::LeaseDenied).peer(peer.0),
+        Event::RollbackRefused { epoch } => ev(K::RollbackRefused).epoch(epoch.0),
     }
 }

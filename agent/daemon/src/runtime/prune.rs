@@ -21,7 +21,7 @@ impl Agent {
             .keys()
             .map(|id| (self.image_epochs.get(id).copied().unwrap_or(0), *id))
             .collect();
-        for id in entente_node::fanout::to_prune(&held, phase.epoch.0) {
+        for id in entente_node::fanout::to_prune(&held, phase.epoch.0, self.ran_before) {
             let digest = Digest(id);
             match self.store.remove(&digest) {
                 Ok(_) => {

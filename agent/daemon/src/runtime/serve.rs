@@ -20,8 +20,12 @@ impl Agent {
         out.extend_from_slice(&(sig.len() as u16).to_le_bytes());
         out.extend_from_slice(sig.as_bytes());
         out.extend_from_slice(bytes);
-        if let Err(e) = self.transport.send_bulk(conn, slot, Bytes::from(out)) {
-            tracing::warn!(peer = conn.peer, "serving a manifest: {e}");
+        match self.transport.send_bulk(conn, slot, Bytes::from(out)) {
+            Ok(()) => {}
+            // No credits now: say so at once (NOT_YET waits in the connection's queue), so the
+            // requester asks again instead of waiting out its deadline.
+            Err(SendError::NoCredits(_)) => self.not_yet(conn, slot),
+            Err(e) => tracing::warn!(peer = conn.peer, "serving a manifest: {e}"),
         }
     }
 
@@ -215,6 +219,10 @@ impl Agent {
 impl fanout::ChunkSender<ConnId> for Agent {
     fn chunk_len(&self, image: &[u8; 32], index: u32) -> Option<u64> {
         self.known_chunk_len(image, index)
+    }
+
+    fn decline(&mut self, r: &ServeReq<ConnId>) {
+        self.decline_busy(r.conn, r.slot);
     }
 
     /// Sends one chunk, or NOT_YET when this node does not hold it.

@@ -357,7 +357,7 @@ impl Agent {
                             if self.retire(*peer) {
                                 self.history(
                                     HistoryEvent::new(
-                                        HistoryKind::Operator,
+                                        HistoryKind::LinkRetired,
                                         format!("link to {peer} retired by uid {}", p.caller.uid),
                                     )
                                     .peer(*peer),
@@ -377,7 +377,7 @@ impl Agent {
                             if self.restore(*peer) {
                                 self.history(
                                     HistoryEvent::new(
-                                        HistoryKind::Operator,
+                                        HistoryKind::LinkRestored,
                                         format!("link to {peer} restored by uid {}", p.caller.uid),
                                     )
                                     .peer(*peer),

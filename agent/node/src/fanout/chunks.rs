@@ -57,6 +57,10 @@ impl ChunkSet {
     }
 }
 
+/// Images whose announcements are kept per neighbour (a node fetches one image at a time; a
+/// neighbour holds at most two campaigns' images and the one it fetches).
+pub const IMAGES_PER_PEER: usize = 4;
+
 /// What each neighbour announced it holds, per image.
 #[derive(Debug, Default)]
 pub struct Holdings {
@@ -64,9 +68,17 @@ pub struct Holdings {
 }
 
 impl Holdings {
-    /// Records an announcement (it replaces the previous one of that peer for that image).
+    /// Records an announcement (it replaces the previous one of that peer for that image). A
+    /// peer's announcements of at most [`IMAGES_PER_PEER`] images are kept: one more evicts
+    /// another, so a neighbour cannot make this node hold what it likes.
     pub fn record(&mut self, peer: u64, image: ImageId, set: ChunkSet) {
-        self.by_peer.entry(peer).or_default().insert(image, set);
+        let images = self.by_peer.entry(peer).or_default();
+        if !images.contains_key(&image) && images.len() >= IMAGES_PER_PEER {
+            if let Some(&other) = images.keys().next() {
+                images.remove(&other);
+            }
+        }
+        images.insert(image, set);
     }
 
     /// Adds one chunk to what `peer` is known to hold of `image` (an image of `chunks` chunks).

@@ -97,8 +97,8 @@ pub struct ChunkFetch {
     want: BTreeSet<u32>,
     /// (peer, slot) → (chunk, when it was asked).
     inflight: HashMap<(u64, u32), (u32, Nanos)>,
-    /// Neighbours not asked until the time given.
-    resting: HashMap<u64, Nanos>,
+    /// Neighbours not asked until the time given, and whether for a BUSY answer.
+    resting: HashMap<u64, (Nanos, bool)>,
     /// Neighbours that sent a chunk that did not verify: never asked again in this fetch.
     banned: BTreeSet<u64>,
 }
@@ -149,7 +149,7 @@ impl ChunkFetch {
 
     /// When this fetch next needs the caller: a resting neighbour wakes or a request times out.
     pub fn next_wakeup(&self) -> Option<Nanos> {
-        let rest = self.resting.values().copied().min();
+        let rest = self.resting.values().map(|&(t, _)| t).min();
         let late = self
             .inflight
             .values()
@@ -172,7 +172,8 @@ impl ChunkFetch {
         for (peer, slot) in late {
             if let Some((index, _)) = self.inflight.remove(&(peer, slot)) {
                 self.want.insert(index);
-                self.resting.insert(peer, now + self.params.not_yet_backoff);
+                self.resting
+                    .insert(peer, (now + self.params.not_yet_backoff, false));
                 out.push(Ask { peer, slot, index });
             }
         }
@@ -191,9 +192,12 @@ impl ChunkFetch {
         download: &mut RateLimit,
         mut grant: impl FnMut(u64, u32) -> Option<u32>,
     ) -> Vec<Ask> {
-        self.resting.retain(|_, until| now < *until);
+        self.resting.retain(|_, (until, _)| now < *until);
         let mut asks = Vec::new();
-        while self.inflight.len() < self.params.window {
+        // Bounded: a caller that grants a slot already in flight cannot keep this turning.
+        let mut tries = 4 * self.params.window;
+        while self.inflight.len() < self.params.window && tries > 0 {
+            tries -= 1;
             let Some((peer, index)) = self.choose(sources, holdings) else {
                 break;
             };
@@ -205,11 +209,16 @@ impl ChunkFetch {
             match grant(peer, len) {
                 Some(slot) => {
                     self.want.remove(&index);
-                    self.inflight.insert((peer, slot), (index, now));
+                    // A slot number a new connection reuses while the old one's request is
+                    // still recorded: that chunk is wanted again, never forgotten.
+                    if let Some((lost, _)) = self.inflight.insert((peer, slot), (index, now)) {
+                        self.want.insert(lost);
+                    }
                     asks.push(Ask { peer, slot, index });
                 }
                 None => {
-                    self.resting.insert(peer, now + self.params.busy_backoff);
+                    self.resting
+                        .insert(peer, (now + self.params.busy_backoff, true));
                 }
             }
         }
@@ -301,13 +310,17 @@ impl ChunkFetch {
         } else {
             self.params.not_yet_backoff
         };
-        self.resting.insert(peer, now + backoff);
+        self.resting.insert(peer, (now + backoff, busy));
         true
     }
 
-    /// `peer` announced what it holds: it may be asked again at once.
+    /// `peer` announced what it holds: if it rests because it had nothing, it may be asked
+    /// again at once (one resting because its uplink was busy keeps resting: it announces
+    /// often while it receives).
     pub fn heard_from(&mut self, peer: u64) {
-        self.resting.remove(&peer);
+        if self.resting.get(&peer).is_some_and(|&(_, busy)| !busy) {
+            self.resting.remove(&peer);
+        }
     }
 
     /// `peer` went away: what it owed is asked of others.

@@ -4,12 +4,15 @@
 
 use super::ImageId;
 
-/// The images to delete once campaign `current` converged (or was finalized) here, of
-/// `held`: (the newest campaign epoch whose manifest names the image, the image).
-pub fn to_prune(held: &[(u64, ImageId)], current: u64) -> Vec<ImageId> {
+/// The images to delete once campaign `current` converged (or was finalized) here, of `held`:
+/// (the newest campaign epoch whose manifest names the image, the image). Kept: the current
+/// campaign's, any newer one's, the campaign whose firmware ran before the current one
+/// (`ran_before`, when known: what a rollback needs) and the newest campaign below the current
+/// one (when what ran before is not known, as after a restart, it is the best guess).
+pub fn to_prune(held: &[(u64, ImageId)], current: u64, ran_before: Option<u64>) -> Vec<ImageId> {
     let previous = held.iter().map(|&(e, _)| e).filter(|&e| e < current).max();
     held.iter()
-        .filter(|&&(e, _)| e < current && Some(e) != previous)
+        .filter(|&&(e, _)| e < current && Some(e) != previous && Some(e) != ran_before)
         .map(|&(_, id)| id)
         .collect()
 }

@@ -74,13 +74,17 @@ pub trait ChunkSender<C> {
     /// Tries to send the chunk a request asks for (answering NOT_YET itself when it does not
     /// hold it).
     fn send(&mut self, r: &ServeReq<C>) -> ServeOutcome;
+    /// Answers BUSY to a request that waited too long to be sent (its requester asks
+    /// elsewhere).
+    fn decline(&mut self, r: &ServeReq<C>);
 }
 
 /// Requests waiting for the uplink, and how often each chunk went out.
 #[derive(Debug)]
 pub struct ServeQueue<C> {
     params: ServeParams,
-    queue: VecDeque<ServeReq<C>>,
+    /// Requests waiting, with when each was queued.
+    queue: VecDeque<(ServeReq<C>, Nanos)>,
     /// Chunks handed to a connection that has not yet reported them gone: (peer, slot) → when.
     sending: HashMap<(u64, u32), Nanos>,
     served: HashMap<(ImageId, u32), u16>,
@@ -89,6 +93,12 @@ pub struct ServeQueue<C> {
 /// A chunk not reported sent within this long is no longer counted as on the uplink (a report
 /// lost with its connection must not make the node look busy for ever).
 const SENDING_FOR_AT_MOST: Nanos = 10_000 * super::MS;
+/// A request not sent within this long (its connection has no credits, or the upload cap is
+/// far behind) is declined as BUSY: half the shortest deadline a requester gives it, so the
+/// answer never lands in a slot the requester has withdrawn.
+pub const QUEUED_FOR_AT_MOST: Nanos = 5_000 * super::MS;
+/// Most requests queued when busy declines do not apply (pull-one's source).
+const QUEUE_HARD_MAX: usize = 64;
 
 impl<C: Copy> ServeQueue<C> {
     /// An empty queue.
@@ -123,19 +133,22 @@ impl<C: Copy> ServeQueue<C> {
             .retain(|_, at| now.saturating_sub(*at) < SENDING_FOR_AT_MOST);
         let load = self.queue.len() + self.sending.len();
         let forwarded = self.times_served(&r.image, r.index);
-        if self.params.decline_when_busy
-            && (load >= self.params.queue_max || (load > 0 && forwarded >= self.params.quota))
-        {
+        let busy = if self.params.decline_when_busy {
+            load >= self.params.queue_max || (load > 0 && forwarded >= self.params.quota)
+        } else {
+            self.queue.len() >= QUEUE_HARD_MAX
+        };
+        if busy {
             return Admit::Busy;
         }
-        self.queue.push_back(r);
+        self.queue.push_back((r, now));
         Admit::Queued
     }
 
     /// The request at the front, taken off the queue (for callers that model the uplink
     /// themselves; report it with [`ServeQueue::sent`]).
     pub fn pop(&mut self) -> Option<ServeReq<C>> {
-        self.queue.pop_front()
+        self.queue.pop_front().map(|(r, _)| r)
     }
 
     /// Counts a chunk handed to its connection at `now`; it is on the uplink until
@@ -160,22 +173,29 @@ impl<C: Copy> ServeQueue<C> {
         upload: &mut RateLimit,
         out: &mut impl ChunkSender<C>,
     ) -> Option<Nanos> {
+        let (fresh, stale): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|(_, at)| now.saturating_sub(*at) < QUEUED_FOR_AT_MOST);
+        self.queue = fresh;
+        for (r, _) in stale {
+            out.decline(&r);
+        }
         let mut round = self.queue.len();
         while round > 0 {
             round -= 1;
-            let Some(r) = self.queue.front().copied() else {
+            let Some((r, at)) = self.queue.front().copied() else {
                 break;
             };
             let len = out.chunk_len(&r.image, r.index).unwrap_or(0);
             if !upload.try_take(len, now) {
-                return Some(now + upload.wait_for(len, now).max(1));
+                return Some(now.saturating_add(upload.wait_for(len, now).max(1)));
             }
             self.queue.pop_front();
             match out.send(&r) {
                 ServeOutcome::Sent => self.sent(&r, now),
                 ServeOutcome::NoCredits => {
                     upload.refund(len);
-                    self.queue.push_back(r);
+                    self.queue.push_back((r, at));
                 }
                 ServeOutcome::NotHeld | ServeOutcome::Gone => upload.refund(len),
             }
@@ -185,7 +205,7 @@ impl<C: Copy> ServeQueue<C> {
 
     /// Forgets what a departed neighbour asked for.
     pub fn peer_down(&mut self, peer: u64) {
-        self.queue.retain(|r| r.peer != peer);
+        self.queue.retain(|(r, _)| r.peer != peer);
         self.sending.retain(|(p, _), _| *p != peer);
     }
 

@@ -27,6 +27,8 @@ struct Server {
     queue: ServeQueue<u64>,
     upload: RateLimit,
     no_credits: bool,
+    /// Requests it received.
+    asked: u32,
     /// What it sent: (to, slot, index) or a NOT_YET (index u32::MAX).
     wire: Vec<(u64, u32, u32)>,
 }
@@ -39,11 +41,13 @@ impl Server {
             queue: ServeQueue::new(ServeParams::agent(Strategy::Pipeline)),
             upload: RateLimit::unlimited(),
             no_credits: false,
+            asked: 0,
             wire: Vec::new(),
         }
     }
 
     fn ask(&mut self, from: u64, a: Ask, now: Nanos) -> Admit {
+        self.asked += 1;
         self.queue.admit(
             ServeReq {
                 conn: from,
@@ -76,6 +80,10 @@ struct Wire<'a> {
 impl ChunkSender<u64> for Wire<'_> {
     fn chunk_len(&self, _: &ImageId, _: u32) -> Option<u64> {
         Some(1024)
+    }
+
+    fn decline(&mut self, r: &ServeReq<u64>) {
+        self.sent.push((r.peer, r.slot, u32::MAX - 1));
     }
 
     fn send(&mut self, r: &ServeReq<u64>) -> ServeOutcome {
@@ -124,6 +132,8 @@ fn fetch_from(
             for (_, slot, index) in std::mem::take(&mut s.wire) {
                 if index == u32::MAX {
                     f.declined(s.id, slot, false, now);
+                } else if index == u32::MAX - 1 {
+                    f.declined(s.id, slot, true, now);
                 } else {
                     assert_eq!(f.arrived(s.id, slot, 1024, now, &mut down), Some(index));
                     s.queue.left(1, slot);
@@ -149,9 +159,14 @@ fn fetch_no_credit_stall() {
     });
     let t = done.expect("the fetch ends once the connection has credits again");
     assert!(t >= 3_000 * MS);
+    assert!(
+        t < 3_100 * MS,
+        "the queued answers went out once credits returned, not after a deadline: {t}"
+    );
     for i in 0..8 {
         assert_eq!(servers[0].queue.times_served(&IMG, i), 1, "chunk {i}");
     }
+    assert_eq!(servers[0].asked, 8, "nothing was asked twice");
 }
 
 #[test]
@@ -359,13 +374,17 @@ fn a_converged_campaign_keeps_its_images_and_the_previous_campaigns() {
         (5, [5; 32]),
     ];
     assert_eq!(
-        to_prune(&held, 3),
+        to_prune(&held, 3, None),
         vec![[1; 32]],
         "2 is the previous campaign"
     );
-    assert_eq!(to_prune(&held, 5), vec![[1; 32], [2; 32]]);
-    assert_eq!(to_prune(&held, 1), Vec::<ImageId>::new());
-    assert_eq!(to_prune(&held, 9), vec![[1; 32], [2; 32], [3; 32], [4; 32]]);
+    assert_eq!(to_prune(&held, 5, None), vec![[1; 32], [2; 32]]);
+    assert_eq!(to_prune(&held, 5, Some(2)), vec![[1; 32]], "2 ran before");
+    assert_eq!(to_prune(&held, 1, None), Vec::<ImageId>::new());
+    assert_eq!(
+        to_prune(&held, 9, None),
+        vec![[1; 32], [2; 32], [3; 32], [4; 32]]
+    );
 }
 
 #[test]
@@ -391,4 +410,128 @@ fn a_manifest_is_asked_of_one_neighbour_at_a_time_and_an_unanswered_request_laps
     assert_eq!(m.next(t + MANIFEST_RETRY, &[3]), Some(3));
     m.asked(3, 1, t + MANIFEST_RETRY);
     assert!(m.answered(3, 1));
+}
+
+#[test]
+fn a_slot_reused_by_a_new_connection_does_not_lose_the_chunk_asked_in_it_before() {
+    let mut f = ChunkFetch::new(shape(4), 0..4, 1, params());
+    let mut h = Holdings::default();
+    h.record(2, IMG, ChunkSet::full(4));
+    let mut down = RateLimit::unlimited();
+    let mut next = 0;
+    let old = f.fill(0, &[2], &h, &mut down, |_, _| {
+        next += 1;
+        Some(next)
+    });
+    assert!(f.arrived(2, old[0].slot, 1024, 1, &mut down).is_some());
+    // The answer in the old connection's slot 2 is lost; a new session numbers slots from 1.
+    let mut next = 0;
+    let a = f.fill(2, &[2], &h, &mut down, |_, _| {
+        next += 1;
+        Some(next)
+    });
+    assert!(f.arrived(2, a[0].slot, 1024, 3, &mut down).is_some());
+    let b = f.fill(4, &[2], &h, &mut down, |_, _| {
+        next += 1;
+        Some(next)
+    });
+    assert_eq!(b[0].slot, 2, "the new session reuses slot 2");
+    let mut got = vec![old[0].index, a[0].index];
+    got.push(f.arrived(2, 2, 1024, 5, &mut down).unwrap());
+    for x in &b[1..] {
+        got.push(f.arrived(2, x.slot, 1024, 5, &mut down).unwrap());
+    }
+    for _ in 0..4 {
+        for x in &f.fill(6, &[2], &h, &mut down, |_, _| {
+            next += 1;
+            Some(next)
+        }) {
+            got.push(f.arrived(2, x.slot, 1024, 7, &mut down).unwrap());
+        }
+    }
+    got.sort();
+    assert!(f.done());
+    assert_eq!(got, vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn a_requester_without_credits_does_not_make_the_server_busy_for_ever() {
+    let mut s = Server::new(2, 8);
+    s.no_credits = true;
+    for slot in 1..=2 {
+        let a = Ask {
+            peer: 2,
+            slot,
+            index: slot,
+        };
+        assert_eq!(s.ask(9, a, 0), Admit::Queued);
+    }
+    let later = 3_600_000 * MS;
+    s.step(later);
+    let a = Ask {
+        peer: 2,
+        slot: 7,
+        index: 3,
+    };
+    assert_eq!(s.ask(5, a, later), Admit::Queued);
+}
+
+#[test]
+fn pruning_keeps_the_firmware_that_ran_before_even_past_a_campaign_that_never_ran() {
+    let held = [(5, [0xa; 32]), (6, [0xb; 32]), (7, [0xc; 32])];
+    assert!(!to_prune(&held, 7, Some(5)).contains(&[0xa; 32]));
+}
+
+#[test]
+fn a_tiny_upload_cap_does_not_overflow_the_wakeup() {
+    let mut s = Server::new(2, 8);
+    s.upload = RateLimit::new(1e-15, 1024, 0);
+    for slot in 1..=3 {
+        let r = ServeReq {
+            conn: 9,
+            peer: 9,
+            image: IMG,
+            index: slot,
+            slot,
+        };
+        s.queue.admit(r, 0);
+        s.step(1);
+        s.queue.left(9, slot);
+    }
+}
+
+#[test]
+fn news_from_a_busy_neighbour_does_not_cut_its_busy_rest_short() {
+    let mut f = ChunkFetch::new(
+        shape(4),
+        0..4,
+        1,
+        FetchParams {
+            window: 1,
+            ..params()
+        },
+    );
+    let mut h = Holdings::default();
+    h.record(2, IMG, ChunkSet::full(4));
+    let mut down = RateLimit::unlimited();
+    let a = f.fill(0, &[2], &h, &mut down, |_, _| Some(1));
+    f.declined(2, a[0].slot, true, 0);
+    f.heard_from(2);
+    assert!(
+        f.fill(1, &[2], &h, &mut down, |_, _| Some(2)).is_empty(),
+        "still resting"
+    );
+    let b = f.fill(0, &[2], &h, &mut down, |_, _| Some(3));
+    assert!(b.is_empty());
+    // A neighbour that had nothing and announces chunks is asked again at once.
+    let c = f.fill(params().busy_backoff, &[2], &h, &mut down, |_, _| Some(4));
+    f.declined(2, c[0].slot, false, params().busy_backoff);
+    f.heard_from(2);
+    assert_eq!(
+        f.fill(params().busy_backoff + 1, &[2], &h, &mut down, |_, _| Some(
+            5
+        ))
+        .len(),
+        1
+    );
 }

@@ -15,6 +15,7 @@
 
 #![deny(missing_docs)]
 
+mod admission;
 pub mod auth;
 pub mod credit;
 pub mod frame;
@@ -25,6 +26,7 @@ pub mod transport;
 #[cfg(feature = "rdma")]
 pub mod verbs;
 
+pub use admission::RefusalLog;
 pub use auth::{ClusterKey, KeyError};
 pub use frame::{FrameError, FrameHeader, Kind, HEADER_LEN, MAX_CONTROL_PAYLOAD};
 pub use mem::{MemNetwork, MemTransport};

@@ -116,6 +116,11 @@ const HELLO_LEN: usize = NONCE_LEN + 8 + 4;
 const CHALLENGE_LEN: usize = NONCE_LEN + MAC_LEN + 4;
 const WELCOME_LEN: usize = 8;
 const GRANT_LEN: usize = 4 + 4 + 8 + 4;
+/// Largest payload of a handshake frame: the most a peer may make us buffer before it has
+/// proved the cluster key.
+pub const MAX_HANDSHAKE_PAYLOAD: usize = CHALLENGE_LEN;
+
+const _: () = assert!(HELLO_LEN <= MAX_HANDSHAKE_PAYLOAD && MAC_LEN <= MAX_HANDSHAKE_PAYLOAD);
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
@@ -464,28 +469,12 @@ impl Session {
         sink: &mut dyn FrameSink,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), Ended> {
-        let expected = match self.state {
-            State::AwaitHello => Kind::Hello,
-            State::AwaitChallenge { .. } => Kind::Challenge,
-            State::AwaitResponse { .. } => Kind::Response,
-            _ => Kind::Welcome,
-        };
-        let want_len = match expected {
-            Kind::Hello => HELLO_LEN,
-            Kind::Challenge => CHALLENGE_LEN,
-            Kind::Response => MAC_LEN,
-            _ => WELCOME_LEN,
-        };
-        if h.kind() != expected || p.len() != want_len || h.seq() != self.rx_seq {
-            let what = format!(
-                "expected {expected:?} of {want_len} bytes (seq {}), got {:?} of {} bytes (seq {})",
-                self.rx_seq,
-                h.kind(),
-                p.len(),
-                h.seq()
-            );
+        if p.len() != h.len() {
+            // Backends pass the payload the header announced; anything else is not a frame.
+            let what = format!("payload of {} bytes under a header of {}", p.len(), h.len());
             return Err(self.refuse(RefuseReason::Handshake(what), ctx));
         }
+        self.check_handshake_header(h, ctx)?;
         self.rx_seq += 1;
         let src = h.src();
         if src == 0 || src == self.local {
@@ -583,6 +572,67 @@ impl Session {
                 Ok(())
             }
             State::Established { .. } | State::Closed => Err(Ended),
+        }
+    }
+
+    /// The handshake frame due next: its kind and payload length.
+    fn expected_handshake(&self) -> (Kind, usize) {
+        match self.state {
+            State::AwaitHello => (Kind::Hello, HELLO_LEN),
+            State::AwaitChallenge { .. } => (Kind::Challenge, CHALLENGE_LEN),
+            State::AwaitResponse { .. } => (Kind::Response, MAC_LEN),
+            _ => (Kind::Welcome, WELCOME_LEN),
+        }
+    }
+
+    fn check_handshake_header(&mut self, h: &FrameHeader, ctx: &mut Ctx<'_>) -> Result<(), Ended> {
+        let (expected, want_len) = self.expected_handshake();
+        if h.kind() != expected || h.len() != want_len || h.seq() != self.rx_seq {
+            let what = format!(
+                "expected {expected:?} of {want_len} bytes (seq {}), got {:?} of {} bytes (seq {})",
+                self.rx_seq,
+                h.kind(),
+                h.len(),
+                h.seq()
+            );
+            return Err(self.refuse(RefuseReason::Handshake(what), ctx));
+        }
+        Ok(())
+    }
+
+    /// Checks a decoded header before its payload is buffered, so that no buffer is ever sized
+    /// from a header this side would refuse: during the handshake only the handshake frame due
+    /// next (at most [`MAX_HANDSHAKE_PAYLOAD`] bytes) is taken; once established, a bulk chunk
+    /// only into a slot this side granted and not longer than the grant. Anything else ends the
+    /// session, as [`Session::on_frame`] would once the payload was in.
+    pub fn admit_header(&mut self, h: &FrameHeader, ctx: &mut Ctx<'_>) -> Result<(), Ended> {
+        match self.state {
+            State::Closed => Err(Ended),
+            State::Established { conn } => {
+                if h.kind() != Kind::BulkData {
+                    return Ok(());
+                }
+                let granted = u32::try_from(h.aux())
+                    .ok()
+                    .and_then(|slot| self.granted.iter().find(|g| g.slot == slot));
+                match granted {
+                    Some(g) if h.len() <= g.len as usize => Ok(()),
+                    Some(g) => {
+                        let what = format!(
+                            "bulk chunk of {} bytes for slot {} of {} bytes",
+                            h.len(),
+                            g.slot,
+                            g.len
+                        );
+                        Err(self.violation(conn, what, ctx))
+                    }
+                    None => {
+                        let what = format!("bulk chunk for slot {}, which is not granted", h.aux());
+                        Err(self.violation(conn, what, ctx))
+                    }
+                }
+            }
+            _ => self.check_handshake_header(h, ctx),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::frame::FrameError;
 use bytes::Bytes;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// A node's identity on the wire (the protocol's `NodeId`).
@@ -156,10 +156,23 @@ pub struct Config {
     pub bulk_slots: u32,
     /// Largest bulk chunk we grant.
     pub bulk_slot_len: u32,
-    /// Handshakes that may be in progress at once; more are refused.
+    /// Inbound handshakes that may be in progress at once outside the reserved slots (the shared
+    /// pool); more are refused ([`RefuseReason::Busy`]). Default 64.
     pub max_pending_handshakes: usize,
-    /// A handshake not finished in this time is refused.
+    /// Of the shared pool, the most one source address may hold. Default 4.
+    pub max_pending_per_source: usize,
+    /// The configured peers' addresses: each has handshake slots of its own that strangers cannot
+    /// take, and the full [`Config::handshake_timeout`]. An address listed n times (n peers
+    /// behind it) has n times the slots. Default: none.
+    pub reserved_peers: Vec<IpAddr>,
+    /// Reserved handshake slots per entry of [`Config::reserved_peers`]. Default 4.
+    pub reserved_handshakes_per_peer: usize,
+    /// A handshake we opened, or one from a configured peer's address, not finished in this
+    /// time is refused. Default 5 s.
     pub handshake_timeout: Duration,
+    /// An inbound handshake from any other address not finished in this time is refused.
+    /// Default 2 s.
+    pub stranger_handshake_timeout: Duration,
     /// How long `connect` waits for the remote to answer.
     pub connect_timeout: Duration,
     /// How long `poll` spins before sleeping (tcp, verbs; zero, the default: sleep at once). A
@@ -176,7 +189,11 @@ impl Default for Config {
             bulk_slots: 4,
             bulk_slot_len: 4 << 20,
             max_pending_handshakes: 64,
+            max_pending_per_source: 4,
+            reserved_peers: Vec::new(),
+            reserved_handshakes_per_peer: 4,
             handshake_timeout: Duration::from_secs(5),
+            stranger_handshake_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(3),
             busy_poll: Duration::ZERO,
         }

@@ -1,8 +1,11 @@
 //! Hostile clients of the control socket, against a running agent: a slow client, an endless
-//! request, and a refused request too large to log whole.
+//! request, and a refused request too large to log whole; and hostile clients of the peer port,
+//! from another loopback address than the configured peers': bulk frames announced before any
+//! handshake, and idle sockets that never start one.
 
-use entente_tests::{entente, run, tempdir, Cluster};
-use std::io::Write;
+use entente_tests::{connect_from, entente, run, tempdir, Cluster};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -352,5 +355,173 @@ fn cli_exit_codes() {
                 .arg(dir.join("absent.manifest"))
         ),
         Some(1)
+    );
+}
+
+/// Where the strangers of the peer-port tests connect from: not a configured peer's address.
+const STRANGER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 77);
+
+fn v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => panic!("the demo cluster listens on IPv4"),
+    }
+}
+
+/// A `BulkData` frame of `len` bytes (into slot 1) as a stranger announces it: a valid header,
+/// sent before any handshake.
+fn bulk_frame(len: usize) -> (Vec<u8>, Vec<u8>) {
+    use entente_fastpath::frame::{flags, Fields, FrameHeader, Kind};
+    let payload = vec![0x5a; len];
+    let h = FrameHeader::new(
+        Fields {
+            kind: Kind::BulkData,
+            flags: flags::NO_PAYLOAD_SUM,
+            src: 77,
+            dst: 1,
+            seq: 0,
+            generation: 1,
+            aux: 1,
+            freed: 0,
+        },
+        &payload,
+    );
+    (h.bytes().to_vec(), payload)
+}
+
+#[test]
+fn hostile_unauthenticated_bulk() {
+    let dir = tempdir("hostile-bulk");
+    let mut c = Cluster::new(&dir, 2);
+    c.start(0);
+    let pid = c.pid(0).unwrap();
+    let to = v4(c.listen_addr(0));
+    let (header, payload) = bulk_frame(16 << 20);
+    let frame = std::sync::Arc::new((header, payload));
+    // Three rounds of 64 connections, each announcing a 16 MiB bulk chunk and sending it.
+    for _ in 0..3 {
+        let senders: Vec<_> = (0..64)
+            .map(|_| {
+                let frame = frame.clone();
+                std::thread::spawn(move || {
+                    let Ok(mut s) = connect_from(STRANGER, to) else {
+                        return 0;
+                    };
+                    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+                    if s.write_all(&frame.0).is_err() {
+                        return 0;
+                    }
+                    let mut sent = 0;
+                    for part in frame.1.chunks(1 << 20) {
+                        if s.write_all(part).is_err() {
+                            break; // refused and closed: what the agent should do
+                        }
+                        sent += part.len();
+                    }
+                    // Hold the connection a moment, as an attacker would.
+                    std::thread::sleep(Duration::from_millis(500));
+                    sent
+                })
+            })
+            .collect();
+        let sent: usize = senders.into_iter().map(|t| t.join().unwrap()).sum();
+        eprintln!("round: {} MiB of bulk payload written", sent >> 20);
+    }
+    assert!(status_time(&c) < Duration::from_secs(1));
+    let peak = peak_rss_kib(pid);
+    eprintln!("entented peak RSS: {peak} KiB");
+    assert!(
+        peak < 64 * 1024,
+        "the agent's peak RSS is {peak} KiB after unauthenticated bulk frames"
+    );
+}
+
+/// Keeps `n` idle connections from [`STRANGER`] open to `to`, reopening any the agent closes,
+/// until `stop`; returns how many it opened in all.
+fn idle_sockets(
+    to: SocketAddrV4,
+    n: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut open: Vec<TcpStream> = Vec::new();
+        let mut opened = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // Drop the ones the agent closed (EOF or reset).
+            open.retain_mut(|s| {
+                let mut b = [0u8; 64];
+                match s.read(&mut b) {
+                    Ok(0) => false,
+                    Ok(_) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                }
+            });
+            while open.len() < n {
+                match connect_from(STRANGER, to) {
+                    Ok(s) => {
+                        s.set_nonblocking(true).unwrap();
+                        open.push(s);
+                        opened += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        opened
+    })
+}
+
+/// Whether node `i` reports its link to `peer` connected.
+fn connected(c: &Cluster, i: usize, peer: u64) -> bool {
+    c.status(i).is_some_and(|s| {
+        s["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["peer"].as_u64() == Some(peer) && l["connected"] == true)
+    })
+}
+
+#[test]
+fn hostile_idle_sockets() {
+    let dir = tempdir("hostile-idle");
+    let mut c = Cluster::new(&dir, 2);
+    c.start_all();
+    // Node 1 (index 0) dials node 2 (index 1): the strangers crowd node 2's peer port.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !connected(&c, 1, 1) {
+        assert!(Instant::now() < deadline, "the link never came up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let crowd = idle_sockets(v4(c.listen_addr(1)), 200, stop.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    // The neighbour restarts.
+    c.kill(0);
+    std::thread::sleep(Duration::from_millis(300));
+    c.start(0);
+    let restarted = Instant::now();
+    let back = loop {
+        if connected(&c, 1, 1) && connected(&c, 0, 2) {
+            break restarted.elapsed();
+        }
+        if restarted.elapsed() > Duration::from_secs(30) {
+            break restarted.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = crowd.join().unwrap();
+    eprintln!("link back {back:?} after the neighbour's restart; {opened} idle sockets opened");
+    assert!(
+        back < Duration::from_secs(2),
+        "the neighbour's link took {back:?} to come back beside 200 idle sockets"
+    );
+    let log = c.log(1);
+    let refusals = log.lines().filter(|l| l.contains("refused")).count();
+    assert!(
+        refusals < 20,
+        "{refusals} log lines about refused connections:\n{log}"
     );
 }

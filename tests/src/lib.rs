@@ -361,3 +361,52 @@ pub fn reader_group(dir: &Path, c: &Cluster) -> String {
     }
     gid
 }
+
+impl Cluster {
+    /// The address node `i` accepts peer connections on (`listen` in its configuration).
+    pub fn listen_addr(&self, i: usize) -> std::net::SocketAddr {
+        let text = std::fs::read_to_string(self.agent(i, "config")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("listen = "))
+            .map(|v| v.trim().trim_matches('"').parse().unwrap())
+            .expect("a listen address in the configuration")
+    }
+}
+
+/// A TCP connection to `to` from address `from` (another loopback address than the agents',
+/// e.g. 127.0.0.77: a stranger to them), port chosen by the system.
+pub fn connect_from(
+    from: std::net::Ipv4Addr,
+    to: std::net::SocketAddrV4,
+) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    fn sockaddr(a: std::net::SocketAddrV4) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns; the addresses are valid
+    // `sockaddr_in` values for the length given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let local = sockaddr(std::net::SocketAddrV4::new(from, 0));
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sockaddr(to);
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}

@@ -1,6 +1,7 @@
 //! One TCP connection: the byte stream under a [`Session`], read into a reusable buffer that
 //! payloads are split from without copying, written with `writev` straight from the payload.
 
+use crate::admission::Slot;
 use crate::frame::{FrameHeader, Kind, HEADER_LEN};
 use crate::session::{Ctx, FrameSink, Session};
 use crate::transport::SlotId;
@@ -9,7 +10,7 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, IoSlice, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Initial read buffer size; it grows to the largest frame seen and is then reused.
 const READ_BUFFER: usize = 64 << 10;
@@ -115,7 +116,10 @@ pub struct TcpConn {
     rx: Rx,
     /// Chunk buffers, used in turn; a buffer whose chunk the application dropped is reused.
     chunk_buffers: VecDeque<BytesMut>,
-    pub(super) started: Instant,
+    /// The handshake must be done by then.
+    pub(super) deadline: Instant,
+    /// The handshake slot an inbound connection holds until it is established.
+    pub(super) slot: Option<Slot>,
     /// Whether EPOLLOUT is registered.
     pub(super) polling_out: bool,
 }
@@ -141,8 +145,13 @@ fn read_into(stream: &TcpStream, buf: &mut BytesMut, max: usize) -> std::io::Res
 }
 
 impl TcpConn {
-    /// Wraps a connected, non-blocking stream.
-    pub fn new(stream: TcpStream, session: Session) -> TcpConn {
+    /// Wraps a connected, non-blocking stream whose handshake must be done within `deadline`.
+    pub fn new(
+        stream: TcpStream,
+        session: Session,
+        deadline: Duration,
+        slot: Option<Slot>,
+    ) -> TcpConn {
         TcpConn {
             io: Io {
                 stream,
@@ -154,7 +163,8 @@ impl TcpConn {
             rbuf: BytesMut::with_capacity(READ_BUFFER),
             rx: Rx::Frames,
             chunk_buffers: VecDeque::with_capacity(CHUNK_BUFFERS),
-            started: Instant::now(),
+            deadline: Instant::now() + deadline,
+            slot,
             polling_out: false,
         }
     }
@@ -234,6 +244,12 @@ impl TcpConn {
                     return;
                 }
             };
+            // Nothing is buffered for a frame the session would refuse: before the handshake
+            // is done, a frame is at most the handshake's size, and a bulk chunk is taken only
+            // into a slot this side granted.
+            if self.session.admit_header(&header, ctx).is_err() {
+                return;
+            }
             let total = HEADER_LEN + header.len();
             if self.rbuf.len() < total {
                 if header.kind() == Kind::BulkData {

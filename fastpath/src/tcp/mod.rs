@@ -3,6 +3,7 @@
 
 mod conn;
 
+use crate::admission::{Admission, Slot};
 use crate::auth::ClusterKey;
 use crate::session::{Ctx, Limits, Session, MIN_WINDOW};
 use crate::transport::{
@@ -41,6 +42,7 @@ pub struct TcpTransport {
     addr: SocketAddr,
     key: Arc<ClusterKey>,
     config: Config,
+    admission: Admission,
     listener: TcpListener,
     epoll: Epoll,
     ready: Vec<EpollEvent>,
@@ -80,6 +82,7 @@ impl TcpTransport {
             local,
             addr,
             key: Arc::new(key),
+            admission: Admission::new(&config),
             config,
             listener,
             epoll,
@@ -102,7 +105,13 @@ impl TcpTransport {
         }
     }
 
-    fn adopt(&mut self, stream: TcpStream, session: Session) -> Result<usize, TransportError> {
+    fn adopt(
+        &mut self,
+        stream: TcpStream,
+        session: Session,
+        deadline: Duration,
+        slot: Option<Slot>,
+    ) -> Result<usize, TransportError> {
         stream
             .set_nonblocking(true)
             .map_err(io_err("set a socket non-blocking"))?;
@@ -113,10 +122,14 @@ impl TcpTransport {
             self.conns.push(None);
             self.conns.len() - 1
         });
-        self.epoll
+        if let Err(e) = self
+            .epoll
             .add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, token as u64))
-            .map_err(|e| errno("watch a socket", e))?;
-        self.conns[token] = Some(TcpConn::new(stream, session));
+        {
+            self.free.push(token);
+            return Err(errno("watch a socket", e));
+        }
+        self.conns[token] = Some(TcpConn::new(stream, session, deadline, slot));
         Ok(token)
     }
 
@@ -128,27 +141,31 @@ impl TcpTransport {
             .ok_or(SendError::NoConnection(conn))
     }
 
-    fn pending_handshakes(&self) -> usize {
+    /// The slots the inbound handshakes in progress hold.
+    fn held_slots(&self) -> impl Iterator<Item = Slot> + Clone + '_ {
         self.conns
             .iter()
             .flatten()
-            .filter(|c| c.session.conn().is_none())
-            .count()
+            .filter(|c| c.session.conn().is_none() && !c.session.is_closed())
+            .filter_map(|c| c.slot)
     }
 
     fn accept_all(&mut self, events: &mut Vec<Event>) {
         loop {
             match self.listener.accept() {
                 Ok((stream, remote)) => {
-                    if self.pending_handshakes() >= self.config.max_pending_handshakes {
+                    // A refused connection is closed at once (the stream is dropped); the
+                    // established ones are never touched to make room.
+                    let Some(slot) = self.admission.admit(remote, self.held_slots()) else {
                         events.push(Event::Refused {
                             addr: remote,
                             reason: RefuseReason::Busy,
                         });
                         continue;
-                    }
+                    };
+                    let deadline = self.admission.deadline(remote.ip());
                     let s = Session::acceptor(self.local, self.key.clone(), self.limits(), remote);
-                    if let Err(e) = self.adopt(stream, s) {
+                    if let Err(e) = self.adopt(stream, s, deadline, Some(slot)) {
                         events.push(Event::Refused {
                             addr: remote,
                             reason: RefuseReason::Broken(e.to_string()),
@@ -166,14 +183,12 @@ impl TcpTransport {
 
     /// Time until the nearest handshake deadline, to bound the wait.
     fn next_deadline(&self) -> Option<Duration> {
+        let now = Instant::now();
         self.conns
             .iter()
             .flatten()
             .filter(|c| c.session.conn().is_none())
-            .map(|c| {
-                (c.started + self.config.handshake_timeout)
-                    .saturating_duration_since(Instant::now())
-            })
+            .map(|c| c.deadline.saturating_duration_since(now))
             .min()
     }
 
@@ -256,9 +271,7 @@ impl TcpTransport {
             if let Some(why) = c.io.broken.take() {
                 c.session.broken(&why, &mut ctx);
             }
-            if c.session.conn().is_none()
-                && !c.session.is_closed()
-                && c.started.elapsed() > self.config.handshake_timeout
+            if c.session.conn().is_none() && !c.session.is_closed() && Instant::now() >= c.deadline
             {
                 c.session.timed_out(&mut ctx);
             }
@@ -344,7 +357,7 @@ impl Transport for TcpTransport {
             addr,
             &self.generations,
         );
-        let token = self.adopt(stream, s)?;
+        let token = self.adopt(stream, s, self.config.handshake_timeout, None)?;
         let c = self.conns[token].as_mut().expect("just adopted");
         c.session.send_hello(&mut c.io);
         Ok(())

@@ -1,11 +1,13 @@
 //! One RC queue pair and its buffers, with typestate for setup: a [`Prepared`] endpoint has its
 //! resources and posted receives but cannot send; only a [`Connected`] one posts sends.
 //!
-//! Buffers, all registered once when the connection is set up:
-//! - `ctrl` (local write only): `recv_slots` receive buffers, then `send_slots` send buffers, each
-//!   one control frame (4 KiB);
-//! - `bulk_rx` (local + remote write): `bulk_slots` receive slots the peer writes chunks into;
-//! - `bulk_tx` (no remote access): `bulk_slots` buffers chunks are copied into before the write.
+//! Buffers, each registered once:
+//! - `ctrl` (local write only), when the connection is set up: `recv_slots` receive buffers, then
+//!   `send_slots` send buffers, each one control frame (4 KiB);
+//! - once the peer has authenticated ([`Endpoint::register_bulk`]; an unauthenticated peer makes
+//!   us pin no more than the control ring):
+//!   - `bulk_rx` (local + remote write): `bulk_slots` receive slots the peer writes chunks into;
+//!   - `bulk_tx` (no remote access): `bulk_slots` buffers chunks are copied into before the write.
 
 use super::cm::CmId;
 use super::resources::{Cq, Mr, Pd};
@@ -50,8 +52,8 @@ pub struct Endpoint<S> {
     id: CmId,
     cq: Cq,
     ctrl: Arc<Mr>,
-    bulk_rx: Arc<Mr>,
-    bulk_tx: Arc<Mr>,
+    bulk_rx: Option<Arc<Mr>>,
+    bulk_tx: Option<Arc<Mr>>,
     pd: Arc<Pd>,
     shape: Shape,
     max_inline: u32,
@@ -89,21 +91,12 @@ impl Endpoint<Prepared> {
         let frame = MAX_CONTROL_FRAME;
         let ctrl_len = (shape.recv_slots + shape.send_slots) as usize * frame;
         let ctrl = Mr::new(&pd, ctrl_len, ffi::ibv_access_flags::IBV_ACCESS_LOCAL_WRITE)?;
-        let bulk_len = shape.bulk_slots as usize * shape.bulk_slot_len as usize;
-        // Remote write needs local write; nothing else is granted (no remote read, no atomics).
-        let bulk_rx = Mr::new(
-            &pd,
-            bulk_len,
-            ffi::ibv_access_flags::IBV_ACCESS_LOCAL_WRITE
-                | ffi::ibv_access_flags::IBV_ACCESS_REMOTE_WRITE,
-        )?;
-        let bulk_tx = Mr::new(&pd, bulk_len, ffi::ibv_access_flags(0))?;
         let mut ep = Endpoint {
             id,
             cq,
             ctrl,
-            bulk_rx,
-            bulk_tx,
+            bulk_rx: None,
+            bulk_tx: None,
             pd,
             shape,
             max_inline,
@@ -148,6 +141,29 @@ impl Endpoint<Prepared> {
             signal_all: self.signal_all,
             _state: PhantomData,
         }
+    }
+}
+
+impl Endpoint<Connected> {
+    /// Registers the bulk regions (once; later calls do nothing). Called when the peer has
+    /// authenticated: before that it could not be granted a slot, and the regions would only
+    /// pin memory for whoever opened a connection.
+    pub fn register_bulk(&mut self) -> io::Result<()> {
+        if self.bulk_rx.is_some() {
+            return Ok(());
+        }
+        let bulk_len = self.shape.bulk_slots as usize * self.shape.bulk_slot_len as usize;
+        // Remote write needs local write; nothing else is granted (no remote read, no atomics).
+        let bulk_rx = Mr::new(
+            &self.pd,
+            bulk_len,
+            ffi::ibv_access_flags::IBV_ACCESS_LOCAL_WRITE
+                | ffi::ibv_access_flags::IBV_ACCESS_REMOTE_WRITE,
+        )?;
+        let bulk_tx = Mr::new(&self.pd, bulk_len, ffi::ibv_access_flags(0))?;
+        self.bulk_rx = Some(bulk_rx);
+        self.bulk_tx = Some(bulk_tx);
+        Ok(())
     }
 }
 
@@ -207,9 +223,10 @@ impl<S> Endpoint<S> {
         out.extend_from_slice(unsafe { self.ctrl.slice(at, len.min(MAX_CONTROL_FRAME)) });
     }
 
-    /// The bulk receive region and its slot size.
-    pub fn bulk_rx(&self) -> (&Arc<Mr>, usize) {
-        (&self.bulk_rx, self.shape.bulk_slot_len as usize)
+    /// The bulk receive region and its slot size (`None` before [`Endpoint::register_bulk`]).
+    pub fn bulk_rx(&self) -> Option<(&Arc<Mr>, usize)> {
+        let slot_len = self.shape.bulk_slot_len as usize;
+        self.bulk_rx.as_ref().map(|mr| (mr, slot_len))
     }
 
     /// A send completion for ring position `seq` frees every slot up to it.
@@ -282,13 +299,16 @@ impl Endpoint<Connected> {
         if data.len() > slot_len {
             return Err(io::Error::other("chunk larger than a bulk send buffer"));
         }
+        let Some(bulk_tx) = &self.bulk_tx else {
+            return Err(io::Error::other("bulk buffers not registered"));
+        };
         let at = buf as usize * slot_len;
         // SAFETY: buffer `buf` is free (the caller reuses it only after its write completed).
-        unsafe { self.bulk_tx.write_at(at, &[data]) };
+        unsafe { bulk_tx.write_at(at, &[data]) };
         let mut sge = ffi::ibv_sge {
-            addr: self.bulk_tx.addr(at),
+            addr: bulk_tx.addr(at),
             length: data.len() as u32,
-            lkey: self.bulk_tx.lkey(),
+            lkey: bulk_tx.lkey(),
         };
         // SAFETY: zeroed is valid for a send work request.
         let mut wr: ffi::ibv_send_wr = unsafe { std::mem::zeroed() };

@@ -18,6 +18,7 @@ pub mod device;
 mod endpoint;
 mod resources;
 
+use crate::admission::{Admission, Slot};
 use crate::auth::ClusterKey;
 use crate::frame::FrameHeader;
 use crate::session::{Ctx, FrameSink, Limits, RemoteGrant, Session, MIN_WINDOW};
@@ -73,7 +74,10 @@ struct VerbsConn {
     session: Option<Session>,
     addr: SocketAddr,
     connector: bool,
-    started: Instant,
+    /// The handshake must be done by then.
+    deadline: Instant,
+    /// The handshake slot an inbound connection holds until it is established.
+    slot: Option<Slot>,
     rx_slots: Vec<RxSlot>,
     /// Bulk send buffers in use: the grant slot each one carries.
     tx_busy: Vec<Option<SlotId>>,
@@ -158,6 +162,7 @@ pub struct VerbsTransport {
     key: Arc<ClusterKey>,
     config: Config,
     channel: Arc<EventChannel>,
+    admission: Admission,
     /// The listening id: kept alive, never read.
     _listener: CmId,
     epoll: Epoll,
@@ -218,6 +223,7 @@ impl VerbsTransport {
             local,
             addr,
             key: Arc::new(key),
+            admission: Admission::new(&config),
             config,
             channel,
             _listener: listener,
@@ -253,13 +259,21 @@ impl VerbsTransport {
         }
     }
 
-    fn new_conn(&self, link: Link, addr: SocketAddr, connector: bool) -> VerbsConn {
+    fn new_conn(
+        &self,
+        link: Link,
+        addr: SocketAddr,
+        connector: bool,
+        deadline: Duration,
+        slot: Option<Slot>,
+    ) -> VerbsConn {
         VerbsConn {
             link,
             session: None,
             addr,
             connector,
-            started: Instant::now(),
+            deadline: Instant::now() + deadline,
+            slot,
             rx_slots: (0..self.config.bulk_slots)
                 .map(|_| RxSlot {
                     granted: None,
@@ -395,19 +409,24 @@ impl VerbsTransport {
         // SAFETY: the new id's peer address is valid while the id lives.
         let addr = unsafe { cm::socket_addr(ffi::rdma_get_peer_addr(&*raw)) }
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let pending = self.conns.values().filter(|c| c.handshaking()).count();
-        if pending >= self.config.max_pending_handshakes {
+        let held = self
+            .conns
+            .values()
+            .filter(|c| c.handshaking())
+            .filter_map(|c| c.slot);
+        let Some(slot) = self.admission.admit(addr, held) else {
             id.reject();
             events.push(Event::Refused {
                 addr,
                 reason: RefuseReason::Busy,
             });
             return;
-        }
+        };
+        let deadline = self.admission.deadline(addr.ip());
         match Endpoint::new(id, self.shape()).and_then(|ep| ep.accept()) {
             Ok(mut ep) => {
                 self.watch_cq(raw as usize, &mut ep);
-                let c = self.new_conn(Link::Pending(ep), addr, false);
+                let c = self.new_conn(Link::Pending(ep), addr, false, deadline, Some(slot));
                 self.conns.insert(raw as usize, c);
             }
             Err(e) => Self::refuse(events, addr, format!("accept: {e}")),
@@ -488,6 +507,15 @@ impl VerbsTransport {
                     continue;
                 }
                 self.on_completion(c, wr_id, opcode, len as usize, imm, events);
+            }
+            // The peer authenticated: now its bulk regions may be registered.
+            if let (Link::Up(ep), Some(s)) = (&mut c.link, c.session.as_ref()) {
+                if s.conn().is_some() {
+                    if let Err(e) = ep.register_bulk() {
+                        c.broken
+                            .get_or_insert(format!("register bulk buffers: {e}"));
+                    }
+                }
             }
             if let Some(why) = c.broken.take() {
                 let mut ctx = Ctx {
@@ -571,9 +599,10 @@ impl VerbsTransport {
                     c.broken = Some(format!("repost receive: {e}"));
                     return;
                 }
-                let (mr, slot_len) = {
-                    let (mr, l) = ep.bulk_rx();
-                    (mr.clone(), l)
+                let Some((mr, slot_len)) = ep.bulk_rx().map(|(mr, l)| (mr.clone(), l)) else {
+                    // No region yet: nothing was granted, so the write has no target.
+                    c.broken = Some("bulk write before the handshake".into());
+                    return;
                 };
                 let phys = c.rx_slots.iter().position(|s| s.granted == Some(imm));
                 let (mut sink, session) = c.sink();
@@ -606,11 +635,11 @@ impl VerbsTransport {
     }
 
     fn time_out_handshakes(&mut self, events: &mut Vec<Event>) {
-        let limit = self.config.handshake_timeout;
+        let now = Instant::now();
         let late: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.handshaking() && c.started.elapsed() > limit)
+            .filter(|(_, c)| c.handshaking() && now >= c.deadline)
             .map(|(t, _)| *t)
             .collect();
         for t in late {
@@ -724,7 +753,13 @@ impl Transport for VerbsTransport {
         id.resolve_addr(addr, RESOLVE_TIMEOUT_MS)
             .map_err(io_err("resolve the peer's address"))?;
         let token = id.raw() as usize;
-        let c = self.new_conn(Link::Resolving(id), addr, true);
+        let c = self.new_conn(
+            Link::Resolving(id),
+            addr,
+            true,
+            self.config.handshake_timeout,
+            None,
+        );
         self.conns.insert(token, c);
         Ok(())
     }
@@ -746,7 +781,7 @@ impl Transport for VerbsTransport {
         let Link::Up(ep) = &c.link else {
             return Err(SendError::NoConnection(conn));
         };
-        let (mr, slot_len) = ep.bulk_rx();
+        let (mr, slot_len) = ep.bulk_rx().ok_or(SendError::NoConnection(conn))?;
         let (addr, rkey) = (mr.addr(phys * slot_len), mr.rkey());
         let (mut sink, session) = c.sink();
         let session = session.ok_or(SendError::NoConnection(conn))?;

@@ -111,6 +111,13 @@ impl Backend for Verbs {
 /// A raw TCP connection.
 pub struct RawTcp(TcpStream);
 
+impl RawTcp {
+    /// A raw connection to `addr`.
+    pub fn connect(addr: SocketAddr) -> RawTcp {
+        RawTcp(TcpStream::connect(addr).unwrap())
+    }
+}
+
 impl RawConn for RawTcp {
     fn send(&mut self, header: &[u8], payload: &[u8]) {
         let _ = self.0.write_all(header);

@@ -84,6 +84,8 @@ pub struct Agent {
     stop: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
     net_events: Vec<NetEvent>,
+    /// Refused connections from addresses that are no configured peer's, logged as counts.
+    refusals: entente_fastpath::RefusalLog,
     outs: Vec<Output>,
     buf: Vec<u8>,
     /// Last inventory reported by the device worker.
@@ -114,15 +116,19 @@ fn lost_store_evidence(data: &std::path::Path) -> Option<String> {
 /// Largest bulk transfer between agents: a manifest or one image chunk.
 pub const BULK_SLOT: u32 = 1 << 20;
 
-fn fast_config() -> FastConfig {
+/// The transport's configuration: the configured peers' addresses keep handshake slots of their
+/// own and the long handshake deadline; any other address gets the transport's short one.
+fn fast_config(cfg: &Config) -> FastConfig {
     FastConfig {
+        reserved_peers: cfg.peers.iter().map(|p| p.addr.ip()).collect(),
         // A dead peer must not stall the loop: connects are short and retried with back-off.
         connect_timeout: Duration::from_millis(300),
         // Two slots of one chunk each per connection: on verbs every connection registers its
         // slots once, so this is the memory each link pins (2 × 2 MiB with send buffers).
         bulk_slots: 2,
         bulk_slot_len: BULK_SLOT,
-        // A handshake on a slow host (or under emulation) can take seconds.
+        // A handshake on a slow host (or under emulation) can take seconds: a configured peer's
+        // (and our own dials) get 20 s; a stranger's keeps the transport's short deadline.
         handshake_timeout: Duration::from_secs(20),
         ..FastConfig::default()
     }
@@ -196,7 +202,7 @@ impl Agent {
             device,
             Store::open(&cfg.data_dir.join("store")).context("image store")?,
         );
-        let transport = net::open_transport(&cfg, key, fast_config())?;
+        let transport = net::open_transport(&cfg, key, fast_config(&cfg))?;
         let start = Instant::now();
         let mut ncfg = NodeConfig::new(
             NodeId(cfg.node_id),
@@ -252,6 +258,7 @@ impl Agent {
             stop,
             reload,
             net_events: Vec::with_capacity(256),
+            refusals: entente_fastpath::RefusalLog::new(net::REFUSALS_EVERY),
             outs: Vec::with_capacity(256),
             buf: Vec::with_capacity(4096),
             inventory: None,

@@ -23,6 +23,9 @@ const PROBE_IDLE: Duration = Duration::from_millis(500);
 /// 5 s and report `Refused`, which redials after the back-off): on a slow host a handshake can
 /// outlast the back-off, and stacked attempts slow every handshake further.
 const DIAL_PENDING: Duration = Duration::from_secs(6);
+/// Connections refused from addresses that are no configured peer's are logged as one count per
+/// this interval, not one line each.
+pub(super) const REFUSALS_EVERY: Duration = Duration::from_secs(10);
 
 /// One configured peer.
 pub struct PeerLink {
@@ -93,6 +96,9 @@ impl Agent {
     pub(super) fn dial(&mut self) {
         let me = self.cfg.node_id;
         let now = Instant::now();
+        if let Some(line) = self.refusals.summary(now) {
+            tracing::warn!("{line}");
+        }
         for (&id, p) in self.peers.iter_mut() {
             if id < me || p.conn.is_some() || now < p.next_dial {
                 continue;
@@ -194,7 +200,14 @@ impl Agent {
             NetEvent::Bulk { conn, slot, data } => self.fetch_bulk(conn, slot, data)?,
             NetEvent::Writable(conn) => self.flush(conn),
             NetEvent::Refused { addr, reason } => {
-                tracing::warn!("connection with {addr} refused: {reason:?}");
+                // A configured peer's refusal is worth its own line; anyone else's are counted
+                // (a flood of them must not flood the log).
+                if self.peers.values().any(|p| p.addr.ip() == addr.ip()) {
+                    tracing::warn!("connection with {addr} refused: {reason:?}");
+                } else {
+                    tracing::debug!("connection with {addr} refused: {reason:?}");
+                    self.refusals.record(addr, &reason);
+                }
                 let now = Instant::now();
                 for p in self
                     .peers

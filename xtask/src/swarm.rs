@@ -1,8 +1,9 @@
 //! `cargo xtask swarm --runs N [--seed S] [--max-nodes M] [--for-s SECS] [--json]`: runs swarm
 //! seeds S, S+1, … (each drawing every option of its run, `entente_sim::swarm::options`) on
 //! every core, and prints what they found: runs, events, converged runs, violations by
-//! invariant, how many seeds exercised each fault class (`classes`; `wipes` counts the lost
-//! stores), and the seeds that failed with the command that reproduces each. Exits 1 if any
+//! invariant, how many seeds exercised each fault class (`classes`, `campaigns` among them: the
+//! seeds that ran more than one campaign; `wipes` counts the lost stores, `campaigns_converged`
+//! the campaigns that converged over every run), and the seeds that failed with the command that reproduces each. Exits 1 if any
 //! run broke an invariant, failed to converge within the bound, or panicked.
 //!
 //! The simulator is linked in: `entente-sim` and `entente-proto` are optimised even in the dev
@@ -79,6 +80,8 @@ struct Summary {
     /// Seeds that exercised each fault class.
     classes: BTreeMap<&'static str, u64>,
     wipes: u64,
+    /// Campaigns that converged, over every run.
+    campaigns_converged: u64,
 }
 
 impl Summary {
@@ -100,6 +103,7 @@ impl Summary {
         self.events += r.events;
         self.converged += u64::from(r.converged);
         self.wipes += r.wipes;
+        self.campaigns_converged += u64::from(r.campaigns_converged);
         let cfg = swarm::options(seed, max_nodes, Protocol::Bilateral);
         for c in swarm::exercised(&cfg, &r) {
             *self.classes.entry(c).or_default() += 1;
@@ -172,6 +176,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "panics": sum.panics,
         "classes": sum.classes,
         "wipes": sum.wipes,
+        "campaigns_converged": sum.campaigns_converged,
         "failed": sum.failures.len(),
         "failures": sum.failures,
         "threads": threads,
@@ -230,6 +235,7 @@ fn print_text(sum: &Summary, seed: u64, max_nodes: usize, wall: f64) {
         .collect();
     println!("seeds per fault class: {}", c.join(", "));
     println!("wipes: {}", sum.wipes);
+    println!("campaigns converged: {}", sum.campaigns_converged);
     for f in &sum.failures {
         println!(
             "failed seed {}: {}",

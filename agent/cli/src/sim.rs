@@ -75,6 +75,15 @@ pub struct SimArgs {
     /// fito-2pc: a paused node resumes traffic on its own after this many seconds.
     #[arg(long, default_value_t = 30)]
     pause_timeout_s: u64,
+    /// Campaigns, one after the other: campaign k+1 (epoch k+1, an image whose window is
+    /// [k, k+1]) starts at the origin once campaign k converged; each has its own fault phase.
+    #[arg(long, default_value_t = 1)]
+    campaigns: u32,
+    /// Campaigns 2 and 3 go back: a semantics downgrade (campaign 1's image, epoch 2 meaning
+    /// what epoch 0 meant), then an image swap (the image from before campaign 1). Needs
+    /// --campaigns 2 or more.
+    #[arg(long)]
+    downgrade: bool,
     /// The seed: same seed and options, same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -151,6 +160,8 @@ impl SimArgs {
                 .saturating_mul(entente_proto::types::SEC),
             seed: self.seed,
             protocol: Protocol::parse(&self.protocol)?,
+            campaigns: self.campaigns,
+            downgrade: self.downgrade,
             ..SimConfig::default()
         };
         cfg.validate()?;
@@ -248,6 +259,12 @@ pub fn run(args: SimArgs) -> Result<ExitCode> {
     let cfg = args
         .config()
         .map_err(|e| crate::client::Usage(format!("{e:#}")))?;
+    if args.plot.is_some() && cfg.campaigns > 1 {
+        return Err(crate::client::Usage(
+            "--plot compares one campaign with the baselines, which simulate one campaign only: drop --campaigns".into(),
+        )
+        .into());
+    }
     let fanout = args
         .fanout()
         .map_err(|e| crate::client::Usage(format!("{e:#}")))?;

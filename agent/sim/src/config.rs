@@ -226,6 +226,13 @@ pub struct SimConfig {
     pub time_limit: Nanos,
     /// Driver bug under test.
     pub driver_bug: DriverBug,
+    /// Campaigns run one after the other: campaign `k + 1` starts at the origin once campaign
+    /// `k` converged, and each has its own fault phase.
+    pub campaigns: u32,
+    /// The second and third campaigns go back: a semantics downgrade (epoch 2, the firmware of
+    /// campaign 1, meaning the semantics of epoch 0 again), then an image swap (epoch 3, the
+    /// firmware from before campaign 1). Needs at least 2 campaigns.
+    pub downgrade: bool,
     /// Protocol mutation under test.
     #[cfg(feature = "mutants")]
     pub mutant: Option<entente_proto::Mutant>,
@@ -264,6 +271,8 @@ impl Default for SimConfig {
             gossip_flood_max: 300,
             time_limit: 6 * 3600 * SEC,
             driver_bug: DriverBug::None,
+            campaigns: 1,
+            downgrade: false,
             #[cfg(feature = "mutants")]
             mutant: None,
         }
@@ -317,6 +326,9 @@ fn non_negative(option: &'static str, x: f64) -> Result<(), ConfigError> {
 
 /// Largest cluster a run accepts.
 pub const MAX_NODES: usize = 1_000_000;
+
+/// Most campaigns in one run.
+pub const MAX_CAMPAIGNS: u32 = 1000;
 
 impl SimConfig {
     /// Checks every option; the error names the first bad one.
@@ -430,6 +442,27 @@ impl SimConfig {
                 "an image has at least one chunk".into(),
             ));
         }
+        if self.campaigns == 0 || self.campaigns > MAX_CAMPAIGNS {
+            return Err(ConfigError::new(
+                "campaigns",
+                format!("{} is not between 1 and {MAX_CAMPAIGNS}", self.campaigns),
+            ));
+        }
+        if self.campaigns > 1 && self.protocol != Protocol::Bilateral {
+            return Err(ConfigError::new(
+                "campaigns",
+                format!(
+                    "the {} baseline simulates one campaign only",
+                    self.protocol.name()
+                ),
+            ));
+        }
+        if self.downgrade && self.campaigns < 2 {
+            return Err(ConfigError::new(
+                "downgrade",
+                "going back needs at least 2 campaigns (the upgrade, then the downgrade)".into(),
+            ));
+        }
         if self.activation.0 > self.activation.1 {
             return Err(ConfigError::new(
                 "activation",
@@ -480,6 +513,12 @@ impl SimConfig {
         if self.max_unavailable != d.max_unavailable {
             s.push_str(&format!(" --max-unavailable {}", self.max_unavailable));
         }
+        if self.campaigns != d.campaigns {
+            s.push_str(&format!(" --campaigns {}", self.campaigns));
+        }
+        if self.downgrade {
+            s.push_str(" --downgrade");
+        }
         s
     }
 }
@@ -507,6 +546,15 @@ mod tests {
         assert_eq!(bad(|c| c.crash_rate = -1.0), "crash-rate");
         assert_eq!(bad(|c| c.wipe_rate = f64::INFINITY), "wipe-rate");
         assert_eq!(bad(|c| c.radix = 3), "radix");
+        assert_eq!(bad(|c| c.campaigns = 0), "campaigns");
+        assert_eq!(
+            bad(|c| {
+                c.campaigns = 2;
+                c.protocol = Protocol::Fito2pc;
+            }),
+            "campaigns"
+        );
+        assert_eq!(bad(|c| c.downgrade = true), "downgrade");
         assert_eq!(
             bad(|c| {
                 c.topology = TopologyKind::Random;

@@ -3,10 +3,10 @@
 
 use crate::check::Invariant;
 use crate::config::{DriverBug, Protocol};
-use crate::world::{Ev, SimMsg, Store, World, NEW_FW, TARGET};
+use crate::world::{Ev, SimMsg, Store, World};
 use entente_proto::node::{Durable, Event, Record};
 use entente_proto::phase::Phase;
-use entente_proto::types::{Nanos, NodeId, MS, SEC};
+use entente_proto::types::{Nanos, MS, SEC};
 use entente_proto::Message;
 use entente_proto::{Node, Output, Rng};
 
@@ -70,7 +70,10 @@ impl World {
                     let deferred = self.send_before_persist();
                     let sn = &mut self.nodes[n as usize];
                     if let Record::Node(r) = &r {
-                        sn.manifests |= r.campaign.is_some();
+                        if let Some(c) = r.campaign {
+                            sn.manifests = true;
+                            sn.manifest_window = c.window;
+                        }
                     }
                     sn.persist_seq += 1;
                     if deferred {
@@ -103,7 +106,7 @@ impl World {
                     let inc = sn.inc;
                     self.schedule(at, Ev::Timer { node: n, inc, key });
                 }
-                Output::Stage(c) => self.stage(n, c.epoch),
+                Output::Stage(c) => self.stage(n, c),
                 Output::Activate { epoch, disruptive } => self.activate(n, epoch, disruptive),
                 Output::SetLinkEpoch { peer, epoch } => {
                     if let Some((link, side)) = self.link_of(n, peer) {
@@ -161,11 +164,12 @@ impl World {
         match e {
             Event::Phase {
                 to: Phase::RolledBack,
+                epoch,
                 ..
             } => {
                 let committed = self.topo.adj[n as usize].iter().any(|&(_, link)| {
                     let l = &self.links[link as usize];
-                    l.epoch[usize::from(l.ends[1] == n)] >= TARGET
+                    l.epoch[usize::from(l.ends[1] == n)] >= epoch
                 });
                 if committed {
                     let (step, now) = (self.step, self.now);
@@ -178,7 +182,8 @@ impl World {
                 if self.cfg.driver_bug == DriverBug::RollbackAfterCommit =>
             {
                 // A buggy driver that swaps the bank back after a link moved.
-                self.firmware_changed(n, crate::world::OLD_FW);
+                let before = self.window_of(self.target().prev());
+                self.firmware_changed(n, before);
             }
             _ => {}
         }
@@ -232,8 +237,23 @@ impl World {
         debug_assert!(sn.durable_seq <= now_seq);
     }
 
-    fn stage(&mut self, n: u32, epoch: entente_proto::Epoch) {
-        let _ = epoch;
+    /// Fetches the campaign's image into the inactive bank, chunk by chunk; an image the
+    /// device holds already (fetched before, or running: a semantics downgrade) is not fetched
+    /// again.
+    fn stage(&mut self, n: u32, c: entente_proto::msg::Campaign) {
+        let chunks = self.cfg.chunks;
+        let dev = &mut self.nodes[n as usize].dev;
+        if dev.image != Some(c.image_digest) {
+            dev.image = Some(c.image_digest);
+            dev.staged = false;
+            dev.corrupt_image = false;
+            dev.verified_chunks = if dev.firmware == c.image_digest {
+                chunks
+            } else {
+                0
+            };
+        }
+        dev.image_epoch = c.epoch;
         let inc = self.nodes[n as usize].inc;
         self.schedule(self.now + self.cfg.chunk_time, Ev::Chunk { node: n, inc });
     }
@@ -257,8 +277,10 @@ impl World {
                 return self.schedule(self.now + self.cfg.chunk_time, Ev::Chunk { node: n, inc });
             }
         }
-        self.nodes[n as usize].dev.staged = true;
-        self.with_node(n, |node, now| node.staged(now, TARGET, true));
+        let dev = &mut self.nodes[n as usize].dev;
+        dev.staged = true;
+        let epoch = dev.image_epoch;
+        self.with_node(n, |node, now| node.staged(now, epoch, true));
     }
 
     fn activate(&mut self, n: u32, epoch: entente_proto::Epoch, disruptive: bool) {
@@ -267,6 +289,7 @@ impl World {
             // Already running it (activated while the agent was down): report at once.
             let ev = Ev::ActivationEnd {
                 node: n,
+                epoch,
                 ok: true,
                 disruptive: false,
                 real: false,
@@ -335,6 +358,7 @@ impl World {
         let ok = !(self.fault_active() && self.rng.chance(self.cfg.activation_failure));
         let ev = Ev::ActivationEnd {
             node: n,
+            epoch,
             ok,
             disruptive,
             real: true,
@@ -342,7 +366,14 @@ impl World {
         self.schedule(self.now + took, ev);
     }
 
-    pub(crate) fn activation_end(&mut self, n: u32, ok: bool, disruptive: bool, real: bool) {
+    pub(crate) fn activation_end(
+        &mut self,
+        n: u32,
+        epoch: entente_proto::Epoch,
+        ok: bool,
+        disruptive: bool,
+        real: bool,
+    ) {
         if real {
             self.nodes[n as usize].dev.activating = false;
         }
@@ -352,10 +383,17 @@ impl World {
                 self.nodes[m as usize].activating_neighbours -= 1;
             }
         }
-        if ok && !self.nodes[n as usize].dev.running.contains(TARGET) {
-            self.firmware_changed(n, NEW_FW);
-            self.m.activated += 1;
-            self.m.last_activation = self.now;
+        if ok && !self.nodes[n as usize].dev.running.contains(epoch) {
+            // The staged image runs now, with the window its campaign's manifest gave it.
+            let dev = &mut self.nodes[n as usize].dev;
+            if let Some(image) = dev.image {
+                dev.firmware = image;
+            }
+            self.firmware_changed(n, self.window_of(epoch));
+            if epoch == self.target() {
+                self.m.activated += 1;
+                self.m.last_activation = self.now;
+            }
             self.fito_activated(n);
             self.arm_liveness();
         }
@@ -366,44 +404,44 @@ impl World {
                 self.break_link(link);
             }
         }
-        self.with_node(n, |node, now| node.activation_done(now, TARGET, ok));
+        self.with_node(n, |node, now| node.activation_done(now, epoch, ok));
     }
 
-    /// Schedules crashes and partitions of the fault phase (Poisson, whole-cluster rate).
-    pub(crate) fn schedule_faults(&mut self) {
+    /// Schedules the crashes and partitions of a fault phase `[start, end)` (Poisson,
+    /// whole-cluster rate).
+    pub(crate) fn schedule_faults(&mut self, start: Nanos, end: Nanos) {
         let n = self.nodes.len() as f64;
-        let end = self.cfg.fault_phase;
-        for t in self.poisson(self.cfg.crash_rate * n, end) {
+        for t in self.poisson(self.cfg.crash_rate * n, start, end) {
             let node = self.rng.below(n as u64) as u32;
             let store = Store::Kept;
             self.schedule(t, Ev::Crash { node, store });
         }
-        for t in self.poisson(self.cfg.partition_rate * n, end) {
+        for t in self.poisson(self.cfg.partition_rate * n, start, end) {
             self.schedule(t, Ev::Partition);
         }
-        for t in self.poisson(self.cfg.wipe_rate * n, end) {
+        for t in self.poisson(self.cfg.wipe_rate * n, start, end) {
             let node = self.rng.below(n as u64) as u32;
             let store = Store::Wiped;
             self.schedule(t, Ev::Crash { node, store });
         }
-        for t in self.poisson(self.cfg.torn_rate * n, end) {
+        for t in self.poisson(self.cfg.torn_rate * n, start, end) {
             let node = self.rng.below(n as u64) as u32;
             self.schedule(t, Ev::Tear { node });
         }
-        for t in self.poisson(self.cfg.restore_rate * n, end) {
+        for t in self.poisson(self.cfg.restore_rate * n, start, end) {
             let node = self.rng.below(n as u64) as u32;
             let store = Store::Restored;
             self.schedule(t, Ev::Crash { node, store });
         }
     }
 
-    /// Arrival times of a Poisson process of `rate` per second over `[0, end)`.
-    fn poisson(&mut self, rate: f64, end: Nanos) -> Vec<Nanos> {
+    /// Arrival times of a Poisson process of `rate` per second over `[start, end)`.
+    fn poisson(&mut self, rate: f64, start: Nanos, end: Nanos) -> Vec<Nanos> {
         let mut out = Vec::new();
         if rate <= 0.0 {
             return out;
         }
-        let mut t = 0.0;
+        let mut t = start as f64;
         loop {
             t += -(self.rng.unit().max(1e-12)).ln() / rate * 1e9;
             if t >= end as f64 {
@@ -498,7 +536,7 @@ impl World {
         sn.cfg.firmware_window = sn.dev.running;
         if wiped && bug == DriverBug::WipeKeepsWindow && sn.manifests {
             // The buggy driver: the window of the manifest it holds, whatever the device runs.
-            sn.cfg.firmware_window = NEW_FW;
+            sn.cfg.firmware_window = sn.manifest_window;
         }
         let lost = sn.durable.node.is_none() && sn.manifests;
         sn.starts += 1;
@@ -507,15 +545,7 @@ impl World {
         sn.node = Some(Node::new(sn.cfg.clone(), &sn.durable, local));
         if n == 0 {
             // The campaign's origin watches for convergence, after every start.
-            let links: Vec<(NodeId, NodeId)> = self
-                .topo
-                .links
-                .iter()
-                .map(|&(a, b)| (NodeId(a as u64), NodeId(b as u64)))
-                .collect();
-            if let Some(origin) = self.nodes[0].node.as_mut() {
-                origin.watch_convergence(TARGET, &links);
-            }
+            self.watch_at_origin();
         }
         self.with_node(n, |_, _| {});
         let sn = &mut self.nodes[n as usize];
@@ -525,7 +555,7 @@ impl World {
     /// A partition: one link both ways, one direction, one node isolated, or a split.
     pub(crate) fn partition(&mut self) {
         let dur = SEC + self.rng.below(9 * SEC);
-        let until = (self.now + dur).min(self.cfg.fault_phase);
+        let until = (self.now + dur).min(self.fault_end);
         let kind = self.rng.below(4);
         let nlinks = self.links.len() as u64;
         let cut = |w: &mut World, link: u32, dirs: &[usize]| {

@@ -56,6 +56,10 @@ pub struct Report {
     pub restores: u64,
     /// Crashes during a write, which was lost (`--torn-rate`).
     pub torn_writes: u64,
+    /// Campaigns the run was to carry out (`--campaigns`).
+    pub campaigns: u32,
+    /// Campaigns that converged, one after the other (the run stops at one that does not).
+    pub campaigns_converged: u32,
     /// Committed-link fraction over simulated time: (ms, fraction), downsampled.
     #[serde(skip)]
     pub progress: Vec<(f64, f64)>,
@@ -81,6 +85,12 @@ impl Report {
             self.conv_detected_ms
                 .map_or("-".into(), |m| format!("{m:.1} ms")),
         );
+        if self.campaigns > 1 {
+            s += &format!(
+                "  campaigns converged: {} of {}\n",
+                self.campaigns_converged, self.campaigns
+            );
+        }
         s += &format!(
             "  safety violations: {}   mixed-state link time: {:.3} ms   blocked: {:.3} ms\n",
             self.safety_violations, self.mixed_state_link_ms, self.blocked_ms

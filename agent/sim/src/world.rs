@@ -14,12 +14,95 @@ use entente_proto::{Message, Node, Output, Rng};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-/// The epoch every run's campaign introduces.
+/// The epoch a run's first campaign introduces (the only one of the baselines).
 pub const TARGET: Epoch = Epoch(1);
-/// Firmware before the campaign.
+/// Firmware before the first campaign.
 pub const OLD_FW: Window = Window::new(0, 0);
-/// Firmware of the campaign (dual mode).
+/// Firmware of the first campaign (dual mode).
 pub const NEW_FW: Window = Window::new(0, 1);
+
+/// What a campaign of the run does.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CampaignKind {
+    /// A new image whose new epoch means new semantics.
+    Upgrade,
+    /// The image of the previous campaign again, its new epoch meaning the semantics the
+    /// previous campaign replaced (docs/protocol.md, "Going back").
+    SemanticsDowngrade,
+    /// The image from before the upgrade that was gone back on, its window moved to the
+    /// current epochs (which all mean the semantics it speaks).
+    ImageSwap,
+}
+
+/// One campaign of the run's plan.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// What the operator offers at the origin.
+    pub campaign: Campaign,
+    /// Which image it installs: 0 is the image every node runs at the start, 1 the first
+    /// campaign's.
+    pub image: u64,
+    /// What the new epoch means (0: the semantics links speak at the start).
+    pub semantics: u64,
+    /// What the campaign does.
+    pub kind: CampaignKind,
+}
+
+/// The digest of image `image` as the simulator models it (image 1 is the first campaign's).
+pub fn image_digest(image: u64) -> [u8; 32] {
+    let mut d = [7; 32];
+    if image != 1 {
+        d[..8].copy_from_slice(&image.to_le_bytes());
+        d[8] = 0xa5;
+    }
+    d
+}
+
+/// The campaigns of a run, in order: campaign `k` introduces epoch `k` with an image whose
+/// window is `[k - 1, k]` (dual mode, like the first). Every campaign is an upgrade (a new
+/// image, new semantics), except, with `downgrade`, campaign 2 (a semantics downgrade: the
+/// image of campaign 1, epoch 2 meaning the semantics of epoch 0) and campaign 3 (an image
+/// swap: the image from before campaign 1, window `[2, 3]`, both meaning those semantics).
+pub fn plan(cfg: &SimConfig) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::with_capacity(cfg.campaigns as usize);
+    // Semantics of every epoch so far; the newest image and semantics.
+    let mut meaning = vec![0u64];
+    let (mut images, mut semantics) = (0u64, 0u64);
+    for k in 1..=u64::from(cfg.campaigns) {
+        let kind = match k {
+            2 if cfg.downgrade => CampaignKind::SemanticsDowngrade,
+            3 if cfg.downgrade => CampaignKind::ImageSwap,
+            _ => CampaignKind::Upgrade,
+        };
+        let (image, sem) = match kind {
+            CampaignKind::Upgrade => {
+                images += 1;
+                semantics += 1;
+                (images, semantics)
+            }
+            // The running image; its new epoch means what the epoch before the previous
+            // campaign meant.
+            CampaignKind::SemanticsDowngrade => (out[0].image, meaning[0]),
+            // The image before the upgrade gone back on, speaking what the current epoch means.
+            CampaignKind::ImageSwap => (0, meaning[(k - 1) as usize]),
+        };
+        meaning.push(sem);
+        out.push(Step {
+            campaign: Campaign {
+                epoch: Epoch(k),
+                window: Window::new(k - 1, k),
+                image_digest: image_digest(image),
+                disruptive: true,
+                max_activation_ms: (cfg.activation.1 / MS) as u32,
+                origin: NodeId(0),
+            },
+            image,
+            semantics: sem,
+            kind,
+        });
+    }
+    out
+}
 
 /// Something scheduled to happen.
 #[derive(Clone, Debug)]
@@ -34,9 +117,10 @@ pub(crate) enum Ev {
     Reconnect { link: u32 },
     /// One image chunk fetched.
     Chunk { node: u32, inc: u32 },
-    /// A hardware activation ends.
+    /// A hardware activation (of the image of campaign `epoch`) ends.
     ActivationEnd {
         node: u32,
+        epoch: Epoch,
         ok: bool,
         disruptive: bool,
         real: bool,
@@ -127,7 +211,13 @@ pub(crate) enum SimMsg {
 /// The simulated firmware device of a node.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Device {
+    /// Window of the running firmware, as the manifest that installed it said.
     pub running: Window,
+    /// Digest of the running image.
+    pub firmware: [u8; 32],
+    /// The image being fetched or fetched (digest), and the campaign that asked for it.
+    pub image: Option<[u8; 32]>,
+    pub image_epoch: Epoch,
     pub staged: bool,
     pub verified_chunks: u32,
     pub corrupt_image: bool,
@@ -172,6 +262,8 @@ pub(crate) struct SimNode {
     /// The node accepted a campaign in some life: its manifests and image stay beside the
     /// store, so a start with an empty store is a lost store, not a first start.
     pub manifests: bool,
+    /// The window of the last campaign the node accepted (its newest manifest).
+    pub manifest_window: Window,
 }
 
 /// One simulated link (a connection that can break, and the device link epoch at each end).
@@ -232,6 +324,8 @@ pub(crate) struct Meters {
     pub restores: u64,
     /// Crashes during a write, which was lost.
     pub torn_writes: u64,
+    /// Campaigns that converged before the current one.
+    pub campaigns_done: u32,
 }
 
 /// A deterministic simulation of one campaign on one cluster.
@@ -248,7 +342,14 @@ pub struct World {
     pub(crate) check: Checker,
     pub(crate) m: Meters,
     pub(crate) fito: Fito,
+    /// The campaign under way (`plan[current]`).
     pub(crate) campaign: Campaign,
+    pub(crate) plan: Vec<Step>,
+    pub(crate) current: usize,
+    /// When the operator started the current campaign.
+    campaign_start: Nanos,
+    /// End of the current campaign's fault phase.
+    pub(crate) fault_end: Nanos,
     pub(crate) buf: Vec<Output>,
     /// Links a node's outputs touched (scratch, reused per event).
     pub(crate) touched: Vec<u32>,
@@ -332,6 +433,7 @@ impl World {
                 clock,
                 dev: Device {
                     running: OLD_FW,
+                    firmware: image_digest(0),
                     ..Device::default()
                 },
                 persist_seq: 0,
@@ -344,6 +446,7 @@ impl World {
                 backup: (Durable::default(), 0),
                 tear: false,
                 manifests: false,
+                manifest_window: OLD_FW,
             });
         }
         let links = topo
@@ -369,15 +472,10 @@ impl World {
                 paused_since: [None; 2],
             })
             .collect();
-        let campaign = Campaign {
-            epoch: TARGET,
-            window: NEW_FW,
-            image_digest: [7; 32],
-            disruptive: true,
-            max_activation_ms: (cfg.activation.1 / MS) as u32,
-            origin: NodeId(0),
-        };
+        let plan = plan(&cfg);
+        let campaign = plan[0].campaign;
         let fito = Fito::new(topo.nodes);
+        let fault_end = cfg.fault_phase;
         World {
             cfg,
             topo,
@@ -392,6 +490,10 @@ impl World {
             m: Meters::default(),
             fito,
             campaign,
+            plan,
+            current: 0,
+            campaign_start: MS,
+            fault_end,
             buf: Vec::new(),
             touched: Vec::new(),
             origin_pending: false,
@@ -409,8 +511,22 @@ impl World {
         }));
     }
 
+    /// The current campaign's fault phase is under way.
     pub(crate) fn fault_active(&self) -> bool {
-        self.now < self.cfg.fault_phase
+        self.now < self.fault_end
+    }
+
+    /// The epoch the current campaign introduces.
+    pub(crate) fn target(&self) -> Epoch {
+        self.campaign.epoch
+    }
+
+    /// The window of the image campaign `epoch` installs (epoch 0: the image at the start).
+    pub(crate) fn window_of(&self, epoch: Epoch) -> Window {
+        match epoch.0 {
+            0 => OLD_FW,
+            e => self.plan[(e - 1) as usize].campaign.window,
+        }
     }
 
     /// Runs to the end and reports.
@@ -422,7 +538,15 @@ impl World {
     pub fn run_with(mut self, progress: &mut dyn FnMut(Progress)) -> Report {
         let wall = std::time::Instant::now();
         self.boot();
-        while let Some(Reverse(e)) = self.heap.pop() {
+        loop {
+            let Some(Reverse(e)) = self.heap.pop() else {
+                // Nothing left to happen: the next campaign starts if this one converged.
+                if self.m.conv_at.is_some() && self.current + 1 < self.plan.len() && !self.stop {
+                    self.next_campaign();
+                    continue;
+                }
+                break;
+            };
             self.now = e.at;
             self.step += 1;
             let (code, id) = e.ev.code();
@@ -440,11 +564,59 @@ impl World {
                     events: self.step,
                 });
             }
-            if self.stop || self.now > self.cfg.time_limit || self.finished() {
+            if self.stop || self.now > self.cfg.time_limit {
                 break;
+            }
+            if self.finished() {
+                if self.current + 1 == self.plan.len() {
+                    break;
+                }
+                self.next_campaign();
             }
         }
         self.finish(wall.elapsed())
+    }
+
+    /// The current campaign converged: the operator starts the next one at the origin. It gets
+    /// a fault phase of its own, from now, and the liveness bound applies to it afresh.
+    fn next_campaign(&mut self) {
+        self.m.campaigns_done += 1;
+        self.current += 1;
+        self.campaign = self.plan[self.current].campaign;
+        let target = self.target();
+        self.campaign_start = self.now;
+        self.m.activated = 0;
+        self.m.conv_at = None;
+        self.m.detected_at = None;
+        self.m.liveness_deadline = None;
+        for l in &mut self.links {
+            // Every link is at the previous epoch: none has the new one.
+            debug_assert!(l.epoch[0] < target && l.epoch[1] < target);
+            l.done = false;
+        }
+        self.m.done_links = 0;
+        self.m.series.push((self.now, 0));
+        let start = self.now;
+        self.fault_end = start + self.cfg.fault_phase;
+        self.schedule_faults(start, self.fault_end);
+        self.schedule(self.fault_end, Ev::Heal);
+        self.watch_at_origin();
+        self.origin_pending = true;
+        self.offer_campaign();
+    }
+
+    /// The origin tracks convergence of the current campaign in its summary.
+    pub(crate) fn watch_at_origin(&mut self) {
+        let target = self.target();
+        let links: Vec<(NodeId, NodeId)> = self
+            .topo
+            .links
+            .iter()
+            .map(|&(a, b)| (NodeId(a as u64), NodeId(b as u64)))
+            .collect();
+        if let Some(origin) = self.nodes[0].node.as_mut() {
+            origin.watch_convergence(target, &links);
+        }
     }
 
     fn finished(&self) -> bool {
@@ -456,7 +628,7 @@ impl World {
             Protocol::FitoClock => true,
             Protocol::Fito2pc => self.fito.all_resumed() || self.now > conv + 600 * SEC,
         };
-        settled && self.now >= self.cfg.fault_phase
+        settled && self.now >= self.fault_end
     }
 
     fn boot(&mut self) {
@@ -467,8 +639,8 @@ impl World {
             self.try_connect(l as u32);
         }
         self.schedule(MS, Ev::Start);
-        self.schedule(self.cfg.fault_phase, Ev::Heal);
-        self.schedule_faults();
+        self.schedule(self.fault_end, Ev::Heal);
+        self.schedule_faults(0, self.fault_end);
     }
 
     fn dispatch(&mut self, ev: Ev) {
@@ -487,10 +659,11 @@ impl World {
             Ev::Chunk { node, inc } => self.chunk(node, inc),
             Ev::ActivationEnd {
                 node,
+                epoch,
                 ok,
                 disruptive,
                 real,
-            } => self.activation_end(node, ok, disruptive, real),
+            } => self.activation_end(node, epoch, ok, disruptive, real),
             Ev::Crash { node, store } => self.crash(node, store),
             Ev::Restart { node } => self.restart(node),
             Ev::Tear { node } => self.tear(node),
@@ -547,14 +720,13 @@ impl World {
         // coordinator says so.
         if self.cfg.protocol != Protocol::Bilateral
             || self.m.activated < self.nodes.len()
-            || self.now < self.cfg.fault_phase
+            || self.now < self.fault_end
             || self.m.conv_at.is_some()
         {
             return;
         }
         let start = self
-            .cfg
-            .fault_phase
+            .fault_end
             .max(self.m.last_activation)
             .max(self.m.last_restart);
         let deadline = start + 3 * self.cfg.rtt() + SEC;
@@ -575,7 +747,7 @@ impl World {
         self.m.failure = Some(format!(
             "no convergence: {pending} of {} links not committed {:.3} ms after the network healed and the last node activated (bound 3 RTT + 1 s){}",
             self.links.len(),
-            (deadline - self.cfg.fault_phase.max(self.m.last_activation).max(self.m.last_restart)) as f64 / 1e6,
+            (deadline - self.fault_end.max(self.m.last_activation).max(self.m.last_restart)) as f64 / 1e6,
             self.stuck_links()
         ));
         self.stop = true;
@@ -624,7 +796,8 @@ impl World {
     fn link_changed(&mut self, link: u32) {
         let now = self.now;
         let l = &mut self.links[link as usize];
-        let done = l.epoch[0] >= TARGET && l.epoch[1] >= TARGET;
+        let target = self.campaign.epoch;
+        let done = l.epoch[0] >= target && l.epoch[1] >= target;
         if done != l.done {
             l.done = done;
             if done {
@@ -708,7 +881,7 @@ impl World {
             seed: self.cfg.seed,
             converged,
             rounds_to_converge: rounds,
-            conv_detected_ms: detected.map(|d| d.saturating_sub(MS) as f64 / 1e6),
+            conv_detected_ms: detected.map(|d| d.saturating_sub(self.campaign_start) as f64 / 1e6),
             sim_time_ms: now as f64 / 1e6,
             messages: self.m.messages + self.m.steady_msgs,
             safety_violations: self.check.total(),
@@ -724,6 +897,8 @@ impl World {
             wipes: self.m.wipes,
             restores: self.m.restores,
             torn_writes: self.m.torn_writes,
+            campaigns: self.plan.len() as u32,
+            campaigns_converged: self.m.campaigns_done + u32::from(converged),
             progress: downsample(&self.m.series, total, now),
         }
     }

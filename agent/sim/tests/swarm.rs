@@ -70,6 +70,12 @@ fn swarm_draws_every_fault_and_shape() {
     some("clock drift", &|c| c.drift_ppm > 0.0);
     some("activation failures", &|c| c.activation_failure > 0.0);
     some("corrupt chunks", &|c| c.corrupt > 0.0);
+    some("several campaigns", &|c| c.campaigns > 1);
+    some("three campaigns", &|c| c.campaigns == 3);
+    some("a downgrade and an image swap", &|c| {
+        c.downgrade && c.campaigns == 3
+    });
+    some("one campaign", &|c| c.campaigns == 1);
     some("sub-RTT data (100 kHz)", &|c| c.traffic_hz >= 100_000.0);
     some("a count budget of 1", &|c| {
         c.max_unavailable == Budget::Count(1)
@@ -108,17 +114,25 @@ fn swarm_options_are_a_function_of_the_seed() {
             swarm::options(seed, MAX_NODES, Protocol::Bilateral)
         );
     }
-    // The protocol is the caller's; the rest is the seed's.
-    let b = swarm::options(7, MAX_NODES, Protocol::Bilateral);
-    let f = swarm::options(7, MAX_NODES, Protocol::FitoClock);
-    assert_eq!(f.protocol, Protocol::FitoClock);
-    assert_eq!(
-        entente_sim::SimConfig {
-            protocol: Protocol::Bilateral,
-            ..f
-        },
-        b
-    );
+    // The protocol is the caller's; the rest is the seed's, except that the baselines run one
+    // campaign (and a run of several campaigns loses no store).
+    for seed in 1..=40 {
+        let b = swarm::options(seed, MAX_NODES, Protocol::Bilateral);
+        let f = swarm::options(seed, MAX_NODES, Protocol::FitoClock);
+        assert_eq!(f.protocol, Protocol::FitoClock);
+        assert_eq!((f.campaigns, f.downgrade), (1, false));
+        f.validate().unwrap();
+        assert_eq!(
+            entente_sim::SimConfig {
+                protocol: Protocol::Bilateral,
+                campaigns: b.campaigns,
+                downgrade: b.downgrade,
+                wipe_rate: if b.campaigns > 1 { 0.0 } else { f.wipe_rate },
+                ..f
+            },
+            b
+        );
+    }
 }
 
 #[test]

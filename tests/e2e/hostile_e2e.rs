@@ -525,3 +525,82 @@ fn hostile_idle_sockets() {
         "{refusals} log lines about refused connections:\n{log}"
     );
 }
+
+#[test]
+fn hostile_image_add_probe() {
+    // The agent reads images only from files the caller opened and passed: a request that names
+    // a path it may read but the caller may not is refused unopened, and a user who cannot open
+    // a file cannot make the agent read it.
+    use std::io::BufRead;
+    let dir = tempdir("hostile-image-probe");
+    let mut c = Cluster::new(&dir, 2);
+    let admin = entente_tests::group("entente-e2e-admin");
+    let drop_ins = c.agent(0, "config").with_extension("d");
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    std::fs::write(
+        drop_ins.join("11-admin.toml"),
+        "admin_group = \"entente-e2e-admin\"\n",
+    )
+    .unwrap();
+    c.start(0);
+    // A copy of the campaign's image only its owner may read: exactly what a prober would try.
+    let secret = dir.join("secret.bin");
+    std::fs::copy(c.path("image"), &secret).unwrap();
+    chmod(&secret, 0o600);
+    let (manifest, sig) = (c.path("manifest"), c.path("signature"));
+    for f in [&manifest, &sig] {
+        chmod(f, 0o644);
+    }
+    let request = serde_json::json!({"api": 2, "request": {"kind": "image_add",
+        "manifest": std::fs::read_to_string(&manifest).unwrap(),
+        "signature": std::fs::read_to_string(&sig).unwrap(),
+        "images": [secret.display().to_string()]}});
+    let mut s = std::os::unix::net::UnixStream::connect(c.socket(0)).unwrap();
+    writeln!(s, "{request}").unwrap();
+    let mut answer = String::new();
+    std::io::BufReader::new(&s).read_line(&mut answer).unwrap();
+    assert!(
+        answer.contains("files passed"),
+        "a named path was opened: {answer}"
+    );
+    let list = run(entente()
+        .args(["image", "list", "--json", "--socket"])
+        .arg(c.socket(0)));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&list.stdout).unwrap(),
+        serde_json::json!([]),
+        "nothing was staged from the named path"
+    );
+    // An admin-group user who cannot open the file gets the CLI's refusal; the agent sees nothing.
+    let out = run(Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            &format!("--groups={admin}"),
+        ])
+        .arg(entente_tests::entente_path())
+        .args(["image", "add", "--manifest"])
+        .arg(&manifest)
+        .arg("--socket")
+        .arg(c.socket(0))
+        .arg(&secret));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    // Its owner passes it open, and it is staged.
+    let out = run(entente()
+        .args(["image", "add", "--manifest"])
+        .arg(&manifest)
+        .arg("--socket")
+        .arg(c.socket(0))
+        .arg(&secret));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -55,7 +55,8 @@ pub enum Request {
         manifest: String,
         /// The detached signature line.
         signature: String,
-        /// Image files (readable by the daemon) to seed the campaign with; each is staged for
+        /// Names of the image files to seed the campaign with (for messages; the files are
+        /// passed open with the request, SCM_RIGHTS, one per name, in order); each is staged for
         /// every manifest profile whose image it is, verified chunk by chunk.
         images: Vec<String>,
     },
@@ -66,7 +67,8 @@ pub enum Request {
         manifest: String,
         /// The detached signature line.
         signature: String,
-        /// Image files readable by the agent.
+        /// The image files' names (for messages); the files themselves are passed open with
+        /// the request (SCM_RIGHTS), one per name, in order.
         images: Vec<String>,
     },
     /// The images in the agent's store (read).

@@ -1,7 +1,7 @@
 //! Commands that talk to the local agent: `status`, `inventory`, `history`, `campaign start`,
 //! `link retire`. Read commands take `--json` (the stable format: entente-api's types).
 
-use crate::client::{call, AgentError, EXIT_NOTHING_TO_DO, EXIT_REFUSED};
+use crate::client::{call, call_with_files, AgentError, EXIT_NOTHING_TO_DO, EXIT_REFUSED};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use entente_api::{ErrorCode, Reply, Request, Status};
@@ -140,14 +140,15 @@ pub fn image(c: ImageCommand) -> Result<ExitCode> {
             files,
         } => {
             let (m, s) = read_signed(&manifest, sig)?;
-            let images = absolute(&files)?;
-            match call(
+            let (images, open) = open_images(&files)?;
+            match call_with_files(
                 &socket.socket,
                 Request::ImageAdd {
                     manifest: m,
                     signature: s,
                     images,
                 },
+                &open,
             ) {
                 Ok(Reply::Images { images }) => {
                     print(&images, false)?;
@@ -211,16 +212,20 @@ fn read_signed(manifest: &Path, sig: Option<PathBuf>) -> Result<(String, String)
     Ok((m, s))
 }
 
-/// Absolute paths of image files, as the agent (another process, another directory) needs them.
-fn absolute(files: &[PathBuf]) -> Result<Vec<String>> {
+/// The image files, opened here (with this user's rights) to be passed to the agent, and their
+/// absolute paths, which the agent uses in messages only.
+fn open_images(files: &[PathBuf]) -> Result<(Vec<String>, Vec<std::fs::File>)> {
     files
         .iter()
         .map(|p| {
-            std::fs::canonicalize(p)
+            let name = std::fs::canonicalize(p)
                 .map(|p| p.display().to_string())
-                .with_context(|| format!("image {}", p.display()))
+                .with_context(|| format!("image {}", p.display()))?;
+            let f = std::fs::File::open(p).with_context(|| format!("image {}", p.display()))?;
+            Ok((name, f))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()
+        .map(|v| v.into_iter().unzip())
 }
 
 /// Maps an agent's refusal to the documented exit codes; other errors propagate.
@@ -410,14 +415,15 @@ pub fn campaign(c: CampaignCommand) -> Result<ExitCode> {
             images,
         } => {
             let (m, s) = read_signed(&manifest, sig)?;
-            let images = absolute(&images)?;
-            match call(
+            let (images, open) = open_images(&images)?;
+            match call_with_files(
                 &socket.socket,
                 Request::CampaignStart {
                     manifest: m,
                     signature: s,
                     images,
                 },
+                &open,
             ) {
                 Ok(Reply::CampaignStarted { epoch, manifest }) => {
                     outln!("campaign {epoch} started (manifest {manifest})");

@@ -58,6 +58,12 @@ pub struct AgentError {
 
 /// Sends `request` to the agent at `socket` and returns its reply.
 pub fn call(socket: &Path, request: Request) -> Result<Reply> {
+    call_with_files(socket, request, &[])
+}
+
+/// [`call`], passing `files` open with the request (SCM_RIGHTS): the agent reads images from
+/// these, never from a path, so it reads only what this user could open.
+pub fn call_with_files(socket: &Path, request: Request, files: &[std::fs::File]) -> Result<Reply> {
     let mut s = UnixStream::connect(socket).map_err(|e| -> anyhow::Error {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
             NotAllowed(format!(
@@ -79,7 +85,11 @@ pub fn call(socket: &Path, request: Request) -> Result<Reply> {
         request,
     })?;
     line.push(b'\n');
-    s.write_all(&line)?;
+    if files.is_empty() {
+        s.write_all(&line)?;
+    } else {
+        send_with_files(&s, &line, files)?;
+    }
     let mut answer = String::new();
     BufReader::new(&s).read_line(&mut answer)?;
     if answer.is_empty() {
@@ -89,4 +99,18 @@ pub fn call(socket: &Path, request: Request) -> Result<Reply> {
         Response::Ok { result } => Ok(result),
         Response::Error { message, code } => Err(AgentError { code, message }.into()),
     }
+}
+
+/// Writes `line` with `files` attached to its first bytes, then the rest of it.
+fn send_with_files(s: &UnixStream, line: &[u8], files: &[std::fs::File]) -> Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let fds: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(line)];
+    let sent = sendmsg::<()>(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+        .context("passing the image files to the agent")?;
+    let mut rest = s;
+    rest.write_all(&line[sent..])?;
+    Ok(())
 }

@@ -289,13 +289,16 @@ fn drive(
         }
     }
     let campaign_at_ms = unix_ms();
-    let reply = call(
+    let image_file = std::fs::File::open(image)
+        .with_context(|| format!("open the image {}", image.display()))?;
+    let reply = crate::client::call_with_files(
         &agents[0].socket,
         Request::CampaignStart {
             manifest: std::fs::read_to_string(manifest)?,
             signature: std::fs::read_to_string(sig)?,
             images: vec![image.display().to_string()],
         },
+        &[image_file],
     )
     .context("start the campaign on node 1")?;
     if !a.json {

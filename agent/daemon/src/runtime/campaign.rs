@@ -49,7 +49,7 @@ impl Agent {
         &mut self,
         manifest: &str,
         signature: &str,
-        images: &[String],
+        images: &[super::status::ImageFile],
     ) -> Result<(u64, String), StartError> {
         let bytes = manifest.as_bytes();
         let sig = Signature::parse(signature.trim(), Path::new("<request>"))
@@ -115,23 +115,21 @@ impl Agent {
 
     /// Puts this node's image `own` in the store from the first of `images` of its size,
     /// verified chunk by chunk; a file that does not match leaves nothing behind.
-    fn seed_own(&mut self, own: &ProfileImage, images: &[String]) -> Result<(), String> {
+    fn seed_own(
+        &mut self,
+        own: &ProfileImage,
+        images: &[super::status::ImageFile],
+    ) -> Result<(), String> {
         if self.store.contains(own) {
             return Ok(());
         }
         let mut why = Vec::new();
-        for path in images {
-            let len = match std::fs::metadata(path) {
-                Ok(m) => m.len(),
-                Err(e) => {
-                    why.push(format!("{path}: {e}"));
-                    continue;
-                }
-            };
-            if len != own.size {
+        for f in images {
+            let path = f.label;
+            if f.len != own.size {
                 continue;
             }
-            match self.store.stage_file(own, Path::new(path)) {
+            match self.store.stage_from(own, f.file, Path::new(path)) {
                 Ok(_) => {
                     self.history(HistoryEvent::new(
                         HistoryKind::Image,
@@ -156,16 +154,14 @@ impl Agent {
 
     /// Seeds the images of the other profiles of an accepted manifest that the operator gave
     /// (to serve neighbours); a file that does not match is skipped.
-    fn seed_others(&mut self, m: &Manifest, images: &[String]) {
-        for path in images {
-            let Ok(len) = std::fs::metadata(path).map(|md| md.len()) else {
-                continue;
-            };
-            for img in m.profiles.values().filter(|i| i.size == len) {
+    fn seed_others(&mut self, m: &Manifest, images: &[super::status::ImageFile]) {
+        for f in images {
+            let path = f.label;
+            for img in m.profiles.values().filter(|i| i.size == f.len) {
                 if self.store.contains(img) {
                     continue;
                 }
-                if self.store.stage_file(img, Path::new(path)).is_ok() {
+                if self.store.stage_from(img, f.file, Path::new(path)).is_ok() {
                     self.history(HistoryEvent::new(
                         HistoryKind::Image,
                         format!("seeded image {} from {path}", img.sha256.to_hex()),

@@ -194,7 +194,7 @@ impl Agent {
         &mut self,
         manifest: &str,
         signature: &str,
-        images: &[String],
+        images: &[ImageFile],
     ) -> Result<usize, StartError> {
         let sig = Signature::parse(signature.trim(), Path::new("<request>"))
             .map_err(|e| StartError::Bad(e.to_string()))?;
@@ -203,11 +203,8 @@ impl Agent {
             .check(manifest.as_bytes(), &sig, entente_stage::unix_now())
             .map_err(|e| StartError::Refused(e.to_string()))?;
         let mut added = 0;
-        for path in images {
-            let p = Path::new(path);
-            let len = std::fs::metadata(p)
-                .map_err(|e| StartError::Bad(format!("{path}: {e}")))?
-                .len();
+        for f in images {
+            let (path, len) = (f.label, f.len);
             let mut matched = false;
             for img in verified
                 .manifest()
@@ -219,7 +216,7 @@ impl Agent {
                     matched = true;
                     continue;
                 }
-                if self.store.stage_file(img, p).is_ok() {
+                if self.store.stage_from(img, f.file, Path::new(path)).is_ok() {
                     self.history(HistoryEvent::new(
                         HistoryKind::Image,
                         format!("image {} added from {path}", img.sha256.to_hex()),
@@ -270,6 +267,41 @@ impl Agent {
     }
 }
 
+/// An image file a caller passed open with its request, and the name it gave it.
+pub struct ImageFile<'a> {
+    /// The caller's name for it (its path there), for messages only: never opened.
+    pub label: &'a str,
+    /// The open file.
+    pub file: &'a std::fs::File,
+    /// Its length.
+    pub len: u64,
+}
+
+/// Pairs the names a request gives its images with the files passed with it, each a regular
+/// file opened for reading.
+fn image_files<'a>(
+    labels: &'a [String],
+    files: &'a [std::fs::File],
+) -> Result<Vec<ImageFile<'a>>, StartError> {
+    if labels.len() != files.len() {
+        return Err(StartError::Bad(format!(
+            "{} images named but {} files passed with the request: the agent reads images only \
+             from files the caller opened and passed (as entente campaign start and image add do)",
+            labels.len(),
+            files.len()
+        )));
+    }
+    labels
+        .iter()
+        .zip(files)
+        .map(|(label, file)| {
+            crate::control::fds::readable_regular(file)
+                .map(|len| ImageFile { label, file, len })
+                .map_err(|why| StartError::Bad(format!("{label}: {why}")))
+        })
+        .collect()
+}
+
 impl Agent {
     /// Answers waiting control requests.
     pub(super) fn serve_control(&mut self) {
@@ -293,7 +325,9 @@ impl Agent {
                             images,
                         } => {
                             tracing::info!(uid = p.caller.uid, "campaign start requested");
-                            match self.start_campaign(manifest, signature, images) {
+                            match image_files(images, &p.files)
+                                .and_then(|files| self.start_campaign(manifest, signature, &files))
+                            {
                                 // Started means durable: the campaign record is committed (and
                                 // the announcements sent) before the operator is told.
                                 Ok((epoch, manifest)) => match self.carry_out() {
@@ -335,7 +369,9 @@ impl Agent {
                             manifest,
                             signature,
                             images,
-                        } => match self.image_add(manifest, signature, images) {
+                        } => match image_files(images, &p.files)
+                            .and_then(|files| self.image_add(manifest, signature, &files))
+                        {
                             Ok(_) => Ok(Reply::Images {
                                 images: self.image_list(),
                             }),

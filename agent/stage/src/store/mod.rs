@@ -241,6 +241,17 @@ impl Store {
     /// before (chunks verified earlier, from other sources) is kept.
     pub fn stage_file(&self, image: &ProfileImage, src: &Path) -> Result<StageReport, StoreError> {
         let f = File::open(src).map_err(io_err("open", src))?;
+        self.stage_from(image, &f, src)
+    }
+
+    /// [`Store::stage_file`] from a file already open (`src` names it in messages only): the
+    /// agent stages what a caller opened and passed, never a path it names.
+    pub fn stage_from(
+        &self,
+        image: &ProfileImage,
+        f: &File,
+        src: &Path,
+    ) -> Result<StageReport, StoreError> {
         let len = f.metadata().map_err(io_err("stat", src))?.len();
         if len != image.size {
             return Err(VerifyError::SizeMismatch {
@@ -251,7 +262,7 @@ impl Store {
             .into());
         }
         let fresh = !self.partial_path(&image.sha256).exists() && !self.contains(image);
-        let r = self.copy_file(image, &f, src);
+        let r = self.copy_file(image, f, src);
         if r.is_err() && fresh {
             self.remove_partial(&image.sha256);
         }

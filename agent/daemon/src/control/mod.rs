@@ -20,9 +20,11 @@ use crossbeam_channel::{Receiver, Sender};
 use entente_api::{Envelope, ErrorCode, Request, Response, API_VERSION};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
+
+pub mod fds;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,6 +84,9 @@ pub struct Pending {
     pub caller: Caller,
     /// The request, or why it could not be read.
     pub request: Result<Request, (ErrorCode, String)>,
+    /// Files the caller passed with it (SCM_RIGHTS), in order: the images of `campaign start`
+    /// and `image add`.
+    pub files: Vec<std::fs::File>,
 }
 
 impl Pending {
@@ -268,7 +273,8 @@ fn read_client(stream: UnixStream, access: &Access) -> Option<Pending> {
         pid: cred.pid(),
         groups: groups_of(cred.pid(), cred.gid()),
     };
-    let request = match read_line(&stream) {
+    let mut files = Vec::new();
+    let request = match read_line(&stream, &mut files) {
         Ok(line) => decide(&line, &caller, access),
         Err(why) => {
             tracing::warn!(uid = caller.uid, pid = caller.pid, "control request: {why}");
@@ -279,11 +285,13 @@ fn read_client(stream: UnixStream, access: &Access) -> Option<Pending> {
         stream,
         caller,
         request,
+        files,
     })
 }
 
-/// One request line: at most [`MAX_REQUEST`] bytes, all of it within [`REQUEST_DEADLINE`].
-fn read_line(mut stream: &UnixStream) -> Result<Vec<u8>, String> {
+/// One request line: at most [`MAX_REQUEST`] bytes, all of it within [`REQUEST_DEADLINE`], and
+/// the files passed with it.
+fn read_line(stream: &UnixStream, files: &mut Vec<std::fs::File>) -> Result<Vec<u8>, String> {
     let started = Instant::now();
     let mut line = Vec::new();
     let mut buf = [0u8; 8192];
@@ -296,7 +304,7 @@ fn read_line(mut stream: &UnixStream) -> Result<Vec<u8>, String> {
             ));
         }
         let _ = stream.set_read_timeout(Some(left));
-        match stream.read(&mut buf) {
+        match fds::read_with_files(stream, &mut buf, files) {
             Ok(0) if line.is_empty() => return Err("no request line".into()),
             Ok(0) => return Ok(line),
             Ok(n) => {

@@ -8,8 +8,10 @@ use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-/// Most descriptors one request may carry.
-pub const MAX_FILES: usize = 64;
+/// Most descriptors one request may carry (a manifest names one image per hw-profile). With at
+/// most 32 clients read at once, callers hold at most 512 of the agent's descriptors; the unit
+/// sets `LimitNOFILE` well above that.
+pub const MAX_FILES: usize = 16;
 
 /// Reads from `stream` into `buf` (like `read`), keeping any descriptors that came with the
 /// bytes in `files`. More than [`MAX_FILES`] in all is an error (those received are closed).

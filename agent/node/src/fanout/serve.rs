@@ -85,6 +85,8 @@ pub struct ServeQueue<C> {
     params: ServeParams,
     /// Requests waiting, with when each was queued.
     queue: VecDeque<(ServeReq<C>, Nanos)>,
+    /// Requests queued, per neighbour.
+    queued: HashMap<u64, u16>,
     /// Chunks handed to a connection that has not yet reported them gone: (peer, slot) → when.
     sending: HashMap<(u64, u32), Nanos>,
     served: HashMap<(ImageId, u32), u16>,
@@ -97,8 +99,9 @@ const SENDING_FOR_AT_MOST: Nanos = 10_000 * super::MS;
 /// far behind) is declined as BUSY: half the shortest deadline a requester gives it, so the
 /// answer never lands in a slot the requester has withdrawn.
 pub const QUEUED_FOR_AT_MOST: Nanos = 5_000 * super::MS;
-/// Most requests queued when busy declines do not apply (pull-one's source).
-const QUEUE_HARD_MAX: usize = 64;
+/// Most requests one neighbour may have queued (an honest one has at most two in flight): more
+/// are declined BUSY, so no neighbour grows the queue, whatever the strategy.
+const QUEUED_PER_PEER: u16 = 4;
 
 impl<C: Copy> ServeQueue<C> {
     /// An empty queue.
@@ -106,6 +109,7 @@ impl<C: Copy> ServeQueue<C> {
         ServeQueue {
             params,
             queue: VecDeque::new(),
+            queued: HashMap::new(),
             sending: HashMap::new(),
             served: HashMap::new(),
         }
@@ -133,14 +137,13 @@ impl<C: Copy> ServeQueue<C> {
             .retain(|_, at| now.saturating_sub(*at) < SENDING_FOR_AT_MOST);
         let load = self.queue.len() + self.sending.len();
         let forwarded = self.times_served(&r.image, r.index);
-        let busy = if self.params.decline_when_busy {
-            load >= self.params.queue_max || (load > 0 && forwarded >= self.params.quota)
-        } else {
-            self.queue.len() >= QUEUE_HARD_MAX
-        };
-        if busy {
+        let busy = self.params.decline_when_busy
+            && (load >= self.params.queue_max || (load > 0 && forwarded >= self.params.quota));
+        let theirs = self.queued.entry(r.peer).or_default();
+        if busy || *theirs >= QUEUED_PER_PEER {
             return Admit::Busy;
         }
+        *theirs += 1;
         self.queue.push_back((r, now));
         Admit::Queued
     }
@@ -148,7 +151,9 @@ impl<C: Copy> ServeQueue<C> {
     /// The request at the front, taken off the queue (for callers that model the uplink
     /// themselves; report it with [`ServeQueue::sent`]).
     pub fn pop(&mut self) -> Option<ServeReq<C>> {
-        self.queue.pop_front().map(|(r, _)| r)
+        let (r, _) = self.queue.pop_front()?;
+        self.unqueued(r.peer);
+        Some(r)
     }
 
     /// Counts a chunk handed to its connection at `now`; it is on the uplink until
@@ -178,6 +183,7 @@ impl<C: Copy> ServeQueue<C> {
             .partition(|(_, at)| now.saturating_sub(*at) < QUEUED_FOR_AT_MOST);
         self.queue = fresh;
         for (r, _) in stale {
+            self.unqueued(r.peer);
             out.decline(&r);
         }
         let mut round = self.queue.len();
@@ -192,12 +198,18 @@ impl<C: Copy> ServeQueue<C> {
             }
             self.queue.pop_front();
             match out.send(&r) {
-                ServeOutcome::Sent => self.sent(&r, now),
+                ServeOutcome::Sent => {
+                    self.unqueued(r.peer);
+                    self.sent(&r, now);
+                }
                 ServeOutcome::NoCredits => {
                     upload.refund(len);
                     self.queue.push_back((r, at));
                 }
-                ServeOutcome::NotHeld | ServeOutcome::Gone => upload.refund(len),
+                ServeOutcome::NotHeld | ServeOutcome::Gone => {
+                    self.unqueued(r.peer);
+                    upload.refund(len);
+                }
             }
         }
         (!self.queue.is_empty()).then_some(now + 2 * super::MS)
@@ -206,7 +218,18 @@ impl<C: Copy> ServeQueue<C> {
     /// Forgets what a departed neighbour asked for.
     pub fn peer_down(&mut self, peer: u64) {
         self.queue.retain(|(r, _)| r.peer != peer);
+        self.queued.remove(&peer);
         self.sending.retain(|(p, _), _| *p != peer);
+    }
+
+    /// One request of `peer` left the queue.
+    fn unqueued(&mut self, peer: u64) {
+        if let Some(n) = self.queued.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.queued.remove(&peer);
+            }
+        }
     }
 
     /// Forgets the forward counts of an image no longer held.

@@ -270,6 +270,18 @@ fn a_busy_uplink_declines_chunks_it_already_forwarded() {
     let mut one: ServeQueue<u64> =
         ServeQueue::new(ServeParams::agent(Strategy::PullOne { source: 0 }));
     assert!((0..10).all(|i| one.admit(r(i, 0), 0) == Admit::Queued));
+    assert!((0..3).all(|_| one.admit(r(3, 1), 0) == Admit::Queued));
+    assert_eq!(
+        one.admit(r(3, 1), 0),
+        Admit::Busy,
+        "four per neighbour at most"
+    );
+    one.pop();
+    assert_eq!(
+        one.admit(r(0, 1), 0),
+        Admit::Queued,
+        "a served neighbour may ask again"
+    );
 }
 
 #[test]

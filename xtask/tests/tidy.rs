@@ -65,7 +65,7 @@ fn without_strings(line: &str) -> String {
 fn unsafe_only_in_fastpath_and_the_io_uring_module() {
     let root = root();
     let mut files = Vec::new();
-    for dir in ["agent", "fastpath", "xtask", "fuzz"] {
+    for dir in ["agent", "fastpath", "xtask", "fuzz", "tests", "benches"] {
         rust_files(&root.join(dir), &mut files);
     }
     assert!(files.len() > 20, "the walk found the sources");

@@ -178,13 +178,17 @@ impl<C: Copy> ServeQueue<C> {
         upload: &mut RateLimit,
         out: &mut impl ChunkSender<C>,
     ) -> Option<Nanos> {
-        let (fresh, stale): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.queue)
-            .into_iter()
-            .partition(|(_, at)| now.saturating_sub(*at) < QUEUED_FOR_AT_MOST);
-        self.queue = fresh;
-        for (r, _) in stale {
-            self.unqueued(r.peer);
-            out.decline(&r);
+        let is_stale = |at: Nanos| now.saturating_sub(at) >= QUEUED_FOR_AT_MOST;
+        // Runs every round of the loop: the queue is rebuilt only when something lapsed.
+        if self.queue.iter().any(|&(_, at)| is_stale(at)) {
+            let (stale, fresh): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.queue)
+                .into_iter()
+                .partition(|&(_, at)| is_stale(at));
+            self.queue = fresh;
+            for (r, _) in stale {
+                self.unqueued(r.peer);
+                out.decline(&r);
+            }
         }
         let mut round = self.queue.len();
         while round > 0 {

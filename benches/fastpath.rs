@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use criterion::Criterion;
 use entente_fastpath::frame::{decode_frame, Fields, FrameHeader, Kind};
-use entente_fastpath::{ClusterKey, Config, ConnId, Event, TcpTransport, Transport};
+use entente_fastpath::{ClusterKey, Config, ConnId, Event, FrameMacs, TcpTransport, Transport};
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -126,20 +126,30 @@ impl StdClient {
 
 // ---- entente tcp transport ----
 
-fn config(busy_poll: bool) -> Config {
+/// The transport's default configuration (frame MACs on), with busy polling, or untagged.
+#[derive(Clone, Copy)]
+enum Setup {
+    Default,
+    BusyPoll,
+    Untagged,
+}
+
+fn config(setup: Setup) -> Config {
     let mut c = Config::default();
-    if busy_poll {
-        c.busy_poll = Duration::from_micros(50);
+    match setup {
+        Setup::Default => {}
+        Setup::BusyPoll => c.busy_poll = Duration::from_micros(50),
+        Setup::Untagged => c.frame_macs = FrameMacs::Off,
     }
     c
 }
 
-fn entente_server(busy_poll: bool) -> SocketAddr {
+fn entente_server(setup: Setup) -> SocketAddr {
     let mut t = TcpTransport::bind(
         "127.0.0.1:0".parse().expect("addr"),
         2,
         key(),
-        config(busy_poll),
+        config(setup),
     )
     .expect("bind");
     let addr = t.local_addr();
@@ -182,12 +192,12 @@ struct EntenteClient {
 }
 
 impl EntenteClient {
-    fn connect(addr: SocketAddr, busy_poll: bool) -> EntenteClient {
+    fn connect(addr: SocketAddr, setup: Setup) -> EntenteClient {
         let mut t = TcpTransport::bind(
             "127.0.0.1:0".parse().expect("addr"),
             1,
             key(),
-            config(busy_poll),
+            config(setup),
         )
         .expect("bind");
         t.connect(addr).expect("connect");
@@ -303,8 +313,9 @@ fn interleaved(
 
 fn compare() -> Vec<Comparison> {
     let mut std_c = StdClient::connect(std_server());
-    let mut ent = EntenteClient::connect(entente_server(false), false);
-    let mut ent_spin = EntenteClient::connect(entente_server(true), true);
+    let mut ent = EntenteClient::connect(entente_server(Setup::Default), Setup::Default);
+    let mut ent_spin = EntenteClient::connect(entente_server(Setup::BusyPoll), Setup::BusyPoll);
+    let mut untagged = EntenteClient::connect(entente_server(Setup::Untagged), Setup::Untagged);
     let mut rows = Vec::new();
     let (b, e) = interleaved(PING_ROUNDS, || std_c.ping_round(), || ent.ping_round());
     rows.push(Comparison {
@@ -335,6 +346,27 @@ fn compare() -> Vec<Comparison> {
         baseline: b / (1 << 20) as f64,
         entente: e / (1 << 20) as f64,
         target: "≥ 0.9× baseline",
+    });
+    // What frame MACs cost: the default (tagged) against the same transport untagged.
+    let (b, e) = interleaved(PING_ROUNDS, || untagged.ping_round(), || ent.ping_round());
+    rows.push(Comparison {
+        what: "frame MACs: ping-pong round trip, 64 B, against entente untagged",
+        unit: "µs",
+        baseline: b * 1e6,
+        entente: e * 1e6,
+        target: "(cost of tags)",
+    });
+    let (b, e) = interleaved(
+        BULK_ROUNDS,
+        || untagged.bulk_round(&chunk),
+        || ent.bulk_round(&chunk),
+    );
+    rows.push(Comparison {
+        what: "frame MACs: bulk throughput, 1 MiB chunks, against entente untagged",
+        unit: "MiB/s",
+        baseline: b / (1 << 20) as f64,
+        entente: e / (1 << 20) as f64,
+        target: "(cost of tags)",
     });
     rows
 }
@@ -375,7 +407,7 @@ fn main() {
     let rows = compare();
     let mut md = String::new();
     md.push_str(
-        "| measure | std baseline | entente tcp | ratio | target |\n|---|---|---|---|---|\n",
+        "| measure | baseline (std, unless named) | entente tcp | ratio | target |\n|---|---|---|---|---|\n",
     );
     for r in &rows {
         md.push_str(&format!(

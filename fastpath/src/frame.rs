@@ -20,6 +20,11 @@
 //! | 48 | aux | kind-specific: the bulk slot of `BulkData` |
 //! | 56 | freed | cumulative count of the peer's frames whose receive buffers were freed (credits) |
 //! | 60 | reserved | must be 0 |
+//!
+//! On a connection whose handshake agreed frame MACs, every frame after the handshake sets
+//! [`flags::MAC`] and its payload ends in a [`TAG_LEN`]-byte tag (counted in `length`): a
+//! truncated HMAC-SHA256 under the connection's key for that direction, over the header (checksum
+//! zeroed) and, unless `NO_PAYLOAD_SUM`, the payload before the tag (`crate::auth::FrameKeys`).
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -30,10 +35,13 @@ pub const MAGIC: [u8; 4] = *b"ENTF";
 pub const VERSION: u8 = 1;
 /// Size of the frame header in bytes.
 pub const HEADER_LEN: usize = 64;
-/// Largest control frame, header included (DESIGN.md §4: control frames are ≤ 4 KiB).
+/// Largest control frame, header and tag included (control frames are ≤ 4 KiB).
 pub const MAX_CONTROL_FRAME: usize = 4096;
-/// Largest payload of a control frame.
-pub const MAX_CONTROL_PAYLOAD: usize = MAX_CONTROL_FRAME - HEADER_LEN;
+/// Length of a frame's MAC tag ([`flags::MAC`]).
+pub const TAG_LEN: usize = 16;
+/// Largest control message a sender may pass, whether or not the connection tags its frames:
+/// a control frame's payload, less room for the tag.
+pub const MAX_CONTROL_PAYLOAD: usize = MAX_CONTROL_FRAME - HEADER_LEN - TAG_LEN;
 /// Largest bulk chunk any backend accepts (a receiver grants at most its configured slot size).
 pub const MAX_BULK_LEN: usize = 16 << 20;
 
@@ -42,8 +50,11 @@ pub mod flags {
     /// The checksum covers the header only: bulk chunks are verified by the layer above
     /// (entente-stage checks each chunk's sha256), so the fast path does not read them twice.
     pub const NO_PAYLOAD_SUM: u16 = 1 << 0;
+    /// The payload ends in a MAC tag (`TAG_LEN` bytes): frames after a handshake that agreed
+    /// frame MACs. Never on a handshake frame.
+    pub const MAC: u16 = 1 << 1;
     /// Every flag this version knows.
-    pub const KNOWN: u16 = NO_PAYLOAD_SUM;
+    pub const KNOWN: u16 = NO_PAYLOAD_SUM | MAC;
 }
 
 /// What a frame is.
@@ -95,12 +106,15 @@ impl Kind {
         )
     }
 
-    /// Largest payload a frame of this kind may carry.
-    pub fn max_payload(self) -> usize {
+    /// Largest payload a frame of this kind may carry on the wire, its tag included when it
+    /// has one (`tagged`). A control frame's limit is the same either way: senders keep their
+    /// messages to [`MAX_CONTROL_PAYLOAD`], which leaves room for the tag.
+    pub fn max_payload(self, tagged: bool) -> usize {
+        let tag = if tagged { TAG_LEN } else { 0 };
         match self {
-            Kind::BulkData => MAX_BULK_LEN,
-            Kind::Credit | Kind::Close => 0,
-            _ => MAX_CONTROL_PAYLOAD,
+            Kind::BulkData => MAX_BULK_LEN + tag,
+            Kind::Credit | Kind::Close => tag,
+            _ => MAX_CONTROL_FRAME - HEADER_LEN,
         }
     }
 }
@@ -173,6 +187,12 @@ pub enum FrameError {
         /// Checksum computed over the received bytes.
         actual: u32,
     },
+    /// A frame flagged [`flags::MAC`] too short to hold its tag.
+    #[error("frame of {length} bytes flagged MAC has no room for its {TAG_LEN}-byte tag")]
+    NoRoomForTag {
+        /// Declared payload length.
+        length: u32,
+    },
     /// The payload is shorter than the header's length field.
     #[error("payload truncated: header says {expected} bytes, got {got}")]
     PayloadTruncated {
@@ -207,12 +227,41 @@ pub struct Fields {
 impl FrameHeader {
     /// Builds a header for `payload`, computing its checksum.
     pub fn new(f: Fields, payload: &[u8]) -> FrameHeader {
-        let mut h = FrameHeader {
+        let mut h = FrameHeader::unsummed(f, payload.len());
+        h.checksum = U32::new(h.compute_checksum(&[payload]));
+        h
+    }
+
+    /// Builds the header of a tagged frame ([`flags::MAC`] is set): its payload is `body`
+    /// followed by the tag that `tag` computes over the header (checksum zeroed) and what the
+    /// tag covers (`body`, or nothing under `NO_PAYLOAD_SUM`). Returns the header and the tag.
+    pub fn new_tagged(
+        f: Fields,
+        body: &[u8],
+        tag: impl FnOnce(&[u8; HEADER_LEN], &[u8]) -> [u8; TAG_LEN],
+    ) -> (FrameHeader, [u8; TAG_LEN]) {
+        let f = Fields {
+            flags: f.flags | flags::MAC,
+            ..f
+        };
+        let mut h = FrameHeader::unsummed(f, body.len() + TAG_LEN);
+        let covered = if f.flags & flags::NO_PAYLOAD_SUM != 0 {
+            &[][..]
+        } else {
+            body
+        };
+        let t = tag(h.bytes(), covered);
+        h.checksum = U32::new(h.compute_checksum(&[body, &t]));
+        (h, t)
+    }
+
+    fn unsummed(f: Fields, length: usize) -> FrameHeader {
+        FrameHeader {
             magic: MAGIC,
             version: VERSION,
             kind: f.kind as u8,
             flags: U16::new(f.flags),
-            length: U32::new(payload.len() as u32),
+            length: U32::new(length as u32),
             checksum: U32::new(0),
             src: U64::new(f.src),
             dst: U64::new(f.dst),
@@ -221,9 +270,7 @@ impl FrameHeader {
             aux: U64::new(f.aux),
             freed: U32::new(f.freed),
             reserved: U32::new(0),
-        };
-        h.checksum = U32::new(h.compute_checksum(payload));
-        h
+        }
     }
 
     /// Validates the header at the start of `bytes` (the payload need not have arrived yet).
@@ -239,8 +286,10 @@ impl FrameHeader {
         }
         let kind = Kind::from_u8(h.kind).ok_or(FrameError::BadKind(h.kind))?;
         let flags = h.flags.get();
+        let tagged = flags & flags::MAC != 0;
         let flags_ok = flags & !flags::KNOWN == 0
-            && (flags & flags::NO_PAYLOAD_SUM == 0 || kind == Kind::BulkData);
+            && (flags & flags::NO_PAYLOAD_SUM == 0 || kind == Kind::BulkData)
+            && !(tagged && kind.is_handshake());
         if !flags_ok {
             return Err(FrameError::BadFlags { kind, flags });
         }
@@ -248,12 +297,15 @@ impl FrameHeader {
             return Err(FrameError::BadReserved(h.reserved.get()));
         }
         let length = h.length.get();
-        if length as usize > kind.max_payload() {
+        if length as usize > kind.max_payload(tagged) {
             return Err(FrameError::TooLong {
                 kind,
                 length,
-                max: kind.max_payload(),
+                max: kind.max_payload(tagged),
             });
+        }
+        if tagged && (length as usize) < TAG_LEN {
+            return Err(FrameError::NoRoomForTag { length });
         }
         Ok(h)
     }
@@ -266,7 +318,7 @@ impl FrameHeader {
                 got: payload.len(),
             });
         }
-        let actual = self.compute_checksum(payload);
+        let actual = self.compute_checksum(&[payload]);
         if actual != self.checksum.get() {
             return Err(FrameError::BadChecksum {
                 expected: self.checksum.get(),
@@ -276,14 +328,14 @@ impl FrameHeader {
         Ok(())
     }
 
-    fn compute_checksum(&self, payload: &[u8]) -> u32 {
-        let mut zeroed = *self;
-        zeroed.checksum = U32::new(0);
-        let sum = crc32c::crc32c(zeroed.as_bytes());
+    fn compute_checksum(&self, payload: &[&[u8]]) -> u32 {
+        let sum = crc32c::crc32c(&self.bytes_for_tag());
         if self.flags.get() & flags::NO_PAYLOAD_SUM != 0 {
             sum
         } else {
-            crc32c::crc32c_append(sum, payload)
+            payload
+                .iter()
+                .fold(sum, |sum, part| crc32c::crc32c_append(sum, part))
         }
     }
 
@@ -291,9 +343,27 @@ impl FrameHeader {
     pub fn kind(&self) -> Kind {
         Kind::from_u8(self.kind).unwrap_or(Kind::Close)
     }
-    /// Payload length in bytes.
+    /// Payload length in bytes, the tag included when the frame has one.
     pub fn len(&self) -> usize {
         self.length.get() as usize
+    }
+    /// Whether the payload ends in a MAC tag ([`flags::MAC`]).
+    pub fn is_tagged(&self) -> bool {
+        self.flags.get() & flags::MAC != 0
+    }
+    /// Payload length without the tag: what the frame carries for the layer above.
+    pub fn body_len(&self) -> usize {
+        if self.is_tagged() {
+            self.len().saturating_sub(TAG_LEN)
+        } else {
+            self.len()
+        }
+    }
+    /// The header's bytes with the checksum zeroed: what a frame's tag covers.
+    pub fn bytes_for_tag(&self) -> [u8; HEADER_LEN] {
+        let mut zeroed = *self;
+        zeroed.checksum = U32::new(0);
+        *zeroed.bytes()
     }
     /// Whether the frame carries no payload.
     pub fn is_empty(&self) -> bool {

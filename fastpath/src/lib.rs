@@ -27,7 +27,7 @@ pub mod transport;
 pub mod verbs;
 
 pub use admission::RefusalLog;
-pub use auth::{ClusterKey, KeyError};
+pub use auth::{ClusterKey, FrameMacs, KeyError};
 pub use frame::{FrameError, FrameHeader, Kind, HEADER_LEN, MAX_CONTROL_PAYLOAD};
 pub use mem::{MemNetwork, MemTransport};
 pub use tcp::TcpTransport;

@@ -2,9 +2,9 @@
 //! events out). Backends only move bytes; the handshake, sequence numbers, credits and bulk slot
 //! bookkeeping live here, so every backend refuses the same things.
 
-use crate::auth::{self, ClusterKey, Nonce, MAC_LEN, NONCE_LEN};
+use crate::auth::{self, features, ClusterKey, FrameKeys, FrameMacs, Nonce, MAC_LEN, NONCE_LEN};
 use crate::credit::Credits;
-use crate::frame::{flags, Fields, FrameError, FrameHeader, Kind, MAX_CONTROL_PAYLOAD};
+use crate::frame::{flags, Fields, FrameError, FrameHeader, Kind, MAX_CONTROL_PAYLOAD, TAG_LEN};
 use crate::transport::{ConnId, DownReason, Event, NodeId, RefuseReason, SendError, SlotId, Stats};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -18,8 +18,9 @@ pub const MAX_REMOTE_GRANTS: usize = 64;
 
 /// Where a session's outgoing frames go.
 pub trait FrameSink {
-    /// Queues one frame for sending, in order.
-    fn send_frame(&mut self, header: &FrameHeader, payload: &Bytes);
+    /// Queues one frame for sending, in order: the header, the payload, then `tag` (empty, or
+    /// the frame's MAC tag, which its header's length counts).
+    fn send_frame(&mut self, header: &FrameHeader, payload: &Bytes, tag: &[u8]);
 }
 
 /// The transport-wide state a session updates.
@@ -65,11 +66,14 @@ enum State {
         nonce_a: Nonce,
         proposed: u64,
         peer_window: u32,
+        /// Set when both offered frame MACs: what the proofs bind and the keys derive from.
+        transcript: Option<Transcript>,
     },
     AwaitWelcome {
         peer: NodeId,
         proposed: u64,
         peer_window: u32,
+        transcript: Option<Transcript>,
     },
     Established {
         conn: ConnId,
@@ -95,6 +99,8 @@ pub struct Limits {
     pub bulk_in_band: bool,
     /// Largest peer window we honour (verbs: what our send ring holds).
     pub max_peer_window: u32,
+    /// Whether frames are tagged, and whether a peer that does not tag them is refused.
+    pub frame_macs: FrameMacs,
 }
 
 /// One connection's protocol state.
@@ -110,9 +116,38 @@ pub struct Session {
     next_slot: SlotId,
     granted: Vec<LocalGrant>,
     grants_to_us: Vec<RemoteGrant>,
+    /// The connection's frame keys, once established with frame MACs agreed.
+    tags: Option<FrameKeys>,
 }
 
 const HELLO_LEN: usize = NONCE_LEN + 8 + 4;
+/// HELLO's payload and offer, then CHALLENGE's nonce, window and offer.
+const TRANSCRIPT_LEN: usize = HELLO_LEN + 8 + NONCE_LEN + 4 + 8;
+type Transcript = [u8; TRANSCRIPT_LEN];
+
+fn transcript(
+    hello: &[u8],
+    offer_c: u64,
+    nonce_a: &Nonce,
+    window_a: u32,
+    offer_a: u64,
+) -> Transcript {
+    let mut t = [0u8; TRANSCRIPT_LEN];
+    let parts: [&[u8]; 5] = [
+        hello,
+        &offer_c.to_le_bytes(),
+        nonce_a,
+        &window_a.to_le_bytes(),
+        &offer_a.to_le_bytes(),
+    ];
+    let mut at = 0;
+    for part in parts {
+        t[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    debug_assert_eq!(at, TRANSCRIPT_LEN);
+    t
+}
 const CHALLENGE_LEN: usize = NONCE_LEN + MAC_LEN + 4;
 const WELCOME_LEN: usize = 8;
 const GRANT_LEN: usize = 4 + 4 + 8 + 4;
@@ -152,11 +187,33 @@ impl Session {
         let State::AwaitChallenge { nonce_c, proposed } = self.state else {
             return;
         };
-        let mut p = Vec::with_capacity(HELLO_LEN);
-        p.extend_from_slice(&nonce_c);
-        p.extend_from_slice(&proposed.to_le_bytes());
-        p.extend_from_slice(&self.limits.window.to_le_bytes());
-        self.send_handshake(Kind::Hello, 0, 0, Bytes::from(p), sink);
+        let p = self.hello_payload(&nonce_c, proposed);
+        let offer = self.limits.frame_macs.offered();
+        self.send_handshake(Kind::Hello, 0, 0, offer, Bytes::copy_from_slice(&p), sink);
+    }
+
+    fn hello_payload(&self, nonce_c: &Nonce, proposed: u64) -> [u8; HELLO_LEN] {
+        let mut p = [0u8; HELLO_LEN];
+        p[..NONCE_LEN].copy_from_slice(nonce_c);
+        p[NONCE_LEN..NONCE_LEN + 8].copy_from_slice(&proposed.to_le_bytes());
+        p[NONCE_LEN + 8..].copy_from_slice(&self.limits.window.to_le_bytes());
+        p
+    }
+
+    /// What both ends agree from our offer and the peer's (`aux` of its HELLO or CHALLENGE).
+    fn agreed(&self, peer_offer: u64) -> u64 {
+        self.limits.frame_macs.offered() & peer_offer & features::KNOWN
+    }
+
+    /// Refuses a peer that does not offer frame MACs when we require them.
+    fn check_offer(&mut self, agreed: u64, ctx: &mut Ctx<'_>) -> Result<(), Ended> {
+        if self.limits.frame_macs == FrameMacs::Require && agreed & features::FRAME_MACS == 0 {
+            let what = "the peer does not offer frame MACs (a build before them, or \
+                        frame_macs = \"off\"), and this node requires them"
+                .to_owned();
+            return Err(self.refuse(RefuseReason::Handshake(what), ctx));
+        }
+        Ok(())
     }
 
     /// A session for a connection a peer opened: waits for HELLO.
@@ -182,6 +239,7 @@ impl Session {
             next_slot: 1,
             granted: Vec::with_capacity(limits.bulk_slots as usize),
             grants_to_us: Vec::new(),
+            tags: None,
         }
     }
 
@@ -213,6 +271,7 @@ impl Session {
         kind: Kind,
         dst: NodeId,
         generation: u64,
+        aux: u64,
         payload: Bytes,
         sink: &mut dyn FrameSink,
     ) {
@@ -224,13 +283,13 @@ impl Session {
                 dst,
                 seq: self.tx_seq,
                 generation,
-                aux: 0,
+                aux,
                 freed: 0,
             },
             &payload,
         );
         self.tx_seq += 1;
-        sink.send_frame(&h, &payload);
+        sink.send_frame(&h, &payload, &[]);
     }
 
     fn send_counted(
@@ -242,21 +301,25 @@ impl Session {
         payload: &Bytes,
         sink: &mut dyn FrameSink,
     ) {
-        let h = FrameHeader::new(
-            Fields {
-                kind,
-                flags: fl,
-                src: self.local,
-                dst: conn.peer,
-                seq: self.tx_seq,
-                generation: conn.generation,
-                aux,
-                freed: self.credits.report(),
-            },
-            payload,
-        );
+        let f = Fields {
+            kind,
+            flags: fl,
+            src: self.local,
+            dst: conn.peer,
+            seq: self.tx_seq,
+            generation: conn.generation,
+            aux,
+            freed: self.credits.report(),
+        };
         self.tx_seq += 1;
-        sink.send_frame(&h, payload);
+        match &self.tags {
+            Some(keys) => {
+                let (h, tag) =
+                    FrameHeader::new_tagged(f, payload, |h, covered| keys.tag(h, covered));
+                sink.send_frame(&h, payload, &tag);
+            }
+            None => sink.send_frame(&FrameHeader::new(f, payload), payload, &[]),
+        }
     }
 
     fn established(&self) -> Result<ConnId, ()> {
@@ -490,19 +553,30 @@ impl Session {
                     let what = format!("peer window {peer_window} below {MIN_WINDOW}");
                     return Err(self.refuse(RefuseReason::Handshake(what), ctx));
                 }
+                let agreed = self.agreed(h.aux());
+                self.check_offer(agreed, ctx)?;
                 let nonce_a = auth::nonce();
-                let proof = self.key.accept_proof(&nonce_c, &nonce_a, src, self.local);
+                let offer = self.limits.frame_macs.offered();
+                let window = self.limits.window;
+                let ids = [src, self.local];
+                let transcript =
+                    (agreed != 0).then(|| transcript(p, h.aux(), &nonce_a, window, offer));
+                let proof = match &transcript {
+                    Some(t) => self.key.transcript_proof(true, t, ids),
+                    None => self.key.accept_proof(&nonce_c, &nonce_a, src, self.local),
+                };
                 let mut out = Vec::with_capacity(CHALLENGE_LEN);
                 out.extend_from_slice(&nonce_a);
                 out.extend_from_slice(&proof);
-                out.extend_from_slice(&self.limits.window.to_le_bytes());
-                self.send_handshake(Kind::Challenge, src, 0, Bytes::from(out), sink);
+                out.extend_from_slice(&window.to_le_bytes());
+                self.send_handshake(Kind::Challenge, src, 0, offer, Bytes::from(out), sink);
                 self.state = State::AwaitResponse {
                     peer: src,
                     nonce_c,
                     nonce_a,
                     proposed,
                     peer_window,
+                    transcript,
                 };
                 Ok(())
             }
@@ -510,22 +584,36 @@ impl Session {
                 let nonce_a: Nonce = p[..NONCE_LEN].try_into().expect("nonce");
                 let proof = &p[NONCE_LEN..NONCE_LEN + MAC_LEN];
                 let peer_window = u32_at(p, NONCE_LEN + MAC_LEN);
-                if !self
-                    .key
-                    .verify_accept(&nonce_c, &nonce_a, [self.local, src], proof)
-                {
+                let agreed = self.agreed(h.aux());
+                let ids = [self.local, src];
+                let transcript = (agreed != 0).then(|| {
+                    let hello = self.hello_payload(&nonce_c, proposed);
+                    let offer = self.limits.frame_macs.offered();
+                    transcript(&hello, offer, &nonce_a, peer_window, h.aux())
+                });
+                let proved = match &transcript {
+                    Some(t) => self.key.verify_transcript(true, t, ids, proof),
+                    None => self.key.verify_accept(&nonce_c, &nonce_a, ids, proof),
+                };
+                if !proved {
                     return Err(self.refuse(RefuseReason::Authentication, ctx));
                 }
+                self.check_offer(agreed, ctx)?;
                 if peer_window < MIN_WINDOW {
                     let what = format!("peer window {peer_window} below {MIN_WINDOW}");
                     return Err(self.refuse(RefuseReason::Handshake(what), ctx));
                 }
-                let mine = self.key.connect_proof(&nonce_c, &nonce_a, self.local, src);
-                self.send_handshake(Kind::Response, src, 0, Bytes::copy_from_slice(&mine), sink);
+                let mine = match &transcript {
+                    Some(t) => self.key.transcript_proof(false, t, ids),
+                    None => self.key.connect_proof(&nonce_c, &nonce_a, self.local, src),
+                };
+                let mine = Bytes::copy_from_slice(&mine);
+                self.send_handshake(Kind::Response, src, 0, 0, mine, sink);
                 self.state = State::AwaitWelcome {
                     peer: src,
                     proposed,
                     peer_window,
+                    transcript,
                 };
                 Ok(())
             }
@@ -535,12 +623,14 @@ impl Session {
                 nonce_a,
                 proposed,
                 peer_window,
+                transcript,
             } => {
-                if src != peer
-                    || !self
-                        .key
-                        .verify_connect(&nonce_c, &nonce_a, [peer, self.local], p)
-                {
+                let ids = [peer, self.local];
+                let proved = match &transcript {
+                    Some(t) => self.key.verify_transcript(false, t, ids, p),
+                    None => self.key.verify_connect(&nonce_c, &nonce_a, ids, p),
+                };
+                if src != peer || !proved {
                     return Err(self.refuse(RefuseReason::Authentication, ctx));
                 }
                 let last = ctx.generations.get(&peer).copied().unwrap_or(0);
@@ -550,9 +640,11 @@ impl Session {
                     Kind::Welcome,
                     peer,
                     generation,
+                    0,
                     Bytes::copy_from_slice(&generation.to_le_bytes()),
                     sink,
                 );
+                self.tags = transcript.map(|t| self.key.frame_keys(true, &t, ids, generation));
                 self.establish(peer, generation, peer_window, ctx);
                 Ok(())
             }
@@ -560,6 +652,7 @@ impl Session {
                 peer,
                 proposed,
                 peer_window,
+                transcript,
             } => {
                 let generation = u64_at(p, 0);
                 let last = ctx.generations.get(&peer).copied().unwrap_or(0);
@@ -568,6 +661,8 @@ impl Session {
                     return Err(self.refuse(RefuseReason::Handshake(what), ctx));
                 }
                 ctx.generations.insert(peer, generation);
+                let ids = [self.local, peer];
+                self.tags = transcript.map(|t| self.key.frame_keys(false, &t, ids, generation));
                 self.establish(peer, generation, peer_window, ctx);
                 Ok(())
             }
@@ -609,6 +704,7 @@ impl Session {
         match self.state {
             State::Closed => Err(Ended),
             State::Established { conn } => {
+                self.check_tagging(conn, h, ctx)?;
                 if h.kind() != Kind::BulkData {
                     return Ok(());
                 }
@@ -616,11 +712,11 @@ impl Session {
                     .ok()
                     .and_then(|slot| self.granted.iter().find(|g| g.slot == slot));
                 match granted {
-                    Some(g) if h.len() <= g.len as usize => Ok(()),
+                    Some(g) if h.body_len() <= g.len as usize => Ok(()),
                     Some(g) => {
                         let what = format!(
                             "bulk chunk of {} bytes for slot {} of {} bytes",
-                            h.len(),
+                            h.body_len(),
                             g.slot,
                             g.len
                         );
@@ -636,6 +732,70 @@ impl Session {
         }
     }
 
+    /// A frame is tagged exactly when the connection agreed frame MACs.
+    fn check_tagging(
+        &mut self,
+        conn: ConnId,
+        h: &FrameHeader,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Ended> {
+        if h.is_tagged() == self.tags.is_some() {
+            return Ok(());
+        }
+        let what = if h.is_tagged() {
+            format!(
+                "{:?} frame tagged on a connection that agreed no frame MACs",
+                h.kind()
+            )
+        } else {
+            format!(
+                "{:?} frame without its MAC tag on a connection that agreed them",
+                h.kind()
+            )
+        };
+        ctx.stats.auth_failures += 1;
+        Err(self.violation(conn, what, ctx))
+    }
+
+    /// Checks a tagged frame's tag and returns its payload without it; an untagged frame's
+    /// payload as it is.
+    fn untag(
+        &mut self,
+        conn: ConnId,
+        h: &FrameHeader,
+        payload: Bytes,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Bytes, Ended> {
+        self.check_tagging(conn, h, ctx)?;
+        let Some(keys) = &self.tags else {
+            return Ok(payload);
+        };
+        let Some(body_len) = payload.len().checked_sub(TAG_LEN) else {
+            let what = format!("tagged frame of {} bytes", payload.len());
+            return Err(self.violation(conn, what, ctx));
+        };
+        let covered = if h.flags() & flags::NO_PAYLOAD_SUM != 0 {
+            &[][..]
+        } else {
+            &payload[..body_len]
+        };
+        if !keys.verify(&h.bytes_for_tag(), covered, &payload[body_len..]) {
+            ctx.stats.auth_failures += 1;
+            let what = format!(
+                "{:?} frame (seq {}) failed its MAC: forged or altered on the path",
+                h.kind(),
+                h.seq()
+            );
+            return Err(self.violation(conn, what, ctx));
+        }
+        Ok(payload.slice(..body_len))
+    }
+
+    /// Whether the connection's frames carry MAC tags (known once established).
+    pub fn is_tagged(&self) -> bool {
+        self.tags.is_some()
+    }
+
     fn establish(&mut self, peer: NodeId, generation: u64, peer_window: u32, ctx: &mut Ctx<'_>) {
         let conn = ConnId { peer, generation };
         self.state = State::Established { conn };
@@ -644,6 +804,9 @@ impl Session {
         self.tx_seq = 0;
         self.rx_seq = 0;
         ctx.stats.connections_up += 1;
+        if self.tags.is_none() {
+            ctx.stats.connections_untagged += 1;
+        }
         ctx.events.push(Event::Up(conn));
     }
 
@@ -655,6 +818,7 @@ impl Session {
         sink: &mut dyn FrameSink,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), Ended> {
+        let payload = self.untag(conn, h, payload, ctx)?;
         if h.src() != conn.peer || h.dst() != self.local || h.generation() != conn.generation {
             let what = format!(
                 "frame {}→{} generation {} on connection {:?}",

@@ -1,5 +1,6 @@
 //! The `Transport` trait every backend implements, and the types it speaks.
 
+use crate::auth::FrameMacs;
 use crate::frame::FrameError;
 use bytes::Bytes;
 use std::net::{IpAddr, SocketAddr};
@@ -180,6 +181,9 @@ pub struct Config {
     /// on a busy node (the GPU jobs the agent shares it with) it makes things worse: opt in only
     /// where a core is reserved for the agent.
     pub busy_poll: Duration,
+    /// Whether frames after the handshake carry MAC tags, and whether peers that do not tag
+    /// theirs are refused. Default [`FrameMacs::Prefer`].
+    pub frame_macs: FrameMacs,
 }
 
 impl Default for Config {
@@ -196,6 +200,7 @@ impl Default for Config {
             stranger_handshake_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(3),
             busy_poll: Duration::ZERO,
+            frame_macs: FrameMacs::default(),
         }
     }
 }
@@ -205,7 +210,11 @@ impl Default for Config {
 pub struct Stats {
     /// Connections that came up.
     pub connections_up: u64,
-    /// Handshakes refused because the peer failed to prove the cluster key.
+    /// Of those, connections whose frames carry no MAC tag (a peer or this node without frame
+    /// MACs: [`crate::auth::FrameMacs`]).
+    pub connections_untagged: u64,
+    /// Handshakes refused because the peer failed to prove the cluster key, and connections cut
+    /// because a frame failed its MAC or lacked it.
     pub auth_failures: u64,
     /// Connections cut because of a malformed frame or a framing violation.
     pub protocol_errors: u64,

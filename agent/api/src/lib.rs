@@ -315,7 +315,12 @@ pub struct NodeStatus {
 pub struct TransportStats {
     /// Connections that came up.
     pub connections_up: u64,
-    /// Peers refused for failing the cluster-key proof.
+    /// Of those, connections whose frames carry no MAC tag (a peer, or this agent, without
+    /// frame MACs: `[transport] frame_macs`).
+    #[serde(default)]
+    pub connections_untagged: u64,
+    /// Peers refused for failing the cluster-key proof, and connections cut for a frame that
+    /// failed its MAC or lacked it.
     pub auth_failures: u64,
     /// Connections cut for framing violations.
     pub protocol_errors: u64,

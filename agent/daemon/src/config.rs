@@ -40,6 +40,36 @@ pub struct TransportConfig {
     /// Round-trip time the protocol's timers derive from, in milliseconds.
     #[serde(default = "default_rtt")]
     pub rtt_ms: u64,
+    /// Whether frames between agents carry MAC tags (SECURITY.md): `prefer` (the default) tags
+    /// them with every peer that offers it and still connects older agents, during a rolling
+    /// upgrade of entente; `require` refuses peers that do not, once every agent has them;
+    /// `off` neither offers nor accepts them.
+    #[serde(default)]
+    pub frame_macs: FrameMacsSetting,
+}
+
+/// `[transport] frame_macs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameMacsSetting {
+    /// Neither offered nor accepted.
+    Off,
+    /// Offered; peers without them still connect, untagged.
+    #[default]
+    Prefer,
+    /// Offered and required.
+    Require,
+}
+
+impl FrameMacsSetting {
+    /// The transport's setting.
+    pub fn to_transport(self) -> entente_fastpath::FrameMacs {
+        match self {
+            FrameMacsSetting::Off => entente_fastpath::FrameMacs::Off,
+            FrameMacsSetting::Prefer => entente_fastpath::FrameMacs::Prefer,
+            FrameMacsSetting::Require => entente_fastpath::FrameMacs::Require,
+        }
+    }
 }
 
 fn default_kind() -> TransportKind {
@@ -54,6 +84,7 @@ impl Default for TransportConfig {
         TransportConfig {
             kind: default_kind(),
             rtt_ms: default_rtt(),
+            frame_macs: FrameMacsSetting::default(),
         }
     }
 }
@@ -623,6 +654,15 @@ addr = "127.0.0.1:7002"
             e.contains("50-typo.toml") && e.contains("transport.rtt_ms"),
             "{e}"
         );
+        std::fs::write(&drop, "[transport]\nframe_macs = \"maybe\"\n").unwrap();
+        let e = Config::load(Some(&main)).unwrap_err().to_string();
+        assert!(
+            e.contains("50-typo.toml") && e.contains("maybe") && e.contains("require"),
+            "{e}"
+        );
+        std::fs::write(&drop, "[transport]\nframe_macs = \"require\"\n").unwrap();
+        let c = Config::load(Some(&main)).unwrap();
+        assert_eq!(c.transport.frame_macs, FrameMacsSetting::Require);
         std::fs::write(&drop, "node_id = 0\n").unwrap();
         let e = Config::load(Some(&main)).unwrap_err().to_string();
         assert!(e.contains("50-typo.toml") && e.contains("node_id"), "{e}");

@@ -2,7 +2,7 @@
 //! payloads are split from without copying, written with `writev` straight from the payload.
 
 use crate::admission::Slot;
-use crate::frame::{FrameHeader, Kind, HEADER_LEN};
+use crate::frame::{FrameHeader, Kind, HEADER_LEN, TAG_LEN};
 use crate::session::{Ctx, FrameSink, Session};
 use crate::transport::SlotId;
 use bytes::{Buf, Bytes, BytesMut};
@@ -17,17 +17,30 @@ const READ_BUFFER: usize = 64 << 10;
 /// Least free space offered to one `read`.
 const MIN_READ: usize = 16 << 10;
 
-/// A frame waiting for the socket to take it.
+/// A frame waiting for the socket to take it: header, payload (never copied) and tag.
 struct OutFrame {
     header: [u8; HEADER_LEN],
     payload: Bytes,
+    tag: [u8; TAG_LEN],
+    tag_len: usize,
     written: usize,
     bulk_slot: Option<SlotId>,
 }
 
 impl OutFrame {
     fn len(&self) -> usize {
-        HEADER_LEN + self.payload.len()
+        HEADER_LEN + self.payload.len() + self.tag_len
+    }
+
+    /// What is left to write, as slices for one `writev`.
+    fn unwritten(&self) -> [IoSlice<'_>; 3] {
+        let parts: [&[u8]; 3] = [&self.header, &self.payload, &self.tag[..self.tag_len]];
+        let mut skip = self.written;
+        parts.map(|p| {
+            let from = skip.min(p.len());
+            skip -= from;
+            IoSlice::new(&p[from..])
+        })
     }
 }
 
@@ -50,13 +63,7 @@ impl Io {
     /// Writes queued frames until the socket would block.
     pub fn flush(&mut self) {
         while let Some(f) = self.queue.front_mut() {
-            let at = f.written;
-            let res = if at < HEADER_LEN {
-                let bufs = [IoSlice::new(&f.header[at..]), IoSlice::new(&f.payload)];
-                self.stream.write_vectored(&bufs)
-            } else {
-                self.stream.write(&f.payload[at - HEADER_LEN..])
-            };
+            let res = self.stream.write_vectored(&f.unwritten());
             match res {
                 Ok(0) => {
                     self.broken = Some("socket accepted no bytes".into());
@@ -83,14 +90,19 @@ impl Io {
 }
 
 impl FrameSink for Io {
-    fn send_frame(&mut self, header: &FrameHeader, payload: &Bytes) {
+    fn send_frame(&mut self, header: &FrameHeader, payload: &Bytes, tag: &[u8]) {
         if self.broken.is_some() {
             return;
         }
         let bulk_slot = (header.kind() == Kind::BulkData).then(|| header.aux() as SlotId);
+        let mut t = [0u8; TAG_LEN];
+        let tag_len = tag.len().min(TAG_LEN);
+        t[..tag_len].copy_from_slice(&tag[..tag_len]);
         self.queue.push_back(OutFrame {
             header: *header.bytes(),
             payload: payload.clone(),
+            tag: t,
+            tag_len,
             written: 0,
             bulk_slot,
         });

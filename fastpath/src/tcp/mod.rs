@@ -102,6 +102,7 @@ impl TcpTransport {
             bulk_slot_len: self.config.bulk_slot_len,
             bulk_in_band: true,
             max_peer_window: u32::MAX,
+            frame_macs: self.config.frame_macs,
         }
     }
 

@@ -249,7 +249,12 @@ impl<S> Endpoint<S> {
 impl Endpoint<Connected> {
     /// Copies a frame into the next send slot and posts it. Fails if the ring is full (which
     /// credits prevent) or the post fails.
-    pub fn post_frame(&mut self, header: &FrameHeader, payload: &[u8]) -> io::Result<()> {
+    pub fn post_frame(
+        &mut self,
+        header: &FrameHeader,
+        payload: &[u8],
+        tag: &[u8],
+    ) -> io::Result<()> {
         let slots = self.shape.send_slots as u64;
         if self.send_head - self.send_tail >= slots {
             return Err(io::Error::other("send ring overrun"));
@@ -259,7 +264,7 @@ impl Endpoint<Connected> {
         let at = slot as usize * MAX_CONTROL_FRAME;
         // SAFETY: the slot is free: every send before `send_tail` has completed and this one
         // is past them (checked above); it lies inside `ctrl`.
-        let len = unsafe { self.ctrl.write_at(at, &[header.bytes(), payload]) };
+        let len = unsafe { self.ctrl.write_at(at, &[header.bytes(), payload, tag]) };
         let mut sge = ffi::ibv_sge {
             addr: self.ctrl.addr(at),
             length: len as u32,

@@ -98,13 +98,13 @@ struct PostSink<'a> {
 }
 
 impl FrameSink for PostSink<'_> {
-    fn send_frame(&mut self, header: &FrameHeader, payload: &Bytes) {
+    fn send_frame(&mut self, header: &FrameHeader, payload: &Bytes, tag: &[u8]) {
         if self.broken.is_some() {
             return;
         }
         match self.ep.as_mut() {
             Some(ep) => {
-                if let Err(e) = ep.post_frame(header, payload) {
+                if let Err(e) = ep.post_frame(header, payload, tag) {
                     *self.broken = Some(format!("post send: {e}"));
                 }
             }
@@ -247,6 +247,7 @@ impl VerbsTransport {
             bulk_slot_len: self.config.bulk_slot_len,
             bulk_in_band: false,
             max_peer_window: self.config.window,
+            frame_macs: self.config.frame_macs,
         }
     }
 

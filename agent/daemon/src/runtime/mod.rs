@@ -130,6 +130,7 @@ fn fast_config(cfg: &Config) -> FastConfig {
         // A handshake on a slow host (or under emulation) can take seconds: a configured peer's
         // (and our own dials) get 20 s; a stranger's keeps the transport's short deadline.
         handshake_timeout: Duration::from_secs(20),
+        frame_macs: cfg.transport.frame_macs.to_transport(),
         ..FastConfig::default()
     }
 }

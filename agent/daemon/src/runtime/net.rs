@@ -6,7 +6,7 @@ use crate::envelope::Envelope;
 use anyhow::Result;
 use bytes::Bytes;
 use entente_api::{HistoryEvent, HistoryKind};
-use entente_fastpath::{ClusterKey, ConnId, Event as NetEvent, SendError, Transport};
+use entente_fastpath::{ClusterKey, ConnId, DownReason, Event as NetEvent, SendError, Transport};
 use entente_proto::{Message, NodeId};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -152,7 +152,12 @@ impl Agent {
                         p.conn = None;
                         p.queue.clear();
                         p.next_dial = Instant::now() + Duration::from_millis(20);
-                        tracing::info!(peer = conn.peer, "disconnected: {why:?}");
+                        match &why {
+                            DownReason::Protocol(what) => {
+                                tracing::warn!(peer = conn.peer, "connection cut: {what}")
+                            }
+                            _ => tracing::info!(peer = conn.peer, "disconnected: {why:?}"),
+                        }
                         self.node
                             .handle_down(now, NodeId(conn.peer), conn.generation);
                         self.fetch_peer_down(conn.peer);

@@ -106,6 +106,7 @@ impl Agent {
             protocol_errors: self.node.stats().protocol_errors,
             transport: TransportStats {
                 connections_up: t.connections_up,
+                connections_untagged: t.connections_untagged,
                 auth_failures: t.auth_failures,
                 protocol_errors: t.protocol_errors,
             },

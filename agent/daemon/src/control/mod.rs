@@ -1,6 +1,7 @@
 //! The control socket: newline-delimited JSON (entente-api), one request per connection.
-//! Callers are identified by SO_PEERCRED; read commands need root or the read (or admin) group,
-//! mutating ones root or the admin group. Refusals are answered and logged.
+//! Callers are identified by SO_PEERCRED and SO_PEERGROUPS (`peer.rs`); read commands need root
+//! or the read (or admin) group, mutating ones root or the admin group. Refusals are answered
+//! and logged.
 //!
 //! The socket is mode 0666: the credentials the kernel attaches to the connection are the gate,
 //! not the file's group, so members of the read group and of the admin group both reach it (a
@@ -25,6 +26,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 
 pub mod fds;
+pub mod peer;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,21 +120,6 @@ fn gid_of(name: &Option<String>, key: &str) -> Result<Option<u32>> {
             Ok(Some(g.gid.as_raw()))
         }
     }
-}
-
-/// The caller's groups: primary from SO_PEERCRED, supplementary from /proc.
-fn groups_of(pid: i32, gid: u32) -> Vec<u32> {
-    let mut groups = vec![gid];
-    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        if let Some(line) = status.lines().find(|l| l.starts_with("Groups:")) {
-            groups.extend(
-                line[7..]
-                    .split_whitespace()
-                    .filter_map(|g| g.parse::<u32>().ok()),
-            );
-        }
-    }
-    groups
 }
 
 impl ControlServer {
@@ -267,11 +254,17 @@ fn release(reading: &Mutex<HashMap<u32, usize>>, uid: u32) {
 /// Reads one client's request line (bounded in size and time), identifies the caller and
 /// decides whether it may make that request. `None` when the caller cannot be identified.
 fn read_client(stream: UnixStream, access: &Access) -> Option<Pending> {
-    let cred = getsockopt(&stream, PeerCredentials).ok()?;
+    let cred = match peer::peer_cred(&stream) {
+        Ok(cred) => cred,
+        Err(e) => {
+            tracing::warn!("control client: cannot read its credentials: {e}");
+            return None;
+        }
+    };
     let caller = Caller {
-        uid: cred.uid(),
-        pid: cred.pid(),
-        groups: groups_of(cred.pid(), cred.gid()),
+        uid: cred.uid,
+        pid: cred.pid,
+        groups: cred.groups,
     };
     let mut files = Vec::new();
     let request = match read_line(&stream, &mut files) {

@@ -542,6 +542,48 @@ fn abort_during_disruptive_activations_and_resume() {
     no_protocol_errors(&sim);
 }
 
+/// An abort that reaches a node before its campaign does (the operator saw the campaign start
+/// elsewhere; this node was cut off) is kept: the campaign halts here the moment it arrives,
+/// and nothing is staged or activated.
+#[test]
+fn abort_before_campaign() {
+    let mut sim = pair();
+    sim.drive();
+    sim.disconnect(n(1), n(2));
+    sim.control(n(2), 1, ControlAction::Abort, 1);
+    sim.start_campaign(n(1), campaign(1, false, 1));
+    sim.run_for(SEC);
+    assert_eq!(sim.node(n(1)).phase().phase, Phase::Activated);
+    sim.connect(n(1), n(2));
+    sim.drive();
+    assert_eq!(sim.phases(), [(n(1), Phase::Halted), (n(2), Phase::Halted)]);
+    assert_eq!(link_state(&sim, 1, 2).committed, Epoch(0));
+    sim.control(n(1), 1, ControlAction::Resume, 2);
+    sim.drive();
+    sim.assert_converged(1);
+}
+
+/// A pause that arrives before its campaign holds the campaign where it arrives: not even
+/// staged, until a resume.
+#[test]
+fn pause_before_campaign() {
+    let mut sim = pair();
+    sim.drive();
+    sim.disconnect(n(1), n(2));
+    sim.control(n(2), 1, ControlAction::Pause, 1);
+    sim.start_campaign(n(1), campaign(1, false, 1));
+    sim.run_for(SEC);
+    sim.connect(n(1), n(2));
+    sim.run_for(10 * SEC);
+    assert_eq!(
+        sim.phases(),
+        [(n(1), Phase::Activated), (n(2), Phase::Announced)]
+    );
+    sim.control(n(2), 1, ControlAction::Resume, 2);
+    sim.drive();
+    sim.assert_converged(1);
+}
+
 #[test]
 fn halted_responder_does_not_vote_for_a_new_proposal() {
     let mut sim = pair();

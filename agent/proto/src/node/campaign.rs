@@ -68,7 +68,11 @@ impl Node {
                 });
             }
         }
-        self.emit(Output::Stage(c));
+        // A control for this campaign that arrived before it was kept: it applies now.
+        match self.record.last_control.filter(|k| k.epoch == c.epoch) {
+            Some(kept) => self.apply_control(now, kept),
+            None => self.emit(Output::Stage(c)),
+        }
     }
 
     fn refuse(&mut self, epoch: Epoch, reason: &'static str) {
@@ -271,6 +275,10 @@ impl Node {
         true
     }
 
+    /// A control, from the operator here (`from` None) or a neighbour: each is applied once
+    /// (the highest counter last) and flooded on. One for a campaign this node has not heard of
+    /// yet is kept, and applies when the campaign arrives; one for an older campaign only
+    /// raises the counter.
     pub(super) fn on_control(&mut self, now: Nanos, from: Option<NodeId>, c: Control) {
         if c.counter <= self.record.control_counter {
             return;
@@ -290,6 +298,11 @@ impl Node {
         if !epoch_matches {
             return self.persist_node();
         }
+        self.apply_control(now, c);
+    }
+
+    /// Applies a control to the campaign it names, which this node holds.
+    fn apply_control(&mut self, now: Nanos, c: Control) {
         match c.action {
             ControlAction::Pause => {
                 self.record.paused = true;

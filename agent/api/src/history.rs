@@ -81,6 +81,11 @@ pub enum HistoryKind {
     RollbackRefused,
     /// An operator's request (`reason`).
     Operator,
+    /// An operator statement was applied here (`epoch`, `method`: the action, `reason`: the
+    /// operator's; `peer`: the neighbour it came from, none when given here).
+    ControlApplied,
+    /// An operator statement was refused (`peer` it came from, `reason`: why).
+    ControlRefused,
     /// Anything else: entries written before events were typed, and kinds newer than this
     /// reader.
     #[serde(other)]

@@ -88,6 +88,13 @@ pub enum Request {
         /// The neighbour at the other end.
         peer: u64,
     },
+    /// An operator's signed statement (pause, resume or abort a campaign), applied here and
+    /// carried to every agent (mutating). The agent checks it against its trusted operator
+    /// keys.
+    Control {
+        /// The statement line (`entente-control-v1 ...`, entente-stage's `SignedStatement`).
+        statement: String,
+    },
 }
 
 impl Request {
@@ -99,6 +106,7 @@ impl Request {
                 | Request::LinkRetire { .. }
                 | Request::LinkRestore { .. }
                 | Request::ImageAdd { .. }
+                | Request::Control { .. }
         )
     }
 }
@@ -140,6 +148,8 @@ pub enum ErrorCode {
 }
 
 /// The result of a successful request.
+// One per request, built and serialised at once: its size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
@@ -259,6 +269,32 @@ pub struct Status {
     /// Progress of fetching a campaign's image from neighbours, while one is fetched.
     #[serde(default)]
     pub image: Option<ImageProgress>,
+    /// Whether an operator paused this node's campaign.
+    #[serde(default)]
+    pub paused: bool,
+    /// The last operator statement applied here, if any.
+    #[serde(default)]
+    pub control: Option<ControlStatus>,
+}
+
+/// An operator statement as an agent applied it: what, for which campaign, who signed it,
+/// when and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlStatus {
+    /// `pause`, `resume` or `abort`.
+    pub action: String,
+    /// The campaign it concerns.
+    pub epoch: u64,
+    /// The operator key that signed it (key id, hex).
+    pub key: String,
+    /// When it was signed (RFC 3339).
+    pub signed_at: String,
+    /// Its counter (signing time, Unix milliseconds).
+    pub counter: u64,
+    /// When it expires (RFC 3339).
+    pub expires_at: String,
+    /// The operator's reason.
+    pub reason: String,
 }
 
 /// An image on its way to this node.

@@ -5,6 +5,7 @@ use crate::client::{call, call_with_files, AgentError, EXIT_NOTHING_TO_DO, EXIT_
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use entente_api::{ErrorCode, Reply, Request, Status};
+use entente_stage::statement::Action;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -78,6 +79,14 @@ pub enum CampaignCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Pause the campaign: no new staging or activation until a resume (a signed operator
+    /// statement, carried to every agent).
+    Pause(crate::controlcmd::ControlArgs),
+    /// Resume a paused or aborted campaign: the same manifest runs on.
+    Resume(crate::controlcmd::ControlArgs),
+    /// Abort the campaign: open link transactions aborted, no new activation, committed links
+    /// stay; every node ends halted.
+    Abort(crate::controlcmd::ControlArgs),
 }
 
 /// `entente image ...`.
@@ -229,7 +238,7 @@ fn open_images(files: &[PathBuf]) -> Result<(Vec<String>, Vec<std::fs::File>)> {
 }
 
 /// Maps an agent's refusal to the documented exit codes; other errors propagate.
-fn exit_for(e: anyhow::Error) -> Result<ExitCode> {
+pub fn exit_for(e: anyhow::Error) -> Result<ExitCode> {
     match e.downcast_ref::<AgentError>() {
         Some(a) => {
             eprintln!("entente: {}", a.message);
@@ -289,6 +298,23 @@ fn print_status(s: &Status, dot: bool) {
     }
     if let Some(p) = s.flash_percent {
         outln!("flashing {p}%");
+    }
+    if s.paused {
+        outln!("PAUSED by an operator");
+    }
+    if let Some(c) = &s.control {
+        outln!(
+            "last operator statement: {} campaign {} (key {}, signed {}): {}",
+            c.action,
+            c.epoch,
+            c.key,
+            c.signed_at,
+            if c.reason.is_empty() {
+                "no reason given"
+            } else {
+                &c.reason
+            }
+        );
     }
     for l in &s.links {
         outln!(
@@ -434,6 +460,9 @@ pub fn campaign(c: CampaignCommand) -> Result<ExitCode> {
             }
         }
         CampaignCommand::Status(a) => status(a),
+        CampaignCommand::Pause(a) => crate::controlcmd::run(Action::Pause, a),
+        CampaignCommand::Resume(a) => crate::controlcmd::run(Action::Resume, a),
+        CampaignCommand::Abort(a) => crate::controlcmd::run(Action::Abort, a),
         CampaignCommand::Plan {
             socket,
             manifest,

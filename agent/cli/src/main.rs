@@ -4,6 +4,7 @@
 mod out;
 mod agentcmd;
 mod client;
+mod controlcmd;
 mod demo;
 mod keygen;
 mod manifest;

@@ -248,6 +248,10 @@ pub struct Config {
     pub cluster_key: PathBuf,
     /// Directory of trusted manifest signing keys (`*.pub`).
     pub trusted_keys: PathBuf,
+    /// Directory of trusted operator keys (`*.pub`), whose signed statements pause, resume or
+    /// abort a campaign; apart from the manifest keys. Without it, every statement is refused.
+    #[serde(default)]
+    pub trusted_operator_keys: Option<PathBuf>,
     /// Directory of hw-profiles.
     pub profiles: PathBuf,
     /// The control socket.

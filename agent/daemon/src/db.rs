@@ -197,6 +197,27 @@ impl Db {
         Ok(())
     }
 
+    /// The last operator statement applied here (its line), if any.
+    pub fn statement(&self) -> Result<Option<String>, DbError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM records WHERE key = 'operator_statement'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records the operator statement being applied (durably, before the protocol sees it).
+    pub fn set_statement(&self, line: &str) -> Result<(), DbError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO records (key, value) VALUES ('operator_statement', ?1)",
+            [line],
+        )?;
+        Ok(())
+    }
+
     /// Bumps and returns the start counter (the incarnation hint of a node with no records).
     pub fn next_start(&self) -> Result<u32, DbError> {
         let cur: Option<i64> = self

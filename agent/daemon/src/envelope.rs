@@ -12,6 +12,7 @@ const CHUNK_REQ: u8 = 2;
 const NOT_YET: u8 = 3;
 const HAVE: u8 = 4;
 const BUSY: u8 = 5;
+const STATEMENT: u8 = 6;
 
 /// Most chunks a `Have` bitmap describes (it must fit a control frame). Larger images are not
 /// announced; their chunks are still found by asking.
@@ -57,6 +58,9 @@ pub enum Envelope {
         /// One bit per chunk, chunk 0 in the lowest bit of the first byte.
         bitmap: Vec<u8>,
     },
+    /// An operator's signed statement (the protocol's `Control`, with the signature that
+    /// authorises it): the line, checked by the receiver before the protocol sees it.
+    Statement(String),
 }
 
 /// Why an envelope did not decode.
@@ -103,6 +107,10 @@ impl Envelope {
                 out.push(BUSY);
                 out.extend_from_slice(&slot.to_le_bytes());
             }
+            Envelope::Statement(line) => {
+                out.push(STATEMENT);
+                out.extend_from_slice(line.as_bytes());
+            }
             Envelope::Have {
                 image,
                 chunks,
@@ -141,6 +149,10 @@ impl Envelope {
             }),
             Some(&NOT_YET) if b.len() == 5 => Ok(Envelope::NotYet { slot: u32_at(1) }),
             Some(&BUSY) if b.len() == 5 => Ok(Envelope::Busy { slot: u32_at(1) }),
+            Some(&STATEMENT) if b.len() <= 1 + entente_stage::statement::MAX_STATEMENT_LEN => {
+                let line = std::str::from_utf8(&b[1..]).map_err(|_| bad())?;
+                Ok(Envelope::Statement(line.to_owned()))
+            }
             Some(&HAVE) if b.len() >= 37 => {
                 let chunks = u32_at(33);
                 let len = chunks.div_ceil(8) as usize;
@@ -192,6 +204,7 @@ mod tests {
                 chunks: 0,
                 bitmap: vec![],
             },
+            Envelope::Statement("entente-control-v1 1 abort".into()),
         ];
         let mut buf = Vec::new();
         for e in all {
@@ -201,6 +214,10 @@ mod tests {
         assert!(Envelope::decode(&[]).is_err());
         assert!(Envelope::decode(&[9, 1, 2]).is_err());
         assert!(Envelope::decode(&[1, 2]).is_err());
+        assert!(Envelope::decode(&[STATEMENT, 0xff]).is_err(), "not UTF-8");
+        let mut huge = vec![STATEMENT];
+        huge.resize(2 + entente_stage::statement::MAX_STATEMENT_LEN, b'x');
+        assert!(Envelope::decode(&huge).is_err(), "too long");
         // A bitmap of the wrong length, a bit past the last chunk, too many chunks.
         let have = |chunks: u32, bitmap: &[u8]| {
             let mut b = vec![HAVE];

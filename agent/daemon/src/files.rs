@@ -72,6 +72,17 @@ pub fn check_trusted(cfg: &Config) -> Result<(), Vec<String>> {
             }
         }
     }
+    if let Some(dir) = &cfg.trusted_operator_keys {
+        check(dir, "trusted operator key directory", 0o022, &mut problems);
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "pub") {
+                    check(&p, "trusted operator key", 0o022, &mut problems);
+                }
+            }
+        }
+    }
     check(&cfg.profiles, "hw-profile directory", 0o022, &mut problems);
     if let Some(dir) = cfg.control_socket.parent() {
         if dir.exists() {

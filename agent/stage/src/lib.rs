@@ -44,11 +44,13 @@ mod fsutil;
 pub mod keys;
 pub mod manifest;
 pub mod spec;
+pub mod statement;
 pub mod store;
 pub mod verify;
 
 pub use keys::{KeyError, KeyId, PublicKey, SecretKey, Signature, TrustedKeys};
 pub use manifest::{CompatWindow, Digest, Manifest, ManifestError, ProfileImage};
 pub use spec::{ManifestSpec, ProfileSpec, SpecError};
+pub use statement::{Action, SignedStatement, Statement, StatementError};
 pub use store::{ImageReader, StageReport, Staging, Store, StoreConfig, StoreError};
 pub use verify::{unix_now, verify_signature, Accepted, VerifiedManifest, Verifier, VerifyError};

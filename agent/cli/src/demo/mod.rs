@@ -176,6 +176,7 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
             "manifest": manifest,
             "signature": sig,
             "image": image,
+            "operator_key": dir.join("operator.key"),
             "links": net.edges(a.nodes),
             "agents": agents.iter().map(|ag| serde_json::json!({
                 "id": ag.id, "config": ag.config, "socket": ag.socket, "log": ag.log,

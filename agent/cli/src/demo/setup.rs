@@ -117,7 +117,15 @@ pub fn prepare(dir: &Path, n: u64, net: &Net) -> Result<(Vec<Agent>, PathBuf, Pa
     let sk = SecretKey::generate()?;
     sk.write_pair(&dir.join("keys"), "demo")?;
     std::fs::remove_file(dir.join("keys/demo.key"))?; // agents trust the public key only
-                                                      // The image: 8 MiB of pseudo-random bytes.
+                                                      // The operator's key: statements (pause, resume, abort) are signed with operator.key;
+                                                      // agents trust operator-keys/operator.pub, a keyring apart from the manifest keys.
+    std::fs::create_dir_all(dir.join("operator-keys"))?;
+    SecretKey::generate()?.write_pair(dir, "operator")?;
+    std::fs::rename(
+        dir.join("operator.pub"),
+        dir.join("operator-keys/operator.pub"),
+    )?;
+    // The image: 8 MiB of pseudo-random bytes.
     let mut image = vec![0u8; (net.image_mb << 20) as usize];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for b in image.iter_mut() {
@@ -162,13 +170,14 @@ pub fn prepare(dir: &Path, n: u64, net: &Net) -> Result<(Vec<Agent>, PathBuf, Pa
         std::fs::create_dir_all(&home)?;
         let mut cfg = format!(
             "node_id = {id}\nlisten = \"{}\"\ndata_dir = \"{}\"\ncluster_key = \"{}\"\n\
-             trusted_keys = \"{}\"\nprofiles = \"{}\"\ncontrol_socket = \"{}\"\n\n[transport]\nkind = \"{}\"\nrtt_ms = 5\n\n\
+             trusted_keys = \"{}\"\ntrusted_operator_keys = \"{}\"\nprofiles = \"{}\"\ncontrol_socket = \"{}\"\n\n[transport]\nkind = \"{}\"\nrtt_ms = 5\n\n\
              [device]\nbackend = \"sim\"\nprofile = \"sim-nic\"\n\n\
              [fanout]\nstrategy = \"{}\"\n{}max_mib_per_s = {:?}\n\n",
             std::net::SocketAddr::new(ip(id), ports[id as usize - 1]),
             home.join("data").display(),
             dir.join("cluster.key").display(),
             dir.join("keys").display(),
+            dir.join("operator-keys").display(),
             dir.join("profiles").display(),
             home.join("control.sock").display(),
             net.transport,

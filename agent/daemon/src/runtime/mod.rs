@@ -4,6 +4,7 @@
 
 mod acceptance;
 mod campaign;
+mod controls;
 mod fetch;
 mod net;
 mod outputs;
@@ -93,6 +94,12 @@ pub struct Agent {
     flash_percent: Option<u8>,
     last_health: Instant,
     healthy: bool,
+    /// Keys whose statements pause, resume or abort a campaign (`None`: none configured).
+    operator_keys: Option<TrustedKeys>,
+    /// The last operator statement applied here (what the node's last control carries on).
+    statement: Option<entente_stage::SignedStatement>,
+    /// When a refused statement from each neighbour was last logged.
+    control_refusals: HashMap<u64, Instant>,
 }
 
 /// What in the data directory shows this node ran before, when its state store is new: a
@@ -151,6 +158,13 @@ impl Agent {
         let verifier = Verifier::open(keys, &cfg.data_dir.join("manifest-state.json"))
             .context("manifest anti-rollback state")?;
         let store = Store::open(&cfg.data_dir.join("store")).context("image store")?;
+        let operator_keys = match &cfg.trusted_operator_keys {
+            Some(dir) => Some(
+                TrustedKeys::load_dir(dir)
+                    .with_context(|| format!("trusted operator keys in {}", dir.display()))?,
+            ),
+            None => None,
+        };
         let profiles = entente_devices::profile::load_dir(&cfg.profiles).map_err(|errs| {
             anyhow::anyhow!(
                 "hw-profiles in {}: {}",
@@ -266,10 +280,14 @@ impl Agent {
             flash_percent: None,
             last_health: start,
             healthy: true,
+            operator_keys,
+            statement: None,
+            control_refusals: HashMap::new(),
             cfg,
         };
         agent.serve = fanout::ServeQueue::new(fanout::ServeParams::agent(agent.strategy()));
         agent.restore_manifests()?;
+        agent.restore_statement()?;
         if let Some(epoch) = running_campaign {
             agent.history(
                 HistoryEvent::new(

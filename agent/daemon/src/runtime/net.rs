@@ -169,6 +169,8 @@ impl Agent {
                     return Ok(()); // a replaced connection's leftovers
                 }
                 match Envelope::decode(&payload) {
+                    Ok(Envelope::Proto(Message::Control(_))) => self.unsigned_control(conn.peer),
+                    Ok(Envelope::Statement(line)) => self.peer_statement(conn.peer, &line)?,
                     Ok(Envelope::Proto(m)) => {
                         if matches!(m, Message::Txn(_) | Message::Hello(_)) {
                             tracing::debug!(peer = conn.peer, "recv {m:?}");
@@ -243,7 +245,15 @@ impl Agent {
         } else {
             tracing::trace!(peer = to, generation, "send {msg:?}");
         }
-        Envelope::Proto(msg).encode(&mut self.buf);
+        let envelope = match msg {
+            // A control travels as the operator's signed statement, which the neighbour checks.
+            Message::Control(c) => match self.statement_for(&c) {
+                Some(line) => Envelope::Statement(line),
+                None => return,
+            },
+            msg => Envelope::Proto(msg),
+        };
+        envelope.encode(&mut self.buf);
         let payload = Bytes::copy_from_slice(&self.buf);
         self.send_on(conn, payload);
     }

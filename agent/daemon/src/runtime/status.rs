@@ -1,6 +1,6 @@
 //! What the control socket reports: status, inventory, history; and the campaign start.
 
-use super::Agent;
+use super::{controls, Agent};
 use crate::worker::Job;
 use entente_api::{
     ComponentEntry, DeviceEntry, GpuEntry, Inventory, LinkStatus, NvmlEntry, Status, TransportStats,
@@ -112,6 +112,8 @@ impl Agent {
             },
             flash_percent: self.flash_percent,
             image: self.image_progress(),
+            paused: self.node.record().paused,
+            control: self.control_status(),
         }
     }
 
@@ -410,6 +412,10 @@ impl Agent {
                                 ))
                             }
                         }
+                        Request::Control { statement } => self
+                            .operator_statement(statement)
+                            .map(|()| Reply::Done)
+                            .map_err(controls::Refusal::answer),
                         Request::LinkRestore { peer } => {
                             if self.restore(*peer) {
                                 self.history(

@@ -1,0 +1,80 @@
+//! `entente campaign pause|resume|abort`: an operator statement, signed here with the
+//! operator's key and handed to the local agent, which checks it, applies it and carries it to
+//! every other agent (each checks it against its own trusted operator keys).
+
+use crate::agentcmd::{exit_for, SocketArg};
+use crate::client::call;
+use anyhow::{Context, Result};
+use clap::Args;
+use entente_api::{Reply, Request};
+use entente_stage::statement::{Action, Statement};
+use entente_stage::SecretKey;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// What a statement needs besides its action.
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// The operator's secret key (`entente keygen`; its public key in every agent's
+    /// `trusted_operator_keys`).
+    #[arg(long)]
+    key: PathBuf,
+    /// Why, for every agent's status and history (at most 200 bytes, one line).
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// The campaign it concerns (default: the local agent's campaign).
+    #[arg(long)]
+    epoch: Option<u64>,
+    /// Seconds until the statement expires (at most 7 days): an agent that has not heard of
+    /// it by then refuses it.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    valid_for: u64,
+}
+
+/// Signs and sends one statement.
+pub fn run(action: Action, a: ControlArgs) -> Result<ExitCode> {
+    let key =
+        SecretKey::load(&a.key).with_context(|| format!("operator key {}", a.key.display()))?;
+    let epoch = match a.epoch {
+        Some(e) => e,
+        None => match call(&a.socket.socket, Request::Status) {
+            Ok(Reply::Status(s)) if s.epoch > 0 => s.epoch,
+            Ok(Reply::Status(_)) => anyhow::bail!(
+                "the agent has no campaign: name the campaign with --epoch (a statement for a \
+                 campaign an agent has not heard of yet is kept until it arrives)"
+            ),
+            Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
+            Err(e) => return exit_for(e),
+        },
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_millis() as u64;
+    let statement = Statement {
+        epoch,
+        action,
+        counter: now_ms,
+        expires_at: now_ms / 1000 + a.valid_for,
+        reason: a.reason,
+    }
+    .sign(&key)?;
+    match call(
+        &a.socket.socket,
+        Request::Control {
+            statement: statement.to_line(),
+        },
+    ) {
+        Ok(Reply::Done) => {
+            outln!(
+                "campaign {epoch}: {action} applied here (operator key {}); it travels to every agent",
+                statement.signature.key_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
+        Err(e) => exit_for(e),
+    }
+}

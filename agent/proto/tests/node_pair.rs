@@ -700,6 +700,29 @@ fn rollback_allowed_before_any_link_moved() {
     assert!(sim.txns.iter().all(|t| t.2.kind != TxnKind::Commit));
 }
 
+/// A responder that rolled back (or halted) refuses proposals: its initiator proposes again
+/// only once the responder says it activated again, not on a timer for ever (each refusal is a
+/// persisted ABORT).
+#[test]
+fn halted_not_reproposed() {
+    let mut sim = pair();
+    sim.set_stage_delay(n(1), 100 * MS);
+    sim.drive();
+    sim.start_campaign(n(1), campaign(1, false, 1));
+    // node 1 heard that node 2 activated; node 2 rolls back before node 1 activates
+    sim.run_until(|s| s.node(n(1)).link(n(2)).unwrap().peer_activated.is_some());
+    assert_ne!(sim.node(n(1)).phase().phase, Phase::Activated);
+    assert!(sim.with_node(n(2), |node, now| node.rollback(now)));
+    sim.run_for(120 * SEC);
+    let proposals = sim
+        .txns
+        .iter()
+        .filter(|t| t.0 == n(1) && t.2.kind == TxnKind::Propose)
+        .count();
+    assert!(proposals <= 2, "{proposals} proposals to a rolled-back responder");
+    assert_eq!(link_state(&sim, 1, 2).committed, Epoch(0));
+}
+
 #[test]
 fn rollback_aborts_an_open_proposal() {
     let mut sim = pair();

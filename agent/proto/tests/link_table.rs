@@ -1182,10 +1182,10 @@ fn stale_nonces_are_counted_as_stale() {
     assert_eq!(r.state.pending, Pending::Reflecting(Nonce(3)));
     // initiator: an ABORT of an older nonce is stale
     let mut i = tentative();
-    i.on_txn(&Txn::abort(E, Nonce(1), AbortReason::NotActivated), &c);
+    i.on_txn(&Txn::abort(E, Nonce(1), AbortReason::DeviceRefused), &c);
     i.try_propose(&c);
     assert_eq!(i.state.pending, Pending::Tentative(Nonce(2)));
-    let fx = i.on_txn(&Txn::abort(E, Nonce(1), AbortReason::NotActivated), &c);
+    let fx = i.on_txn(&Txn::abort(E, Nonce(1), AbortReason::DeviceRefused), &c);
     assert_eq!(fx.note, Some(Note::Stale));
     assert_eq!(i.state.pending, Pending::Tentative(Nonce(2)));
 }
@@ -1701,7 +1701,8 @@ fn guard_recheck_after_abort_backs_off() {
     let mut now = 0;
     let mut gaps = Vec::new();
     for n in 1..=5u64 {
-        let fx = i.on_txn(&Txn::abort(E, Nonce(n), AbortReason::NotActivated), &c);
+        // the responder's device could not take the epoch: it may be able to shortly
+        let fx = i.on_txn(&Txn::abort(E, Nonce(n), AbortReason::DeviceRefused), &c);
         assert!(fx.persist);
         let at = i.rearm(now, &c, true).unwrap();
         gaps.push(at - now);
@@ -1711,11 +1712,19 @@ fn guard_recheck_after_abort_backs_off() {
         i.rearm(now, &c, true);
     }
     assert_eq!(gaps, vec![60, 120, 200, 200, 200]);
-    // without the guard (peer's activation unknown) no re-check is armed
+    // without the guard (no connection) no re-check is armed
     let mut i = tentative();
-    i.on_txn(&Txn::abort(E, Nonce(1), AbortReason::NotActivated), &c);
+    i.on_txn(&Txn::abort(E, Nonce(1), AbortReason::DeviceRefused), &c);
     i.conn = None;
     assert_eq!(i.rearm(0, &c, true), None);
+    // a responder not ready for the epoch (not activated, halted, rolled back): nothing is
+    // re-checked until it says it activated
+    let mut i = tentative();
+    let fx = i.on_txn(&Txn::abort(E, Nonce(1), AbortReason::NotActivated), &c);
+    assert!(fx.persist);
+    assert_eq!(i.peer_activated, None);
+    assert_eq!(i.rearm(0, &c, true), None);
+    assert_eq!(i.try_propose(&c).send, None);
 }
 
 #[test]

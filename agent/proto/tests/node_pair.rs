@@ -719,7 +719,10 @@ fn halted_not_reproposed() {
         .iter()
         .filter(|t| t.0 == n(1) && t.2.kind == TxnKind::Propose)
         .count();
-    assert!(proposals <= 2, "{proposals} proposals to a rolled-back responder");
+    assert!(
+        proposals <= 2,
+        "{proposals} proposals to a rolled-back responder"
+    );
     assert_eq!(link_state(&sim, 1, 2).committed, Epoch(0));
 }
 

@@ -326,6 +326,16 @@ impl LinkEnd {
         };
         let mut fx = self.apply(class, txn.epoch, cell, txn.nonce, reason, ctx);
         fx.persist |= refused;
+        let refused_ours = self.role == Role::Initiator
+            && class == Class::Tentative
+            && txn.kind == TxnKind::Abort
+            && txn.reason == AbortReason::NotActivated;
+        if refused_ours {
+            // The responder is not ready for the epoch (not activated yet, halted, rolled
+            // back): propose again once it says it activated (ACTIVATED, or LINK_HELLO on a
+            // new connection), not on a timer.
+            self.peer_activated = self.peer_activated.filter(|&p| p < txn.epoch);
+        }
         fx
     }
 

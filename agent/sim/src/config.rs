@@ -159,6 +159,10 @@ pub enum DriverBug {
     /// A write the disk acknowledged is lost at the crash that follows it (a write cache that
     /// lies): the node carries on, sends, and restarts behind what it sent.
     TornAckedWrite,
+    /// The node is started without the link epochs its device holds (as a driver that trusts
+    /// its store would): after a restore from an older copy it re-applies the store's older
+    /// link epochs to the device.
+    TrustRestoredStore,
 }
 
 /// Every option of a run. One seed determines everything else that is random.

@@ -6,7 +6,7 @@ use crate::config::{DriverBug, Protocol};
 use crate::world::{Ev, SimMsg, Store, World};
 use entente_proto::node::{Durable, Event, Record};
 use entente_proto::phase::Phase;
-use entente_proto::types::{Nanos, MS, SEC};
+use entente_proto::types::{Nanos, NodeId, MS, SEC};
 use entente_proto::Message;
 use entente_proto::{Node, Output, Rng};
 
@@ -496,8 +496,8 @@ impl World {
             self.m.wipes += 1;
         }
         if sn.store == Store::Restored {
-            // The copy taken at the last start: whatever was written since is gone, and the
-            // agent cannot tell (its neighbours can, by LINK_HELLO).
+            // The copy taken at the last start: whatever was written since is gone. The node
+            // tells from the link epochs its device holds (`start_node`), or by LINK_HELLO.
             (sn.durable, sn.starts) = sn.backup.clone();
             sn.durable_seq = sn.persist_seq;
             sn.required_seq = sn.persist_seq;
@@ -537,6 +537,16 @@ impl World {
         if wiped && bug == DriverBug::WipeKeepsWindow && sn.manifests {
             // The buggy driver: the window of the manifest it holds, whatever the device runs.
             sn.cfg.firmware_window = sn.manifest_window;
+        }
+        // The link epochs the device holds: a store behind them was restored from an older
+        // copy (the node treats it as lost). The buggy driver does not say.
+        sn.cfg.device_links.clear();
+        if bug != DriverBug::TrustRestoredStore {
+            for &(peer, link) in &self.topo.adj[n as usize] {
+                let l = &self.links[link as usize];
+                let epoch = l.epoch[usize::from(l.ends[1] == n)];
+                sn.cfg.device_links.push((NodeId(u64::from(peer)), epoch));
+            }
         }
         let lost = sn.durable.node.is_none() && sn.manifests;
         sn.starts += 1;

@@ -91,7 +91,12 @@ impl World {
                     }
                     r.push_back(m.clone());
                 }
+                let hello = matches!(m, Message::Hello(_));
                 self.with_node(to, |n, now| n.handle_message(now, NodeId(from as u64), m));
+                if hello {
+                    // The receiver's data waits for its peer's first HELLO since it started.
+                    self.update_pause(link, 1 - dir);
+                }
             }
         }
     }

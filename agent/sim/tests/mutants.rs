@@ -41,7 +41,7 @@ fn hunt(m: Mutant) -> Option<Hunt> {
         // partitions of 1-10 s keep a link down across the window, and the link is then left
         // half switched (the responder treats the retransmitted COMMIT as a protocol error).
         // Few seeds catch it since neighbours take turns to reboot (one's reset used to cut
-        // the link in that window): seed 10 of these.
+        // the link in that window): seed 18 of these.
         Mutant::ResponderAbortsAfterReflect => Hunt {
             cfg: SimConfig {
                 nodes: 32,
@@ -55,7 +55,7 @@ fn hunt(m: Mutant) -> Option<Hunt> {
                 time_limit: 120 * SEC,
                 ..SimConfig::default()
             },
-            seeds: 1..=12,
+            seeds: 1..=20,
             invariant: "agreement",
         },
         // The responder commits when gossip says the initiator did. On slow links (200 ms)

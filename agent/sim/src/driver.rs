@@ -566,6 +566,9 @@ impl World {
     pub(crate) fn partition(&mut self) {
         let dur = SEC + self.rng.below(9 * SEC);
         let until = (self.now + dur).min(self.fault_end);
+        if self.cfg.one_way_share > 0.0 && self.rng.chance(self.cfg.one_way_share) {
+            return self.one_way_partition(until);
+        }
         let kind = self.rng.below(4);
         let nlinks = self.links.len() as u64;
         let cut = |w: &mut World, link: u32, dirs: &[usize]| {
@@ -603,6 +606,41 @@ impl World {
                     }
                 }
             }
+        }
+    }
+
+    /// A one-way partition until `until`: one link, or every link of one node (which then
+    /// hears but is not heard, or the reverse), loses its messages in one direction while its
+    /// connection stays up.
+    fn one_way_partition(&mut self, until: Nanos) {
+        self.m.one_way_partitions += 1;
+        let cut: Vec<(u32, usize)> = if self.rng.below(2) == 0 {
+            let link = self.rng.below(self.links.len() as u64) as u32;
+            vec![(link, self.rng.below(2) as usize)]
+        } else {
+            let node = self.rng.below(self.nodes.len() as u64) as u32;
+            let deaf = self.rng.below(2) == 0;
+            self.topo.adj[node as usize]
+                .iter()
+                .map(|&(_, link)| {
+                    let side = usize::from(self.links[link as usize].ends[1] == node);
+                    (link, if deaf { 1 - side } else { side })
+                })
+                .collect()
+        };
+        for (link, dir) in cut {
+            let t = &mut self.links[link as usize].one_way[dir];
+            *t = (*t).max(until);
+            self.schedule(until, Ev::OneWayEnd { link });
+        }
+    }
+
+    /// A one-way partition of `link` ended: a connection that lost messages to it breaks (as a
+    /// transport that found its peer silent does), so the protocol resends on a new one.
+    pub(crate) fn one_way_end(&mut self, link: u32) {
+        let l = &self.links[link as usize];
+        if l.dropped && l.one_way.iter().all(|&t| t <= self.now) {
+            self.break_link(link);
         }
     }
 }

@@ -40,6 +40,11 @@ impl World {
             return;
         }
         self.m.messages += 1;
+        if l.one_way[dir] > self.now {
+            // A one-way partition: lost, the connection stays up until the partition ends.
+            self.links[link as usize].dropped = true;
+            return;
+        }
         let cut = l.cut[dir] > self.now;
         if cut || (self.fault_active() && self.rng.chance(self.cfg.loss)) {
             return self.break_link(link);
@@ -152,6 +157,7 @@ impl World {
         self.heat(link);
         let l = &mut self.links[link as usize];
         l.up = true;
+        l.dropped = false;
         l.backoff = rtt;
         l.gen += 1;
         let gen = l.gen as u64;

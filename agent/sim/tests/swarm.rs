@@ -66,6 +66,9 @@ fn swarm_draws_every_fault_and_shape() {
     some("wipes", &|c| c.wipe_rate > 0.0);
     some("torn writes", &|c| c.torn_rate > 0.0);
     some("restored stores", &|c| c.restore_rate > 0.0);
+    some("one-way partitions", &|c| {
+        c.partition_rate > 0.0 && c.one_way_share > 0.0
+    });
     some("partitions", &|c| c.partition_rate > 0.0);
     some("clock skew", &|c| c.skew_ms > 0.0);
     some("clock drift", &|c| c.drift_ppm > 0.0);

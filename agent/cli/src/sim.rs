@@ -36,6 +36,10 @@ pub struct SimArgs {
     /// Partitions per node per simulated second (fault phase).
     #[arg(long, default_value_t = 0.0)]
     partition_rate: f64,
+    /// Share of the partitions that are one-way (messages flow one way, the other way they
+    /// are dropped while the connection stays up).
+    #[arg(long, default_value_t = 0.0)]
+    one_way_share: f64,
     /// Crashes whose restart has lost the state store, per node per simulated second (fault
     /// phase); the device and its firmware stay.
     #[arg(long, default_value_t = 0.0)]
@@ -139,6 +143,7 @@ impl SimArgs {
             dup: self.dup,
             crash_rate: self.crash_rate,
             partition_rate: self.partition_rate,
+            one_way_share: self.one_way_share,
             wipe_rate: self.wipe_rate,
             torn_rate: self.torn_rate,
             restore_rate: self.restore_rate,

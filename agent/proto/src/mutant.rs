@@ -23,11 +23,15 @@ pub enum Mutant {
     /// A node about to activate keeps granting leases (no own lease in its acquisition order):
     /// two neighbours whose requests cross are both granted and go down together.
     GrantWhileLeasing,
+    /// The initiator takes a REFLECT or QUERY of the epoch it committed (it hears its
+    /// responder) for the COMMIT_ACK (its responder heard the COMMIT), and sends data at the
+    /// new epoch: under a one-way partition the responder never got the COMMIT.
+    AckOnHearingPeer,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 9] = [
+    pub const ALL: [Mutant; 10] = [
         Mutant::ResponderAbortsAfterReflect,
         Mutant::ResponderDoesNotPause,
         Mutant::DataBeforeCommit,
@@ -37,5 +41,6 @@ impl Mutant {
         Mutant::ProbeBeforeDeviceAck,
         Mutant::ReflectWithoutDeviceCheck,
         Mutant::GrantWhileLeasing,
+        Mutant::AckOnHearingPeer,
     ];
 }

@@ -159,6 +159,10 @@ pub enum DriverBug {
     /// A write the disk acknowledged is lost at the crash that follows it (a write cache that
     /// lies): the node carries on, sends, and restarts behind what it sent.
     TornAckedWrite,
+    /// The node is started without the link epochs its device holds (as a driver that trusts
+    /// its store would): after a restore from an older copy it re-applies the store's older
+    /// link epochs to the device.
+    TrustRestoredStore,
 }
 
 /// Every option of a run. One seed determines everything else that is random.
@@ -180,6 +184,9 @@ pub struct SimConfig {
     pub crash_rate: f64,
     /// Partitions per node per simulated second.
     pub partition_rate: f64,
+    /// Share of the partitions that are one-way: messages flow one way and are dropped the
+    /// other way while the connection stays up (it breaks when the partition ends).
+    pub one_way_share: f64,
     /// Crashes whose restart has lost the state store, per node per simulated second.
     pub wipe_rate: f64,
     /// Crashes whose restart finds the state store restored from an older copy (the one taken
@@ -249,6 +256,7 @@ impl Default for SimConfig {
             dup: 0.0,
             crash_rate: 0.0,
             partition_rate: 0.0,
+            one_way_share: 0.0,
             wipe_rate: 0.0,
             restore_rate: 0.0,
             torn_rate: 0.0,
@@ -379,6 +387,7 @@ impl SimConfig {
         probability("dup", self.dup)?;
         probability("activation-failure", self.activation_failure)?;
         probability("corrupt", self.corrupt)?;
+        probability("one-way-share", self.one_way_share)?;
         if self.loss >= 1.0 {
             return Err(ConfigError::new(
                 "loss",
@@ -496,6 +505,7 @@ impl SimConfig {
         opt("dup", self.dup, d.dup);
         opt("crash-rate", self.crash_rate, d.crash_rate);
         opt("partition-rate", self.partition_rate, d.partition_rate);
+        opt("one-way-share", self.one_way_share, d.one_way_share);
         opt("wipe-rate", self.wipe_rate, d.wipe_rate);
         opt("restore-rate", self.restore_rate, d.restore_rate);
         opt("torn-rate", self.torn_rate, d.torn_rate);
@@ -546,6 +556,7 @@ mod tests {
         assert_eq!(bad(|c| c.crash_rate = -1.0), "crash-rate");
         assert_eq!(bad(|c| c.wipe_rate = f64::INFINITY), "wipe-rate");
         assert_eq!(bad(|c| c.radix = 3), "radix");
+        assert_eq!(bad(|c| c.one_way_share = -0.5), "one-way-share");
         assert_eq!(bad(|c| c.campaigns = 0), "campaigns");
         assert_eq!(
             bad(|c| {

@@ -6,7 +6,7 @@ use crate::config::{DriverBug, Protocol};
 use crate::world::{Ev, SimMsg, Store, World};
 use entente_proto::node::{Durable, Event, Record};
 use entente_proto::phase::Phase;
-use entente_proto::types::{Nanos, MS, SEC};
+use entente_proto::types::{Nanos, NodeId, MS, SEC};
 use entente_proto::Message;
 use entente_proto::{Node, Output, Rng};
 
@@ -496,8 +496,8 @@ impl World {
             self.m.wipes += 1;
         }
         if sn.store == Store::Restored {
-            // The copy taken at the last start: whatever was written since is gone, and the
-            // agent cannot tell (its neighbours can, by LINK_HELLO).
+            // The copy taken at the last start: whatever was written since is gone. The node
+            // tells from the link epochs its device holds (`start_node`), or by LINK_HELLO.
             (sn.durable, sn.starts) = sn.backup.clone();
             sn.durable_seq = sn.persist_seq;
             sn.required_seq = sn.persist_seq;
@@ -538,6 +538,16 @@ impl World {
             // The buggy driver: the window of the manifest it holds, whatever the device runs.
             sn.cfg.firmware_window = sn.manifest_window;
         }
+        // The link epochs the device holds: a store behind them was restored from an older
+        // copy (the node treats it as lost). The buggy driver does not say.
+        sn.cfg.device_links.clear();
+        if bug != DriverBug::TrustRestoredStore {
+            for &(peer, link) in &self.topo.adj[n as usize] {
+                let l = &self.links[link as usize];
+                let epoch = l.epoch[usize::from(l.ends[1] == n)];
+                sn.cfg.device_links.push((NodeId(u64::from(peer)), epoch));
+            }
+        }
         let lost = sn.durable.node.is_none() && sn.manifests;
         sn.starts += 1;
         sn.cfg.incarnation_hint = (sn.starts - 1).max(u32::from(lost));
@@ -556,6 +566,9 @@ impl World {
     pub(crate) fn partition(&mut self) {
         let dur = SEC + self.rng.below(9 * SEC);
         let until = (self.now + dur).min(self.fault_end);
+        if self.cfg.one_way_share > 0.0 && self.rng.chance(self.cfg.one_way_share) {
+            return self.one_way_partition(until);
+        }
         let kind = self.rng.below(4);
         let nlinks = self.links.len() as u64;
         let cut = |w: &mut World, link: u32, dirs: &[usize]| {
@@ -593,6 +606,41 @@ impl World {
                     }
                 }
             }
+        }
+    }
+
+    /// A one-way partition until `until`: one link, or every link of one node (which then
+    /// hears but is not heard, or the reverse), loses its messages in one direction while its
+    /// connection stays up.
+    fn one_way_partition(&mut self, until: Nanos) {
+        self.m.one_way_partitions += 1;
+        let cut: Vec<(u32, usize)> = if self.rng.below(2) == 0 {
+            let link = self.rng.below(self.links.len() as u64) as u32;
+            vec![(link, self.rng.below(2) as usize)]
+        } else {
+            let node = self.rng.below(self.nodes.len() as u64) as u32;
+            let deaf = self.rng.below(2) == 0;
+            self.topo.adj[node as usize]
+                .iter()
+                .map(|&(_, link)| {
+                    let side = usize::from(self.links[link as usize].ends[1] == node);
+                    (link, if deaf { 1 - side } else { side })
+                })
+                .collect()
+        };
+        for (link, dir) in cut {
+            let t = &mut self.links[link as usize].one_way[dir];
+            *t = (*t).max(until);
+            self.schedule(until, Ev::OneWayEnd { link });
+        }
+    }
+
+    /// A one-way partition of `link` ended: a connection that lost messages to it breaks (as a
+    /// transport that found its peer silent does), so the protocol resends on a new one.
+    pub(crate) fn one_way_end(&mut self, link: u32) {
+        let l = &self.links[link as usize];
+        if l.dropped && l.one_way.iter().all(|&t| t <= self.now) {
+            self.break_link(link);
         }
     }
 }

@@ -40,6 +40,11 @@ impl World {
             return;
         }
         self.m.messages += 1;
+        if l.one_way[dir] > self.now {
+            // A one-way partition: lost, the connection stays up until the partition ends.
+            self.links[link as usize].dropped = true;
+            return;
+        }
         let cut = l.cut[dir] > self.now;
         if cut || (self.fault_active() && self.rng.chance(self.cfg.loss)) {
             return self.break_link(link);
@@ -91,7 +96,12 @@ impl World {
                     }
                     r.push_back(m.clone());
                 }
+                let hello = matches!(m, Message::Hello(_));
                 self.with_node(to, |n, now| n.handle_message(now, NodeId(from as u64), m));
+                if hello {
+                    // The receiver's data waits for its peer's first HELLO since it started.
+                    self.update_pause(link, 1 - dir);
+                }
             }
         }
     }
@@ -147,6 +157,7 @@ impl World {
         self.heat(link);
         let l = &mut self.links[link as usize];
         l.up = true;
+        l.dropped = false;
         l.backoff = rtt;
         l.gen += 1;
         let gen = l.gen as u64;

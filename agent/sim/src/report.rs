@@ -56,6 +56,8 @@ pub struct Report {
     pub restores: u64,
     /// Crashes during a write, which was lost (`--torn-rate`).
     pub torn_writes: u64,
+    /// Partitions that were one-way (`--one-way-share`).
+    pub one_way_partitions: u64,
     /// Campaigns the run was to carry out (`--campaigns`).
     pub campaigns: u32,
     /// Campaigns that converged, one after the other (the run stops at one that does not).

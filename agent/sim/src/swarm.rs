@@ -1,9 +1,11 @@
 //! Swarm testing: one seed picks every option of a run. Faults reach loss 0.2, duplicates 0.5,
-//! 0.05 crashes, 0.02 partitions, 0.02 wipes (crashes that lose the state store) and 0.05 torn
-//! writes (crashes during a write) per node per second and activation failures 0.2, and one run
-//! in eight has all of them at once near the top of those ranges. Half the runs carry out
-//! several campaigns (two or three, half of those going back: a semantics downgrade, then with
-//! three an image swap); those lose no store (a known gap: a store lost while the device
+//! 0.05 crashes, 0.02 partitions, 0.02 wipes (crashes that lose the state store), 0.05 torn
+//! writes (crashes during a write) and 0.02 restores (crashes whose store comes back as an older
+//! copy) per node per second and activation failures 0.2 (most runs with half or all of their
+//! partitions one-way), and one run in eight has all of them
+//! at once near the top of those ranges. Half the runs carry out several campaigns (two or
+//! three, half of those going back: a semantics downgrade, then with three an image swap);
+//! those lose or restore no store (a known gap: a store lost while the device
 //! finishes an activation of campaign 2 or later leaves the restarted node announcing the
 //! window it read at its start, see `wipes_in_later_campaigns_are_survived`).
 
@@ -100,11 +102,19 @@ pub fn options(seed: u64, max_nodes: usize, protocol: Protocol) -> SimConfig {
     };
     let campaigns = [1, 1, 2, 3][r.below(4) as usize];
     let downgrade = r.below(2) == 0;
+    cfg.restore_rate = if storm {
+        pick(&mut r, &[0.005, 0.02])
+    } else {
+        pick(&mut r, &[0.0, 0.001, 0.005, 0.02])
+    };
+    // Half the partitions one-way in most runs: messages flow one way only.
+    cfg.one_way_share = pick(&mut r, &[0.0, 0.5, 0.5, 1.0]);
     // The baselines simulate one campaign.
     if protocol == Protocol::Bilateral && campaigns > 1 {
         cfg.campaigns = campaigns;
         cfg.downgrade = downgrade;
         cfg.wipe_rate = 0.0;
+        cfg.restore_rate = 0.0;
     }
     cfg
 }
@@ -125,6 +135,8 @@ pub fn exercised(cfg: &SimConfig, r: &Report) -> Vec<&'static str> {
         ("corrupt", cfg.corrupt > 0.0),
         ("wipe", r.wipes > 0),
         ("torn_write", r.torn_writes > 0),
+        ("restore", r.restores > 0),
+        ("one_way_partition", r.one_way_partitions > 0),
         ("campaigns", cfg.campaigns > 1),
         ("downgrade", cfg.downgrade),
     ];

@@ -133,6 +133,8 @@ pub(crate) enum Ev {
     Tear { node: u32 },
     /// A partition begins.
     Partition,
+    /// A one-way partition of `link` ends: a connection that lost messages to it breaks.
+    OneWayEnd { link: u32 },
     /// Data on a hot link direction.
     DataTick { link: u32, dir: u8 },
     /// The fault phase ends.
@@ -172,6 +174,7 @@ impl Ev {
             Ev::TwoPcTick => (15, 0),
             Ev::PauseTimeout { node } => (16, node as u64),
             Ev::Tear { node } => (17, node as u64),
+            Ev::OneWayEnd { link } => (18, link as u64),
         }
     }
 }
@@ -274,6 +277,11 @@ pub(crate) struct SimLink {
     pub q: [VecDeque<(Nanos, SimMsg)>; 2],
     pub last_arrival: [Nanos; 2],
     pub cut: [Nanos; 2],
+    /// Per direction: a one-way partition drops the direction's messages until then, the
+    /// connection staying up.
+    pub one_way: [Nanos; 2],
+    /// A one-way partition dropped messages on the current connection.
+    pub dropped: bool,
     pub backoff: Nanos,
     pub reconnect_at: Option<Nanos>,
     pub recent: [VecDeque<Message>; 2],
@@ -324,6 +332,8 @@ pub(crate) struct Meters {
     pub restores: u64,
     /// Crashes during a write, which was lost.
     pub torn_writes: u64,
+    /// One-way partitions.
+    pub one_way_partitions: u64,
     /// Campaigns that converged before the current one.
     pub campaigns_done: u32,
 }
@@ -459,6 +469,8 @@ impl World {
                 q: [VecDeque::new(), VecDeque::new()],
                 last_arrival: [0; 2],
                 cut: [0; 2],
+                one_way: [0; 2],
+                dropped: false,
                 backoff: cfg.rtt(),
                 reconnect_at: None,
                 recent: [VecDeque::new(), VecDeque::new()],
@@ -668,6 +680,7 @@ impl World {
             Ev::Restart { node } => self.restart(node),
             Ev::Tear { node } => self.tear(node),
             Ev::Partition => self.partition(),
+            Ev::OneWayEnd { link } => self.one_way_end(link),
             Ev::DataTick { link, dir } => self.data_tick(link, dir),
             Ev::Heal => self.heal(),
             Ev::Liveness { deadline } => self.liveness(deadline),
@@ -706,6 +719,11 @@ impl World {
         for l in 0..self.links.len() {
             let link = &mut self.links[l];
             link.cut = [0; 2];
+            link.one_way = [0; 2];
+            if link.up && link.dropped {
+                self.break_link(l as u32);
+            }
+            let link = &mut self.links[l];
             if !link.up && link.reconnect_at.is_none_or(|t| t > self.now) {
                 self.try_connect(l as u32);
             }
@@ -897,6 +915,7 @@ impl World {
             wipes: self.m.wipes,
             restores: self.m.restores,
             torn_writes: self.m.torn_writes,
+            one_way_partitions: self.m.one_way_partitions,
             campaigns: self.plan.len() as u32,
             campaigns_converged: self.m.campaigns_done + u32::from(converged),
             progress: downsample(&self.m.series, total, now),

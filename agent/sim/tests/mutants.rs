@@ -41,7 +41,7 @@ fn hunt(m: Mutant) -> Option<Hunt> {
         // partitions of 1-10 s keep a link down across the window, and the link is then left
         // half switched (the responder treats the retransmitted COMMIT as a protocol error).
         // Few seeds catch it since neighbours take turns to reboot (one's reset used to cut
-        // the link in that window): seed 10 of these.
+        // the link in that window): seed 18 of these.
         Mutant::ResponderAbortsAfterReflect => Hunt {
             cfg: SimConfig {
                 nodes: 32,
@@ -55,7 +55,7 @@ fn hunt(m: Mutant) -> Option<Hunt> {
                 time_limit: 120 * SEC,
                 ..SimConfig::default()
             },
-            seeds: 1..=12,
+            seeds: 1..=20,
             invariant: "agreement",
         },
         // The responder commits when gossip says the initiator did. On slow links (200 ms)
@@ -90,6 +90,16 @@ fn hunt(m: Mutant) -> Option<Hunt> {
             seeds: 1..=12,
             invariant: "durability",
         },
+        // The initiator takes hearing its responder (a QUERY of the committed epoch) for the
+        // COMMIT_ACK. Only a one-way partition shows it: its COMMIT is dropped while the
+        // responder's QUERY still arrives, and the new-epoch data it then sends reaches a
+        // responder that never committed. 50 ms links widen the window between PROPOSE and
+        // COMMIT in which a partition must start; seed 16 of these.
+        Mutant::AckOnHearingPeer => Hunt {
+            cfg: one_way(1.0),
+            seeds: 1..=16,
+            invariant: "agreement",
+        },
         // Two neighbours staged at the same moment ask each other for a lease at once and
         // both grant: the budget checker sees a node start its activation beside a neighbour.
         Mutant::GrantWhileLeasing => Hunt {
@@ -117,6 +127,23 @@ fn hunt(m: Mutant) -> Option<Hunt> {
         Mutant::ProbeBeforeDeviceAck | Mutant::ReflectWithoutDeviceCheck => return None,
     };
     Some(h)
+}
+
+/// Slow links under frequent partitions, `share` of them one-way.
+fn one_way(share: f64) -> SimConfig {
+    SimConfig {
+        nodes: 16,
+        topology: TopologyKind::Random,
+        degree: 3,
+        partition_rate: 0.2,
+        one_way_share: share,
+        mean_delay: 50 * MS,
+        traffic_hz: 100.0,
+        gossip: GossipMode::Flood,
+        activation: (SEC, 5 * SEC),
+        time_limit: 300 * SEC,
+        ..SimConfig::default()
+    }
 }
 
 fn catch(m: Mutant) {
@@ -183,6 +210,27 @@ fn commit_on_other_path_is_caught() {
 fn grant_while_leasing_is_caught() {
     catch(Mutant::GrantWhileLeasing);
     control(Mutant::GrantWhileLeasing);
+}
+
+/// An initiator that treats "I hear my peer" as "my peer hears me": it takes a QUERY of the
+/// epoch it committed (its responder still reflects, so it never got the COMMIT) for the
+/// COMMIT_ACK and sends data at the new epoch. A two-way partition breaks the connection and the
+/// COMMIT is resent before any data on the next one, so the bug hides; a one-way partition
+/// drops the COMMIT while the QUERY gets through, and the agreement checker sees the data
+/// read under the old epoch. The correct initiator answers the QUERY with the COMMIT again.
+#[test]
+fn planted_one_way_partition() {
+    catch(Mutant::AckOnHearingPeer);
+    control(Mutant::AckOnHearingPeer);
+    // The same seeds with two-way partitions only: the bug does not show.
+    for seed in 1..=16 {
+        let r = common::run(SimConfig {
+            seed,
+            mutant: Some(Mutant::AckOnHearingPeer),
+            ..one_way(0.0)
+        });
+        assert_eq!(count(&r, "agreement"), 0, "{}", explain(&r));
+    }
 }
 
 #[test]

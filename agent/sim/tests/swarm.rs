@@ -1,6 +1,6 @@
 //! Swarm testing: hundreds of seeds, each drawing every option of its run (topology, size,
-//! loss, duplicates, crashes, lost stores, torn writes, partitions, skew, drift, traffic,
-//! activation failures, corrupt chunks, budget) with faults on. Every run must stay safe and
+//! loss, duplicates, crashes, lost stores, torn writes, restored stores, partitions, skew,
+//! drift, traffic, activation failures, corrupt chunks, budget) with faults on. Every run must stay safe and
 //! converge within the bound.
 
 mod common;
@@ -65,6 +65,10 @@ fn swarm_draws_every_fault_and_shape() {
     some("crashes", &|c| c.crash_rate > 0.0);
     some("wipes", &|c| c.wipe_rate > 0.0);
     some("torn writes", &|c| c.torn_rate > 0.0);
+    some("restored stores", &|c| c.restore_rate > 0.0);
+    some("one-way partitions", &|c| {
+        c.partition_rate > 0.0 && c.one_way_share > 0.0
+    });
     some("partitions", &|c| c.partition_rate > 0.0);
     some("clock skew", &|c| c.skew_ms > 0.0);
     some("clock drift", &|c| c.drift_ppm > 0.0);
@@ -94,6 +98,7 @@ fn swarm_draws_every_fault_and_shape() {
     some("partitions 0.02", &|c| c.partition_rate >= 0.02);
     some("wipes 0.02", &|c| c.wipe_rate >= 0.02);
     some("torn writes 0.05", &|c| c.torn_rate >= 0.05);
+    some("restores 0.02", &|c| c.restore_rate >= 0.02);
     some("activation failures 0.2", &|c| c.activation_failure >= 0.2);
     some("every fault at once, near the top of its range", &|c| {
         c.loss >= 0.05
@@ -103,6 +108,7 @@ fn swarm_draws_every_fault_and_shape() {
             && c.activation_failure >= 0.1
             && c.wipe_rate >= 0.01
             && c.torn_rate >= 0.01
+            && c.restore_rate >= 0.005
     });
 }
 
@@ -128,6 +134,7 @@ fn swarm_options_are_a_function_of_the_seed() {
                 campaigns: b.campaigns,
                 downgrade: b.downgrade,
                 wipe_rate: if b.campaigns > 1 { 0.0 } else { f.wipe_rate },
+                restore_rate: if b.campaigns > 1 { 0.0 } else { f.restore_rate },
                 ..f
             },
             b

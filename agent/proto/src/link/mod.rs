@@ -309,6 +309,20 @@ impl LinkEnd {
             Stimulus::Recv(txn.kind, rel),
             ctx.ready(txn.epoch),
         );
+        #[cfg(feature = "mutants")]
+        let cell = if ctx.is(Mutant::AckOnHearingPeer)
+            && self.role == Role::Initiator
+            && class == Class::Committed
+            && matches!(txn.kind, TxnKind::Reflect | TxnKind::Query)
+        {
+            table::Cell {
+                next: Next::Acked,
+                reply: Reply::None,
+                note: Note::Ok,
+            }
+        } else {
+            cell
+        };
         let refused = txn.kind == TxnKind::Propose && cell.reply == Reply::AbortTheirs;
         if refused {
             // Remember the refusal (persisted with the ABORT) so a retransmitted PROPOSE of the

@@ -63,6 +63,12 @@ pub struct NodeConfig {
     pub heartbeat: Option<Nanos>,
     /// Incarnation used when there is no durable state (a wiped disk): must grow across wipes.
     pub incarnation_hint: u32,
+    /// The link epochs the device holds, read at start: the device's link to each listed peer
+    /// speaks at least that epoch (a device with one link-epoch parameter lists its value for
+    /// every link; empty where the device cannot say). The device outlives the store: a
+    /// persisted link state below it is a store restored from an older copy (see
+    /// [`Node::new`]).
+    pub device_links: Vec<(NodeId, Epoch)>,
     /// Seed of the node's jitter.
     pub seed: u64,
     /// Links move by transactions (always, in the product). Simulator baselines that switch
@@ -92,6 +98,7 @@ impl NodeConfig {
             firmware_digest: [0; 32],
             retry: 5 * SEC,
             incarnation_hint: 0,
+            device_links: Vec::new(),
             heartbeat: None,
             seed: id.0,
             transactions: true,
@@ -99,6 +106,17 @@ impl NodeConfig {
             mutant: None,
         }
     }
+}
+
+/// Whether a persisted link state is below the epoch the device holds for that link.
+fn store_behind_device(cfg: &NodeConfig, durable: &Durable) -> bool {
+    durable.links.iter().any(|(peer, s)| {
+        !s.fresh
+            && cfg
+                .device_links
+                .iter()
+                .any(|(p, e)| p == peer && s.committed < *e)
+    })
 }
 
 /// Activation progress of this node.
@@ -145,12 +163,35 @@ pub struct Node {
     hello_sent: Vec<(NodeId, Window)>,
     /// When this node last merged a changed entry reported by each other node.
     heard: std::collections::HashMap<NodeId, Nanos>,
+    /// Whether the peer's LINK_HELLO was received since this node started (same order as
+    /// `links`): a store may have been restored from an older copy, which the node cannot tell
+    /// until its peer's HELLO gives back the link's epoch, so no data flows before it.
+    hello_heard: Vec<bool>,
 }
 
 impl Node {
     /// A node starting from `durable` (empty on first start or after a wiped disk) at `now`.
     /// Links with no persisted state wait for LINK_HELLO; restart rules are applied at once.
-    pub fn new(cfg: NodeConfig, durable: &Durable, now: Nanos) -> Node {
+    ///
+    /// A store whose link state is below the epoch the device holds for that link
+    /// ([`NodeConfig::device_links`]) was restored from an older copy: it is treated as lost
+    /// (no link epoch of it is re-applied to the device; every link is agreed again by
+    /// LINK_HELLO; the node takes an incarnation above the store's and the restart
+    /// quarantine, [`Event::Reincarnated`]), and the store is rewritten to say so.
+    pub fn new(mut cfg: NodeConfig, durable: &Durable, now: Nanos) -> Node {
+        let lost;
+        let behind = store_behind_device(&cfg, durable);
+        let durable = if behind {
+            let stored = durable
+                .node
+                .as_ref()
+                .map_or(0, |r| r.phase.version.incarnation);
+            cfg.incarnation_hint = cfg.incarnation_hint.max(stored.saturating_add(1));
+            lost = Durable::default();
+            &lost
+        } else {
+            durable
+        };
         let mut neighbours = cfg.neighbours.clone();
         neighbours.sort_unstable();
         neighbours.dedup();
@@ -195,6 +236,7 @@ impl Node {
             heard: std::collections::HashMap::new(),
             device_ready: None,
             device_failures: vec![0; links.len()],
+            hello_heard: vec![false; links.len()],
             peers: links.iter().map(|l| l.peer).collect(),
             links,
             record,
@@ -202,6 +244,9 @@ impl Node {
         };
         let seq = node.rng.next_u64() as u32;
         node.holder.seed(seq);
+        if behind {
+            node.forget_store();
+        }
         // A restarted grantor stays quiet as long as the longest lease it may have granted.
         node.grantor.quiet_for(now, node.grant_length());
         node.load_marks();
@@ -229,6 +274,21 @@ impl Node {
         node.resume_after_restart(now);
         node.start_heartbeat(now);
         node
+    }
+
+    /// The store was found behind the device: rewrite it as a lost store (a fresh state for
+    /// every link, the node record at its new incarnation), so that a later start finds it
+    /// lost too rather than behind, and report the new incarnation.
+    fn forget_store(&mut self) {
+        for i in 0..self.links.len() {
+            let peer = self.links[i].peer;
+            self.emit(Output::Persist(Record::Link(peer, LinkState::fresh())));
+        }
+        self.persist_node();
+        self.emit(Output::Event(Event::Reincarnated {
+            incarnation: self.record.phase.version.incarnation,
+            quiet_ms: self.grant_length() / MS,
+        }));
     }
 
     /// The campaign epoch this node activated, if its phase says it runs one.
@@ -372,10 +432,14 @@ impl Node {
         self.grantor.active(now)
     }
 
-    /// Epoch to tag data sent to `peer` with; `None` while data must pause.
+    /// Epoch to tag data sent to `peer` with; `None` while data must pause (and until the
+    /// peer's first LINK_HELLO since this node started).
     pub fn send_epoch(&self, peer: NodeId) -> Option<Epoch> {
         let ctx = self.ctx();
-        self.link(peer).and_then(|l| l.send_epoch(&ctx))
+        let i = self.index(peer)?;
+        self.hello_heard[i]
+            .then(|| self.links[i].send_epoch(&ctx))
+            .flatten()
     }
     /// Epoch under which data from `peer` is interpreted.
     pub fn recv_epoch(&self, peer: NodeId) -> Option<Epoch> {
@@ -561,6 +625,7 @@ impl Node {
     }
 
     fn on_hello(&mut self, now: Nanos, i: usize, h: &Hello) {
+        self.hello_heard[i] = true;
         if let Some(v) = h.your_version {
             self.outgrow(now, v);
         }

@@ -219,8 +219,10 @@ pub enum Event {
         theirs: Window,
     },
     /// A neighbour holds a newer report of this node than this node itself (its store was lost
-    /// or restored from an older copy): this node takes a new incarnation above it and, having
-    /// forgotten the leases it may have granted, grants none for `quiet_ms` (restart quarantine).
+    /// or restored from an older copy), or the store at start was behind the link epochs the
+    /// device holds (restored from an older copy, and treated as lost): this node takes a new
+    /// incarnation above it and, having forgotten the leases it may have granted, grants none
+    /// for `quiet_ms` (restart quarantine).
     Reincarnated {
         /// The new incarnation.
         incarnation: u32,

@@ -134,6 +134,15 @@ fn disk_restored_older() {
     c.start(2);
     c.wait_status(2, LIMIT, |s| links_at(s, 1) && s["converged"] == true);
     assert_no_mismatch(&c, 3);
+    // The store is behind what the device holds: it is treated as lost, not re-applied (the
+    // device would have been asked to take its links back to epoch 0).
+    let log = c.log(2);
+    assert!(!log.contains("would go back"), "{log}");
+    assert!(
+        c.history(2).iter().any(|e| e.contains("new incarnation")),
+        "{:?}",
+        c.history(2)
+    );
 }
 
 #[test]

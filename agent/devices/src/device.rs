@@ -368,6 +368,13 @@ pub trait Device {
     /// parameter); epochs only grow, and setting the current one again is a no-op.
     fn set_link_epoch(&mut self, peer: u64, epoch: u64) -> Result<(), DeviceError>;
 
+    /// The link epochs the device holds, per peer, as read now: what a restarting agent
+    /// trusts over its own store (a store restored from an older copy is behind them). Empty
+    /// where the device keeps none that outlive the agent.
+    fn link_epochs(&self) -> std::collections::BTreeMap<u64, u64> {
+        std::collections::BTreeMap::new()
+    }
+
     /// Whether the device, as it runs now, can take `epoch` as a link epoch: asked before the
     /// agent proposes or reflects the epoch (the device's vote in the link's commit). Devices
     /// that record link epochs without conditions accept every epoch.

@@ -187,6 +187,9 @@ impl Agent {
             })?;
         let device = crate::device_backend::open(&cfg, &profile)?;
         let inventory = device.inventory().map_err(|e| e.to_string());
+        // What the device holds outlives the disk: a store behind it was restored from an
+        // older copy, and the node treats it as lost rather than re-apply older epochs.
+        let device_links = device.link_epochs();
         let running = window::running_window(
             &profile,
             inventory.as_ref().map_err(Clone::clone),
@@ -226,6 +229,10 @@ impl Agent {
         );
         ncfg.max_unavailable_neighbors = cfg.policy.max_unavailable_neighbors;
         ncfg.firmware_window = running.window;
+        ncfg.device_links = device_links
+            .iter()
+            .map(|(&peer, &epoch)| (NodeId(peer), entente_proto::Epoch(epoch)))
+            .collect();
         // Starts before this one: 0 on the very first start, which therefore grants leases at
         // once; any later start is a restart (it may have granted before it stopped), and so is
         // a start whose store was lost.

@@ -163,8 +163,9 @@ impl Agent {
                 incarnation,
                 quiet_ms,
             } => format!(
-                "new incarnation {incarnation}: a neighbour holds reports of an earlier life of \
-                 this node; restart quarantine, no lease granted for {} s",
+                "new incarnation {incarnation}: this node's store is behind what a neighbour or \
+                 its device holds of it (a lost or restored store); restart quarantine, no lease \
+                 granted for {} s",
                 quiet_ms / 1000
             ),
             other => format!("{other:?}"),

@@ -77,6 +77,11 @@ impl LinkEpochs {
         self.epochs.get(&peer).copied()
     }
 
+    /// Every peer's committed epoch.
+    pub fn all(&self) -> &BTreeMap<u64, u64> {
+        &self.epochs
+    }
+
     /// The node's lowest committed link epoch (none before the first).
     pub fn lowest(&self) -> Option<u64> {
         self.epochs.values().copied().min()

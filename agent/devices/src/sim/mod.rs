@@ -694,6 +694,10 @@ impl Device for SimDevice {
         Ok(())
     }
 
+    fn link_epochs(&self) -> BTreeMap<u64, u64> {
+        self.state.link_epochs.clone()
+    }
+
     fn set_link_epoch(&mut self, peer: u64, epoch: u64) -> Result<(), DeviceError> {
         self.powered()?;
         if self.faults.refuse_link_epoch == Some(epoch) {

@@ -247,3 +247,76 @@ fn control_counter_far_ahead_refused() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(c.status(0).unwrap()["control"]["reason"], "honest");
 }
+
+/// The running version of node `i`'s device (`entente inventory --json`).
+fn running_version(c: &Cluster, i: usize) -> Value {
+    let out = run(entente()
+        .args(["inventory", "--json", "--socket"])
+        .arg(c.socket(i)));
+    let inv: Value = serde_json::from_slice(&out.stdout).unwrap();
+    inv["devices"][0]["components"][0]["running"].clone()
+}
+
+/// A rollback before any link committed: every node runs its previous firmware again and its
+/// window goes back with it (its links stay at the old epoch; a resume stages it again).
+#[test]
+fn rollback_before_commit() {
+    let dir = tempdir("rollback-before");
+    let mut c = Cluster::new(&dir, 2);
+    // node 2's device votes no for link epoch 1: the link never moves
+    let drop_in = c.agent(1, "config").with_extension("d");
+    std::fs::create_dir_all(&drop_in).unwrap();
+    std::fs::write(
+        drop_in.join("30-faults.toml"),
+        "[device.faults]\nrefuse_link_epoch = 1\n",
+    )
+    .unwrap();
+    c.start_all();
+    let before = running_version(&c, 0);
+    c.start_seeded_campaign();
+    phase_everywhere(&c, 2, "activated");
+    assert_ne!(running_version(&c, 0), before);
+    let (code, err) = control(&c, 1, "rollback", &operator_key(&dir), "new firmware flaps");
+    assert_eq!(code, 0, "{err}");
+    phase_everywhere(&c, 2, "rolled-back");
+    for i in 0..2 {
+        let deadline = Instant::now() + LIMIT;
+        while running_version(&c, i) != before {
+            assert!(
+                Instant::now() < deadline,
+                "node {i} still runs the new firmware"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(history_kinds(&c, i).iter().any(|k| k == "rolled_back"));
+        // the window went back with the device: the log names it
+        assert!(
+            c.log(i).contains("rolled back: the device runs"),
+            "{}",
+            c.log(i)
+        );
+        let s = c.status(i).unwrap();
+        assert!(s["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["committed"] == 0));
+    }
+}
+
+/// Once a link committed the campaign's epoch, a rollback is refused where it is given (exit 3),
+/// naming the way back: a downgrade campaign.
+#[test]
+fn rollback_after_commit_refused() {
+    let dir = tempdir("rollback-after");
+    let mut c = Cluster::new(&dir, 2);
+    c.start_all();
+    c.start_seeded_campaign();
+    c.wait_converged(0, LIMIT);
+    let (code, err) = control(&c, 0, "rollback", &operator_key(&dir), "too late");
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("downgrade"), "{err}");
+    let s = c.status(0).unwrap();
+    assert_eq!(s["phase"], "converged", "{s:#}");
+    assert!(s["control"].is_null(), "{s:#}");
+}

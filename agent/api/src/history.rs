@@ -79,6 +79,10 @@ pub enum HistoryKind {
     LeaseDenied,
     /// A rollback was refused (`epoch`).
     RollbackRefused,
+    /// The device runs the firmware it ran before campaign `epoch` again.
+    RolledBack,
+    /// A rollback failed: the device still runs campaign `epoch`'s firmware (`reason`).
+    RollbackFailed,
     /// An operator's request (`reason`).
     Operator,
     /// An operator statement was applied here (`epoch`, `method`: the action, `reason`: the

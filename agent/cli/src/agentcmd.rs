@@ -87,6 +87,10 @@ pub enum CampaignCommand {
     /// Abort the campaign: open link transactions aborted, no new activation, committed links
     /// stay; every node ends halted.
     Abort(crate::controlcmd::ControlArgs),
+    /// Roll the campaign back: every node that activated it and whose links have not moved
+    /// runs its previous firmware again; the others halt. Refused (exit 3) once a link
+    /// committed the campaign's epoch: going back then takes a downgrade campaign.
+    Rollback(crate::controlcmd::ControlArgs),
 }
 
 /// `entente image ...`.
@@ -463,6 +467,7 @@ pub fn campaign(c: CampaignCommand) -> Result<ExitCode> {
         CampaignCommand::Pause(a) => crate::controlcmd::run(Action::Pause, a),
         CampaignCommand::Resume(a) => crate::controlcmd::run(Action::Resume, a),
         CampaignCommand::Abort(a) => crate::controlcmd::run(Action::Abort, a),
+        CampaignCommand::Rollback(a) => crate::controlcmd::run(Action::Rollback, a),
         CampaignCommand::Plan {
             socket,
             manifest,

@@ -1,4 +1,4 @@
-//! `entente campaign pause|resume|abort`: an operator statement, signed here with the
+//! `entente campaign pause|resume|abort|rollback`: an operator statement, signed here with the
 //! operator's key and handed to the local agent, which checks it, applies it and carries it to
 //! every other agent (each checks it against its own trusted operator keys).
 

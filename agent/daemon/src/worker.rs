@@ -30,6 +30,11 @@ pub enum Job {
         /// The method.
         method: ActivationMethod,
     },
+    /// Run the firmware that ran before campaign `epoch`'s again.
+    Rollback {
+        /// Campaign epoch rolled back.
+        epoch: u64,
+    },
     /// Ask whether the device can take a link epoch.
     PrepareLinkEpoch {
         /// Epoch.
@@ -62,6 +67,13 @@ pub enum Done {
         epoch: u64,
         /// The error, if it failed.
         error: Option<String>,
+    },
+    /// A rollback finished: what the device runs now, or why it could not go back.
+    RolledBack {
+        /// Campaign epoch rolled back.
+        epoch: u64,
+        /// The device's inventory after it, or the error.
+        result: Result<Box<entente_devices::device::Inventory>, String>,
     },
     /// The device's answer to whether it can take a link epoch.
     LinkEpochPrepared {
@@ -206,6 +218,15 @@ impl Worker {
                                 .map_err(|e| e.to_string())
                                 .err();
                             Done::Activated { epoch, error }
+                        }
+                        Job::Rollback { epoch } => {
+                            already_running = None;
+                            let result = device
+                                .rollback(&component)
+                                .and_then(|_| device.inventory())
+                                .map(Box::new)
+                                .map_err(|e| e.to_string());
+                            Done::RolledBack { epoch, result }
                         }
                         Job::PrepareLinkEpoch { epoch } => Done::LinkEpochPrepared {
                             epoch,

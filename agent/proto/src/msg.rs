@@ -239,6 +239,9 @@ pub enum ControlAction {
     Resume,
     /// Halt: no new activations, open transactions aborted, committed links stay.
     Abort,
+    /// Go back: a node that activated the campaign and whose links have not moved runs its
+    /// previous firmware again; any other node halts as for an abort.
+    Rollback,
 }
 
 /// A flooded campaign control statement.

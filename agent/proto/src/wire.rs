@@ -176,6 +176,7 @@ code_table!(control_action_code, control_action_from, ControlAction, "control ac
     ControlAction::Pause = 0,
     ControlAction::Resume = 1,
     ControlAction::Abort = 2,
+    ControlAction::Rollback = 3,
 });
 
 code_table!(phase_code, phase_from, Phase, "phase", {

@@ -726,6 +726,51 @@ fn halted_not_reproposed() {
     assert_eq!(link_state(&sim, 1, 2).committed, Epoch(0));
 }
 
+/// A flooded rollback: a node whose device runs the campaign and whose links have not moved
+/// runs its previous firmware again (its window goes back); a node with a committed link halts
+/// instead (it cannot go back); a converged node stays converged.
+#[test]
+fn rollback_control_where_possible_halt_elsewhere() {
+    let mut sim = line();
+    // node 3's device votes no for epoch 1: the link 2-3 never moves
+    sim.refuse_link_epoch(n(3), Epoch(1));
+    sim.drive();
+    sim.start_campaign(n(1), campaign(1, false, 1));
+    sim.run_until(|s| link_state(s, 2, 1).committed == Epoch(1));
+    sim.run_for(SEC);
+    assert_eq!(
+        sim.phases(),
+        [
+            (n(1), Phase::Converged),
+            (n(2), Phase::Activated),
+            (n(3), Phase::Activated)
+        ]
+    );
+    sim.control(n(1), 1, ControlAction::Rollback, 1);
+    sim.run_for(SEC);
+    assert_eq!(
+        sim.phases(),
+        [
+            (n(1), Phase::Converged),
+            (n(2), Phase::Halted),
+            (n(3), Phase::RolledBack)
+        ]
+    );
+    assert_eq!(sim.node(n(3)).running_window(), w0());
+    assert!(sim.node(n(2)).running_window().contains(Epoch(1)));
+    assert!(sim
+        .events
+        .iter()
+        .any(|(_, id, e)| *id == n(3) && matches!(e, Event::RolledBack { epoch: Epoch(1) })));
+    assert!(sim
+        .events
+        .iter()
+        .any(|(_, id, e)| *id == n(2) && matches!(e, Event::RollbackRefused { .. })));
+    // committed links stay; nothing moved on the rolled-back side
+    assert_eq!(link_state(&sim, 1, 2).committed, Epoch(1));
+    assert_eq!(link_state(&sim, 3, 2).committed, Epoch(0));
+}
+
 #[test]
 fn rollback_aborts_an_open_proposal() {
     let mut sim = pair();

@@ -43,6 +43,7 @@ impl World {
         // The simulated device answers link-epoch work at once, after the outputs that asked.
         let mut device_answers = Vec::new();
         let mut drained = Vec::new();
+        let mut rollbacks = Vec::new();
         let mut torn = false;
         for o in outs.drain(..) {
             match o {
@@ -120,6 +121,8 @@ impl World {
                 Output::PrepareLinkEpoch { epoch } => device_answers.push((None, epoch)),
                 // The simulated node drains at once (its drain has no jobs to wait for).
                 Output::Drain { epoch } => drained.push(epoch),
+                // The simulated device goes back to the other bank at once.
+                Output::RollBack { epoch } => rollbacks.push(epoch),
                 Output::Event(e) => self.on_event(n, e),
             }
         }
@@ -141,6 +144,11 @@ impl World {
                     }
                 }
             });
+        }
+        for epoch in rollbacks {
+            let previous = self.nodes[n as usize].dev.previous;
+            self.firmware_changed(n, previous);
+            self.with_node(n, |node, now| node.rollback_done(now, epoch, Ok(previous)));
         }
         touched.sort_unstable();
         touched.dedup();
@@ -206,6 +214,7 @@ impl World {
     pub(crate) fn firmware_changed(&mut self, n: u32, w: entente_proto::Window) {
         let old = self.nodes[n as usize].dev.running;
         self.nodes[n as usize].dev.running = w;
+        self.nodes[n as usize].dev.previous = old;
         if w.max < old.max {
             let moved = self.topo.adj[n as usize].iter().any(|&(_, link)| {
                 let l = &self.links[link as usize];

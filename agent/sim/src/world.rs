@@ -216,6 +216,8 @@ pub(crate) enum SimMsg {
 pub(crate) struct Device {
     /// Window of the running firmware, as the manifest that installed it said.
     pub running: Window,
+    /// Window of the firmware that ran before it (what a rollback runs again).
+    pub previous: Window,
     /// Digest of the running image.
     pub firmware: [u8; 32],
     /// The image being fetched or fetched (digest), and the campaign that asked for it.
@@ -443,6 +445,7 @@ impl World {
                 clock,
                 dev: Device {
                     running: OLD_FW,
+                    previous: OLD_FW,
                     firmware: image_digest(0),
                     ..Device::default()
                 },

@@ -1,4 +1,5 @@
-//! Operator statements: pause, resume or abort a campaign, signed by an operator key.
+//! Operator statements: pause, resume, abort or roll back a campaign, signed by an operator
+//! key.
 //!
 //! A statement is one text line, signed whole but for its signature:
 //!
@@ -39,6 +40,8 @@ pub enum Action {
     Resume,
     /// Halt: open transactions aborted, no new activation, committed links stay.
     Abort,
+    /// Go back to the previous firmware where no link moved; halt elsewhere.
+    Rollback,
 }
 
 impl Action {
@@ -48,6 +51,7 @@ impl Action {
             Action::Pause => "pause",
             Action::Resume => "resume",
             Action::Abort => "abort",
+            Action::Rollback => "rollback",
         }
     }
 
@@ -57,6 +61,7 @@ impl Action {
             "pause" => Action::Pause,
             "resume" => Action::Resume,
             "abort" => Action::Abort,
+            "rollback" => Action::Rollback,
             _ => return None,
         })
     }
@@ -212,8 +217,11 @@ impl SignedStatement {
         let mut next = |what: &str| f.next().ok_or_else(|| bad(&format!("no {what}")));
         let epoch = number(next("epoch")?, "epoch")?;
         let word = next("action")?;
-        let action = Action::parse(word)
-            .ok_or_else(|| bad(&format!("action {word:?} (pause, resume or abort)")))?;
+        let action = Action::parse(word).ok_or_else(|| {
+            bad(&format!(
+                "action {word:?} (pause, resume, abort or rollback)"
+            ))
+        })?;
         let counter = number(next("counter")?, "counter")?;
         let expires_at = number(next("expiry")?, "expiry")?;
         let mut key_id = [0u8; 8];

@@ -29,6 +29,7 @@ fn to_control(s: &SignedStatement) -> Control {
             Action::Pause => ControlAction::Pause,
             Action::Resume => ControlAction::Resume,
             Action::Abort => ControlAction::Abort,
+            Action::Rollback => ControlAction::Rollback,
         },
         counter: st.counter,
     }
@@ -105,9 +106,31 @@ impl Agent {
     /// the operator is told.
     pub(super) fn operator_statement(&mut self, line: &str) -> Result<(), Refusal> {
         let s = self.check_statement(line)?;
+        if s.statement.action == Action::Rollback {
+            self.rollback_possible(s.statement.epoch)?;
+        }
         let failed = |e: anyhow::Error| Refusal::Refused(format!("recording the statement: {e}"));
         self.apply_statement(s, None).map_err(failed)?;
         self.carry_out().map_err(failed)
+    }
+
+    /// A rollback is refused where it is given once any link of the cluster (as this node
+    /// knows it) committed the campaign's epoch: epochs only grow, so going back then takes a
+    /// downgrade campaign. Given anyway elsewhere, each node that cannot roll back halts.
+    fn rollback_possible(&self, epoch: u64) -> Result<(), Refusal> {
+        let s = self.status();
+        if s.epoch == epoch && s.links_committed > 0 {
+            return Err(Refusal::Refused(format!(
+                "{} link(s) committed epoch {epoch} already: a rollback cannot take them back. \
+                 Going back takes two campaigns: a semantics downgrade (epoch {}: the same \
+                 firmware, old semantics), then the old image (epoch {}); docs/protocol.md, \
+                 \"Going back\"",
+                s.links_committed,
+                epoch + 1,
+                epoch + 2
+            )));
+        }
+        Ok(())
     }
 
     /// A statement a neighbour sent: applied if it holds; a repeat is ignored; anything else is

@@ -501,6 +501,36 @@ impl Agent {
                 self.node
                     .activation_done(now, entente_proto::Epoch(epoch), error.is_none());
             }
+            Done::RolledBack { epoch, result } => {
+                let window = result.and_then(|inv| {
+                    let held = fetch::held_manifests(&self.cfg.data_dir);
+                    window::running_window(&self.profile, Ok(&inv), &held, None)
+                });
+                match window {
+                    Ok(w) => {
+                        tracing::info!(
+                            epoch,
+                            "rolled back: the device runs {} (window {:?}, from {})",
+                            w.version.as_deref().unwrap_or("(unknown)"),
+                            w.window,
+                            w.source
+                        );
+                        self.running = w.window;
+                        self.activating = None;
+                        self.db.set_running_window(w.window)?;
+                        self.ran_before = self.running_campaign.take();
+                        self.running_campaign = w.campaign;
+                        let _ = self.worker.jobs.send(crate::worker::Job::Inventory);
+                        self.node
+                            .rollback_done(now, entente_proto::Epoch(epoch), Ok(w.window));
+                    }
+                    Err(e) => {
+                        tracing::warn!(epoch, "rollback failed: {e}");
+                        self.node
+                            .rollback_done(now, entente_proto::Epoch(epoch), Err(()));
+                    }
+                }
+            }
             Done::LinkEpochPrepared { epoch, result } => {
                 self.node
                     .link_epoch_prepared(now, entente_proto::Epoch(epoch), result);

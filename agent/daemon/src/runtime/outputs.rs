@@ -54,6 +54,10 @@ impl Agent {
                         self.worker.reports.clone(),
                     );
                 }
+                Output::RollBack { epoch } => {
+                    self.db.commit()?;
+                    let _ = self.worker.jobs.send(Job::Rollback { epoch: epoch.0 });
+                }
                 Output::PrepareLinkEpoch { epoch } => {
                     let _ = self
                         .worker
@@ -168,11 +172,26 @@ impl Agent {
                  granted for {} s",
                 quiet_ms / 1000
             ),
+            Event::RollbackRefused { epoch } => format!(
+                "rollback of epoch {} refused: a link of this node reflected or committed it \
+                 (going back now takes a downgrade campaign); the node halts instead",
+                epoch.0
+            ),
+            Event::RolledBack { epoch } => format!(
+                "rolled back: the device runs the firmware it ran before epoch {} again",
+                epoch.0
+            ),
+            Event::RollbackFailed { epoch } => format!(
+                "rollback of epoch {} failed: the device still runs its firmware; no link moves \
+                 to it (a resume runs the campaign on)",
+                epoch.0
+            ),
             other => format!("{other:?}"),
         };
         match e {
             Event::ProbeMismatch { .. } | Event::ProtocolError { .. } => tracing::error!("{text}"),
             Event::CampaignRefused { .. }
+            | Event::RollbackFailed { .. }
             | Event::StagingFailed { .. }
             | Event::ActivationFailed { .. }
             | Event::UnknownPeer(_)
@@ -246,5 +265,7 @@ fn typed(e: &Event, text: String) -> HistoryEvent {
             .count("took_ms", took / 1_000_000),
         Event::LeaseDenied { peer } => ev(K::LeaseDenied).peer(peer.0),
         Event::RollbackRefused { epoch } => ev(K::RollbackRefused).epoch(epoch.0),
+        Event::RolledBack { epoch } => ev(K::RolledBack).epoch(epoch.0),
+        Event::RollbackFailed { epoch } => ev(K::RollbackFailed).epoch(epoch.0),
     }
 }

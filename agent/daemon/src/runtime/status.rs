@@ -49,10 +49,6 @@ fn nvml_entry(r: &Result<GpuInventory, String>) -> NvmlEntry {
     }
 }
 
-fn phase_name(p: entente_proto::Phase) -> String {
-    format!("{p:?}").to_lowercase()
-}
-
 impl Agent {
     /// The node's status and its view of the cluster.
     pub fn status(&self) -> Status {
@@ -68,7 +64,7 @@ impl Agent {
         Status {
             node: self.cfg.node_id,
             epoch: epoch.0,
-            phase: phase_name(rec.phase.phase),
+            phase: rec.phase.phase.name().to_owned(),
             activity: self.node.activity().into(),
             converged: view.converged,
             links_committed: view.committed,

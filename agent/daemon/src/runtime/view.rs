@@ -22,10 +22,6 @@ pub(super) struct View {
     pub nodes: Vec<NodeStatus>,
 }
 
-fn phase_name(p: entente_proto::Phase) -> String {
-    format!("{p:?}").to_lowercase()
-}
-
 impl Agent {
     /// The cluster view at `epoch`; `incompatible`: a live link of this node is unusable.
     pub(super) fn view(&self, epoch: Epoch, incompatible: bool) -> View {
@@ -51,7 +47,7 @@ impl Agent {
             nodes.entry(n.0).or_insert(NodeStatus {
                 node: n.0,
                 epoch: p.map_or(0, |p| p.epoch.0),
-                phase: p.map_or_else(|| "unknown".into(), |p| phase_name(p.phase)),
+                phase: p.map_or_else(|| "unknown".into(), |p| p.phase.name().to_owned()),
                 incarnation: p.map_or(0, |p| p.version.incarnation),
                 last_seen_ms: seen_ms,
                 stale: seen_ms > stale_ms,

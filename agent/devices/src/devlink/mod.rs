@@ -466,8 +466,6 @@ impl Device for DevlinkDevice {
         })
     }
 
-    /// Records the peer's epoch (durably, with a state directory), then brings the profile's
-    /// link-epoch parameter, if any, up to the node's lowest committed link epoch.
     /// The backend's record of each link, raised to the device's parameter where the profile
     /// names one (the device holds the node's lowest committed link epoch: no link is below).
     fn link_epochs(&self) -> std::collections::BTreeMap<u64, u64> {
@@ -485,6 +483,8 @@ impl Device for DevlinkDevice {
         epochs
     }
 
+    /// Records the peer's epoch (durably, with a state directory), then brings the profile's
+    /// link-epoch parameter, if any, up to the node's lowest committed link epoch.
     fn set_link_epoch(&mut self, peer: u64, epoch: u64) -> Result<(), DeviceError> {
         let next = self.link_epochs.with(peer, epoch)?;
         let Some(param) = self.profile.link_epoch_param.clone() else {

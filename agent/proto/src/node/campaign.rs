@@ -4,7 +4,7 @@ use super::{Event, Gate, Node, Output, Record, TimerKey};
 use crate::link::table::Stimulus;
 use crate::msg::{Campaign, Control, ControlAction, Message, Pending};
 use crate::phase::{Phase, PhaseEntry};
-use crate::types::{Epoch, Nanos, NodeId};
+use crate::types::{Epoch, Nanos, NodeId, Window};
 
 impl Node {
     /// The operator starts a campaign on this node (the origin); it floods to every neighbour.
@@ -255,11 +255,18 @@ impl Node {
         true
     }
 
-    /// Operator: go back to the previous bank. Allowed only while no link reflected or
-    /// committed the epoch; open proposals are aborted first.
+    /// Operator: go back to the previous firmware. Allowed on a node that activated the
+    /// campaign (`Activated`, or `Halted` with the campaign's firmware running) while no link
+    /// reflected or committed the epoch; open proposals are aborted first, and
+    /// `Output::RollBack` asks the device to run its previous firmware again.
     pub fn rollback(&mut self, now: Nanos) -> bool {
         let e = self.record.phase.epoch;
-        if self.record.phase.phase != Phase::Activated {
+        let activated = match self.record.phase.phase {
+            Phase::Activated => true,
+            Phase::Halted => self.running.contains(e) && self.gate == Gate::Idle,
+            _ => false,
+        };
+        if !activated {
             return false;
         }
         let moved = self
@@ -272,7 +279,29 @@ impl Node {
         }
         self.abort_open(now);
         self.set_phase(now, Phase::RolledBack, e);
+        self.emit(Output::RollBack { epoch: e });
         true
+    }
+
+    /// The driver carried out `Output::RollBack` for `epoch`: `Ok` with the window of the
+    /// firmware the device runs now, or `Err` when it could not go back (it still runs the
+    /// campaign's firmware; the node stays rolled back, and a resume runs the campaign on).
+    pub fn rollback_done(&mut self, now: Nanos, epoch: Epoch, result: Result<Window, ()>) {
+        let _ = now;
+        if self.record.phase.phase != Phase::RolledBack || self.record.phase.epoch != epoch {
+            return;
+        }
+        match result {
+            Ok(window) => {
+                self.running = window;
+                // The campaign's image is no longer staged to run: a resume stages it again.
+                self.record.staged = false;
+                self.persist_node();
+                self.rehello_incompatible();
+                self.emit(Output::Event(Event::RolledBack { epoch }));
+            }
+            Err(()) => self.emit(Output::Event(Event::RollbackFailed { epoch })),
+        }
     }
 
     /// A control, from the operator here (`from` None) or a neighbour: each is applied once
@@ -308,20 +337,13 @@ impl Node {
                 self.record.paused = true;
                 self.persist_node();
             }
-            ControlAction::Abort => {
-                let p = self.record.phase.phase;
-                if matches!(p, Phase::Converged | Phase::Finalized | Phase::Halted) {
-                    return self.persist_node();
+            ControlAction::Abort => self.halt(now, c.epoch),
+            ControlAction::Rollback => {
+                // Roll back where the device runs the campaign's firmware and no link moved;
+                // anywhere else (not activated yet, or a link committed) halt as for an abort.
+                if !self.rollback(now) {
+                    self.halt(now, c.epoch);
                 }
-                self.abort_open(now);
-                if self.gate == Gate::Draining {
-                    self.gate = Gate::Idle;
-                }
-                if self.gate == Gate::Leasing {
-                    self.gate = Gate::Idle;
-                    self.release_leases(now);
-                }
-                self.set_phase(now, Phase::Halted, c.epoch);
             }
             ControlAction::Resume => {
                 self.record.paused = false;
@@ -333,6 +355,24 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Halted(`epoch`): open proposals aborted, a drain or lease acquisition under way
+    /// abandoned, no new activation. A node converged, finalized or halted already stays.
+    fn halt(&mut self, now: Nanos, epoch: Epoch) {
+        let p = self.record.phase.phase;
+        if matches!(p, Phase::Converged | Phase::Finalized | Phase::Halted) {
+            return self.persist_node();
+        }
+        self.abort_open(now);
+        if self.gate == Gate::Draining {
+            self.gate = Gate::Idle;
+        }
+        if self.gate == Gate::Leasing {
+            self.gate = Gate::Idle;
+            self.release_leases(now);
+        }
+        self.set_phase(now, Phase::Halted, epoch);
     }
 
     /// Aborts every open proposal of this node (initiator side).

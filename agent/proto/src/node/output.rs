@@ -58,6 +58,13 @@ pub enum Output {
         /// The campaign epoch about to be activated.
         epoch: Epoch,
     },
+    /// Make the device run the firmware it ran before the activation of `epoch` again (the
+    /// other bank, or the previous image), then report with
+    /// [`Node::rollback_done`](crate::Node::rollback_done) and the window it runs.
+    RollBack {
+        /// The campaign epoch rolled back.
+        epoch: Epoch,
+    },
     /// Ask the device whether it can take link epoch `epoch` (before this node proposes or
     /// reflects it), then report with
     /// [`Node::link_epoch_prepared`](crate::Node::link_epoch_prepared).
@@ -295,6 +302,17 @@ pub enum Event {
     },
     /// Rollback refused because a link already reflected or committed the epoch.
     RollbackRefused {
+        /// Campaign epoch.
+        epoch: Epoch,
+    },
+    /// The device runs its previous firmware again.
+    RolledBack {
+        /// Campaign epoch rolled back.
+        epoch: Epoch,
+    },
+    /// The device could not go back: it still runs the campaign's firmware (the node stays
+    /// rolled back: no link moves to the epoch; a resume runs the campaign on).
+    RollbackFailed {
         /// Campaign epoch.
         epoch: Epoch,
     },

@@ -54,6 +54,8 @@ struct Slot {
     durable: Durable,
     /// Firmware the device runs (survives crashes).
     device: Window,
+    /// Firmware it ran before (what a rollback runs again).
+    previous: Window,
     /// Campaign last handed to the device for staging.
     staging: Option<Campaign>,
     /// Bumped on every crash: timers and device work of older lives are dropped.
@@ -226,6 +228,7 @@ impl Sim {
                 NodeId(id),
                 Slot {
                     device: cfg.firmware_window,
+                    previous: cfg.firmware_window,
                     cfg,
                     node: None,
                     durable,
@@ -648,6 +651,13 @@ impl Sim {
                     },
                 );
             }
+            Output::RollBack { epoch } => {
+                // The device goes back to its other bank at once.
+                let slot = self.slots.get_mut(&id).unwrap();
+                slot.device = slot.previous;
+                let w = slot.device;
+                self.node_mut(id).rollback_done(now, epoch, Ok(w));
+            }
             Output::Event(e) => self.events.push((now, id, e)),
         }
     }
@@ -865,6 +875,7 @@ impl Sim {
                 let slot = self.slots.get_mut(&id).unwrap();
                 let c = slot.staging.expect("staged");
                 assert_eq!(c.epoch, epoch);
+                slot.previous = slot.device;
                 slot.device = c.window;
                 if disruptive {
                     self.activating.remove(&id);

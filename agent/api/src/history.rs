@@ -81,6 +81,11 @@ pub enum HistoryKind {
     RollbackRefused,
     /// The device runs the firmware it ran before campaign `epoch` again.
     RolledBack,
+    /// The node passed the health hook after activating campaign `epoch`.
+    HealthChecked,
+    /// The node failed its health gate after activating campaign `epoch` (`reason`): it rolls
+    /// back.
+    HealthGateFailed,
     /// A rollback failed: the device still runs campaign `epoch`'s firmware (`reason`).
     RollbackFailed,
     /// An operator's request (`reason`).

@@ -272,6 +272,9 @@ pub struct Status {
     /// Whether an operator paused this node's campaign.
     #[serde(default)]
     pub paused: bool,
+    /// Why the node's last activation failed its health gate (it rolled back), if it did.
+    #[serde(default)]
+    pub unhealthy: Option<String>,
     /// The last operator statement applied here, if any.
     #[serde(default)]
     pub control: Option<ControlStatus>,

@@ -306,6 +306,9 @@ fn print_status(s: &Status, dot: bool) {
     if s.paused {
         outln!("PAUSED by an operator");
     }
+    if let Some(why) = &s.unhealthy {
+        outln!("UNHEALTHY after its last activation ({why}): rolled back");
+    }
     if let Some(c) = &s.control {
         outln!(
             "last operator statement: {} campaign {} (key {}, signed {}): {}",

@@ -186,6 +186,19 @@ pub struct Policy {
     /// Longest the drain hook may run, in seconds (a scheduler drain waits for jobs).
     #[serde(default = "drain_timeout")]
     pub drain_timeout_s: u64,
+    /// Command run after an activation, before the node tells its neighbours it activated
+    /// (the last part of its health gate: a GPU burn-in, a fabric check); a non-zero exit, or
+    /// running past `health_timeout_s`, marks the node unhealthy and rolls it back. It gets
+    /// `ENTENTE_NODE` and `ENTENTE_EPOCH` in its environment.
+    #[serde(default)]
+    pub health_hook: Option<String>,
+    /// Longest the health hook may run, in seconds.
+    #[serde(default = "health_timeout")]
+    pub health_timeout_s: u64,
+}
+
+fn health_timeout() -> u64 {
+    300
 }
 
 fn one() -> usize {
@@ -202,6 +215,8 @@ impl Default for Policy {
             max_unavailable_neighbors: 1,
             drain_hook: None,
             drain_timeout_s: drain_timeout(),
+            health_hook: None,
+            health_timeout_s: health_timeout(),
         }
     }
 }

@@ -34,6 +34,20 @@ pub fn start(hook: Option<String>, node: u64, epoch: u64, deadline: Duration, do
     }
 }
 
+/// Runs the health hook after the activation of `epoch` on a thread of its own; its outcome
+/// comes back as `Done::HealthChecked`.
+pub fn start_health(hook: String, node: u64, epoch: u64, deadline: Duration, done: Sender<Done>) {
+    let spawned = std::thread::Builder::new()
+        .name("health".into())
+        .spawn(move || {
+            let result = run(&hook, node, epoch, deadline);
+            let _ = done.send(Done::HealthChecked { epoch, result });
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the health thread: {e}");
+    }
+}
+
 /// Runs the hook to its end or its deadline; the tail of its output, or why it failed.
 fn run(hook: &str, node: u64, epoch: u64, deadline: Duration) -> Result<String, String> {
     let mut child = Command::new("sh")

@@ -29,6 +29,8 @@ pub enum Job {
         disruptive: bool,
         /// The method.
         method: ActivationMethod,
+        /// The version the device must report running afterwards (the manifest's).
+        expect: Option<String>,
     },
     /// Run the firmware that ran before campaign `epoch`'s again.
     Rollback {
@@ -67,6 +69,16 @@ pub enum Done {
         epoch: u64,
         /// The error, if it failed.
         error: Option<String>,
+        /// Why the device, activated, fails the health gate (it does not report the expected
+        /// version, or reports itself failed).
+        unhealthy: Option<String>,
+    },
+    /// The health hook after an activation finished: its output's tail, or why it failed.
+    HealthChecked {
+        /// Campaign epoch.
+        epoch: u64,
+        /// The outcome.
+        result: Result<String, String>,
     },
     /// A rollback finished: what the device runs now, or why it could not go back.
     RolledBack {
@@ -208,16 +220,34 @@ impl Worker {
                                 Done::Staged { epoch, error }
                             }
                         }
-                        Job::Activate { epoch, .. } if already_running == Some(epoch) => {
-                            Done::Activated { epoch, error: None }
+                        Job::Activate { epoch, expect, .. } if already_running == Some(epoch) => {
+                            let unhealthy = health_gate(&*device, &component, expect.as_deref());
+                            Done::Activated {
+                                epoch,
+                                error: None,
+                                unhealthy,
+                            }
                         }
-                        Job::Activate { epoch, method, .. } => {
+                        Job::Activate {
+                            epoch,
+                            method,
+                            expect,
+                            ..
+                        } => {
                             let error = device
                                 .activate(&component, method)
                                 .map(|_| ())
                                 .map_err(|e| e.to_string())
                                 .err();
-                            Done::Activated { epoch, error }
+                            let unhealthy = error
+                                .is_none()
+                                .then(|| health_gate(&*device, &component, expect.as_deref()))
+                                .flatten();
+                            Done::Activated {
+                                epoch,
+                                error,
+                                unhealthy,
+                            }
                         }
                         Job::Rollback { epoch } => {
                             already_running = None;
@@ -253,6 +283,26 @@ impl Worker {
             reports,
             thread: Some(thread),
         }
+    }
+}
+
+/// The device's part of the health gate after an activation: it reports running the version
+/// the manifest names, and does not report itself failed. `None`: healthy.
+fn health_gate(device: &dyn Device, component: &str, expect: Option<&str>) -> Option<String> {
+    if let entente_devices::device::Health::Failed(why) = device.health() {
+        return Some(format!("the device reports itself failed: {why}"));
+    }
+    let expect = expect?;
+    let running = match device.inventory() {
+        Ok(inv) => inv.component(component).and_then(|c| c.running.clone()),
+        Err(e) => return Some(format!("the device's inventory cannot be read: {e}")),
+    };
+    match running {
+        Some(v) if v == expect => None,
+        Some(v) => Some(format!("the device reports running {v}, not {expect}")),
+        None => Some(format!(
+            "the device reports no running version (expected {expect})"
+        )),
     }
 }
 

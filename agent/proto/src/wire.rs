@@ -899,10 +899,10 @@ mod tests {
             counter: 1,
         });
         assert_eq!(
-            bad(control, 10, 3),
+            bad(control, 10, 4),
             Err(WireError::BadEnum {
                 field: "control action",
-                value: 3
+                value: 4
             })
         );
         let hello = Message::Hello(Hello {

@@ -771,6 +771,27 @@ fn rollback_control_where_possible_halt_elsewhere() {
     assert_eq!(link_state(&sim, 3, 2).committed, Epoch(0));
 }
 
+/// A node that fails its health gate after its activation never announces it activated: no
+/// link moves to the epoch, it rolls back, and its device's window goes back.
+#[test]
+fn unhealthy_activation_rolls_back_unannounced() {
+    let mut sim = pair();
+    sim.set_activate_delay(n(2), 10 * SEC);
+    sim.drive();
+    sim.start_campaign(n(1), campaign(1, false, 1));
+    sim.run_until(|s| s.node(n(2)).is_activating());
+    sim.with_node(n(2), |node, now| node.activation_unhealthy(now, Epoch(1)));
+    sim.run_for(30 * SEC);
+    assert_eq!(sim.node(n(2)).phase().phase, Phase::RolledBack);
+    assert_eq!(sim.node(n(2)).running_window(), w0());
+    assert_eq!(sim.node(n(1)).link(n(2)).unwrap().peer_activated, None);
+    assert_eq!(link_state(&sim, 1, 2).committed, Epoch(0));
+    assert!(sim
+        .events
+        .iter()
+        .any(|(_, id, e)| *id == n(2) && matches!(e, Event::Unhealthy { .. })));
+}
+
 #[test]
 fn rollback_aborts_an_open_proposal() {
     let mut sim = pair();

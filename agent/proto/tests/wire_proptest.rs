@@ -138,6 +138,7 @@ fn control() -> impl Strategy<Value = Control> {
         ControlAction::Pause,
         ControlAction::Resume,
         ControlAction::Abort,
+        ControlAction::Rollback,
     ]);
     (epoch(), action, any::<u64>()).prop_map(|(epoch, action, counter)| Control {
         epoch,

@@ -138,7 +138,7 @@ impl Agent {
     }
 
     /// This node's image in the manifest `digest`, if the node holds that manifest.
-    fn own_image(&self, digest: &[u8; 32]) -> Option<Result<ProfileImage, String>> {
+    pub(super) fn own_image(&self, digest: &[u8; 32]) -> Option<Result<ProfileImage, String>> {
         let (bytes, _) = self.manifests.get(digest)?;
         let m = match Manifest::from_canonical_bytes(bytes) {
             Ok(m) => m,

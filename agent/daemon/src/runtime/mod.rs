@@ -3,6 +3,7 @@
 //! device work to the device worker, and answers the control socket.
 
 mod acceptance;
+mod activation;
 mod campaign;
 mod controls;
 mod fetch;
@@ -94,6 +95,10 @@ pub struct Agent {
     flash_percent: Option<u8>,
     last_health: Instant,
     healthy: bool,
+    /// The activation whose health hook runs: the node is told once it answers.
+    health_pending: Option<u64>,
+    /// Why the last activation failed its health gate (cleared by a healthy one).
+    unhealthy: Option<String>,
     /// Keys whose statements pause, resume or abort a campaign (`None`: none configured).
     operator_keys: Option<TrustedKeys>,
     /// The last operator statement applied here (what the node's last control carries on).
@@ -287,6 +292,8 @@ impl Agent {
             flash_percent: None,
             last_health: start,
             healthy: true,
+            health_pending: None,
+            unhealthy: None,
             operator_keys,
             statement: None,
             control_refusals: HashMap::new(),
@@ -473,64 +480,13 @@ impl Agent {
                 self.node
                     .staged(now, entente_proto::Epoch(epoch), error.is_none());
             }
-            Done::Activated { epoch, error } => {
-                if let Some(e) = &error {
-                    tracing::warn!(epoch, "activation failed: {e}");
-                    self.history(
-                        HistoryEvent::new(
-                            HistoryKind::ActivationFailed,
-                            format!("activation of epoch {epoch} failed: {e}"),
-                        )
-                        .epoch(epoch)
-                        .reason(e.clone()),
-                    );
-                } else if let Some(w) = self.activating.take() {
-                    if self.running_campaign != Some(epoch) {
-                        self.ran_before = self.running_campaign.replace(epoch);
-                    }
-                    self.running = w;
-                    self.db.set_running_window(w)?;
-                    self.history(
-                        HistoryEvent::new(
-                            HistoryKind::Activated,
-                            format!("epoch {epoch} activated"),
-                        )
-                        .epoch(epoch),
-                    );
-                }
-                self.node
-                    .activation_done(now, entente_proto::Epoch(epoch), error.is_none());
-            }
-            Done::RolledBack { epoch, result } => {
-                let window = result.and_then(|inv| {
-                    let held = fetch::held_manifests(&self.cfg.data_dir);
-                    window::running_window(&self.profile, Ok(&inv), &held, None)
-                });
-                match window {
-                    Ok(w) => {
-                        tracing::info!(
-                            epoch,
-                            "rolled back: the device runs {} (window {:?}, from {})",
-                            w.version.as_deref().unwrap_or("(unknown)"),
-                            w.window,
-                            w.source
-                        );
-                        self.running = w.window;
-                        self.activating = None;
-                        self.db.set_running_window(w.window)?;
-                        self.ran_before = self.running_campaign.take();
-                        self.running_campaign = w.campaign;
-                        let _ = self.worker.jobs.send(crate::worker::Job::Inventory);
-                        self.node
-                            .rollback_done(now, entente_proto::Epoch(epoch), Ok(w.window));
-                    }
-                    Err(e) => {
-                        tracing::warn!(epoch, "rollback failed: {e}");
-                        self.node
-                            .rollback_done(now, entente_proto::Epoch(epoch), Err(()));
-                    }
-                }
-            }
+            Done::Activated {
+                epoch,
+                error,
+                unhealthy,
+            } => self.on_activated(epoch, error, unhealthy)?,
+            Done::HealthChecked { epoch, result } => self.on_health_checked(epoch, result),
+            Done::RolledBack { epoch, result } => self.on_rolled_back(epoch, result)?,
             Done::LinkEpochPrepared { epoch, result } => {
                 self.node
                     .link_epoch_prepared(now, entente_proto::Epoch(epoch), result);

@@ -102,10 +102,15 @@ impl Agent {
             .epoch(epoch)
             .method(format!("{method:?}")),
         );
+        let expect = self
+            .own_image(&c.image_digest)
+            .and_then(Result::ok)
+            .map(|image| image.version);
         let _ = self.worker.jobs.send(Job::Activate {
             epoch,
             disruptive,
             method,
+            expect,
         });
     }
 
@@ -177,6 +182,10 @@ impl Agent {
                  (going back now takes a downgrade campaign); the node halts instead",
                 epoch.0
             ),
+            Event::Unhealthy { epoch } => format!(
+                "unhealthy after activating epoch {}: no link moves to it; rolling back",
+                epoch.0
+            ),
             Event::RolledBack { epoch } => format!(
                 "rolled back: the device runs the firmware it ran before epoch {} again",
                 epoch.0
@@ -203,6 +212,9 @@ impl Agent {
             | Event::DeviceLagging { .. }
             | Event::Reincarnated { .. } => tracing::warn!("{text}"),
             _ => tracing::info!("{text}"),
+        }
+        if matches!(e, Event::Unhealthy { .. }) {
+            return; // the health gate's own entry, with its reason, is in the history already
         }
         self.history(typed(&e, text));
     }
@@ -266,6 +278,7 @@ fn typed(e: &Event, text: String) -> HistoryEvent {
         Event::LeaseDenied { peer } => ev(K::LeaseDenied).peer(peer.0),
         Event::RollbackRefused { epoch } => ev(K::RollbackRefused).epoch(epoch.0),
         Event::RolledBack { epoch } => ev(K::RolledBack).epoch(epoch.0),
+        Event::Unhealthy { epoch } => ev(K::HealthGateFailed).epoch(epoch.0),
         Event::RollbackFailed { epoch } => ev(K::RollbackFailed).epoch(epoch.0),
     }
 }

@@ -109,6 +109,7 @@ impl Agent {
             flash_percent: self.flash_percent,
             image: self.image_progress(),
             paused: self.node.record().paused,
+            unhealthy: self.unhealthy.clone(),
             control: self.control_status(),
         }
     }

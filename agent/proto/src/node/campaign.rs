@@ -283,6 +283,28 @@ impl Node {
         true
     }
 
+    /// The activation of `epoch` completed but the node failed its health gate (the device does
+    /// not report the new version, reports itself failed, or the operator's health hook said
+    /// no): the device runs the campaign's firmware, yet the node never announces it activated,
+    /// so no link moves to `epoch`; it rolls back (`Output::RollBack`) and stays `RolledBack`
+    /// until an operator resumes it.
+    pub fn activation_unhealthy(&mut self, now: Nanos, epoch: Epoch) {
+        let Some(c) = self.record.campaign else {
+            return;
+        };
+        let staged = matches!(self.record.phase.phase, Phase::Staged | Phase::Halted);
+        if c.epoch != epoch || !(matches!(self.gate, Gate::Activating { .. }) || staged) {
+            return;
+        }
+        self.gate = Gate::Idle;
+        self.release_leases(now);
+        self.running = c.window;
+        self.emit(Output::Event(Event::Unhealthy { epoch }));
+        self.abort_open(now);
+        self.set_phase(now, Phase::RolledBack, epoch);
+        self.emit(Output::RollBack { epoch });
+    }
+
     /// The driver carried out `Output::RollBack` for `epoch`: `Ok` with the window of the
     /// firmware the device runs now, or `Err` when it could not go back (it still runs the
     /// campaign's firmware; the node stays rolled back, and a resume runs the campaign on).

@@ -305,6 +305,11 @@ pub enum Event {
         /// Campaign epoch.
         epoch: Epoch,
     },
+    /// An activation completed but the node failed its health gate: it rolls back.
+    Unhealthy {
+        /// Campaign epoch.
+        epoch: Epoch,
+    },
     /// The device runs its previous firmware again.
     RolledBack {
         /// Campaign epoch rolled back.

@@ -12,8 +12,8 @@
 //! Like the tools it is compared with: both ends of the ping-pong poll busily
 //! (`Config::busy_poll`), as `ibv_rc_pingpong` and `ib_send_lat` do; the bulk sender polls busily
 //! and the receiver sleeps until a chunk arrives (`ib_write_bw`'s passive side sleeps too). SIZE
-//! is the message payload (at most 4032 bytes: a 4 KiB frame with its 64-byte header). Nothing is
-//! checksummed or verified inside the timed loops.
+//! is the message payload (at most 4016 bytes: a 4 KiB frame with its 64-byte header and 16-byte
+//! tag). Nothing is checksummed or verified inside the timed loops.
 
 #[cfg(not(feature = "rdma"))]
 fn main() {

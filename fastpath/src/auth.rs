@@ -174,6 +174,16 @@ impl ClusterKey {
         m
     }
 
+    /// The cluster's public name: the first 8 bytes of a SHA-256 over a label and the key.
+    /// Statements name it, so one signed for one cluster is refused by another.
+    pub fn id(&self) -> [u8; 8] {
+        use sha2::Digest as _;
+        let mut h = Sha256::new();
+        h.update(b"entente cluster id v1\0");
+        h.update(&self.0);
+        h.finalize()[..8].try_into().expect("8 of 32 bytes")
+    }
+
     /// The acceptor's proof: binds the connector's nonce, its own, and both ids.
     pub fn accept_proof(&self, c: &Nonce, a: &Nonce, connector: u64, acceptor: u64) -> [u8; 32] {
         let m = self.mac(b"entente-fastpath-v1 accept", [c, a], [connector, acceptor]);

@@ -51,7 +51,7 @@ pub mod flags {
     /// (entente-stage checks each chunk's sha256), so the fast path does not read them twice.
     pub const NO_PAYLOAD_SUM: u16 = 1 << 0;
     /// The payload ends in a MAC tag (`TAG_LEN` bytes): frames after a handshake that agreed
-    /// frame MACs. Never on a handshake frame.
+    /// frame MACs, and that handshake's WELCOME. Never on another handshake frame.
     pub const MAC: u16 = 1 << 1;
     /// Every flag this version knows.
     pub const KNOWN: u16 = NO_PAYLOAD_SUM | MAC;
@@ -289,7 +289,7 @@ impl FrameHeader {
         let tagged = flags & flags::MAC != 0;
         let flags_ok = flags & !flags::KNOWN == 0
             && (flags & flags::NO_PAYLOAD_SUM == 0 || kind == Kind::BulkData)
-            && !(tagged && kind.is_handshake());
+            && !(tagged && kind.is_handshake() && kind != Kind::Welcome);
         if !flags_ok {
             return Err(FrameError::BadFlags { kind, flags });
         }

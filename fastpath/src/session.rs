@@ -15,6 +15,10 @@ use std::sync::Arc;
 pub const MIN_WINDOW: u32 = 4;
 /// Most bulk grants a peer may hold open towards us at once.
 pub const MAX_REMOTE_GRANTS: usize = 64;
+/// Highest connection generation either end takes: far above any that connections reach, and
+/// low enough that no arithmetic on one overflows, whatever a peer proposes or a forged WELCOME
+/// carries.
+pub const MAX_GENERATION: u64 = 1 << 62;
 
 /// Where a session's outgoing frames go.
 pub trait FrameSink {
@@ -634,17 +638,35 @@ impl Session {
                     return Err(self.refuse(RefuseReason::Authentication, ctx));
                 }
                 let last = ctx.generations.get(&peer).copied().unwrap_or(0);
-                let generation = last.max(proposed) + 1;
+                let base = last.max(proposed);
+                if base >= MAX_GENERATION {
+                    let what = format!("proposed generation {proposed} is beyond any plausible");
+                    return Err(self.refuse(RefuseReason::Handshake(what), ctx));
+                }
+                let generation = base + 1;
                 ctx.generations.insert(peer, generation);
-                self.send_handshake(
-                    Kind::Welcome,
-                    peer,
-                    generation,
-                    0,
-                    Bytes::copy_from_slice(&generation.to_le_bytes()),
-                    sink,
-                );
                 self.tags = transcript.map(|t| self.key.frame_keys(true, &t, ids, generation));
+                let welcome = Bytes::copy_from_slice(&generation.to_le_bytes());
+                let f = Fields {
+                    kind: Kind::Welcome,
+                    flags: 0,
+                    src: self.local,
+                    dst: peer,
+                    seq: self.tx_seq,
+                    generation,
+                    aux: 0,
+                    freed: 0,
+                };
+                self.tx_seq += 1;
+                // Tagged when frame MACs were agreed: the generation it assigns is authenticated.
+                match &self.tags {
+                    Some(keys) => {
+                        let (h, tag) =
+                            FrameHeader::new_tagged(f, &welcome, |h, covered| keys.tag(h, covered));
+                        sink.send_frame(&h, &welcome, &tag);
+                    }
+                    None => sink.send_frame(&FrameHeader::new(f, &welcome), &welcome, &[]),
+                }
                 self.establish(peer, generation, peer_window, ctx);
                 Ok(())
             }
@@ -656,13 +678,24 @@ impl Session {
             } => {
                 let generation = u64_at(p, 0);
                 let last = ctx.generations.get(&peer).copied().unwrap_or(0);
-                if src != peer || generation <= proposed.max(last) || h.generation() != generation {
+                if src != peer
+                    || generation <= proposed.max(last)
+                    || generation > MAX_GENERATION
+                    || h.generation() != generation
+                {
                     let what = format!("generation {generation} does not follow {last}");
                     return Err(self.refuse(RefuseReason::Handshake(what), ctx));
                 }
-                ctx.generations.insert(peer, generation);
                 let ids = [self.local, peer];
-                self.tags = transcript.map(|t| self.key.frame_keys(false, &t, ids, generation));
+                let tags = transcript.map(|t| self.key.frame_keys(false, &t, ids, generation));
+                if let Some(keys) = &tags {
+                    // The generation is taken only once the acceptor's tag proves it.
+                    if !keys.verify(&h.bytes_for_tag(), &p[..WELCOME_LEN], &p[WELCOME_LEN..]) {
+                        return Err(self.refuse(RefuseReason::Authentication, ctx));
+                    }
+                }
+                ctx.generations.insert(peer, generation);
+                self.tags = tags;
                 self.establish(peer, generation, peer_window, ctx);
                 Ok(())
             }
@@ -670,19 +703,28 @@ impl Session {
         }
     }
 
-    /// The handshake frame due next: its kind and payload length.
-    fn expected_handshake(&self) -> (Kind, usize) {
+    /// The handshake frame due next: its kind, payload length and whether it is tagged (a
+    /// WELCOME when frame MACs were agreed).
+    fn expected_handshake(&self) -> (Kind, usize, bool) {
         match self.state {
-            State::AwaitHello => (Kind::Hello, HELLO_LEN),
-            State::AwaitChallenge { .. } => (Kind::Challenge, CHALLENGE_LEN),
-            State::AwaitResponse { .. } => (Kind::Response, MAC_LEN),
-            _ => (Kind::Welcome, WELCOME_LEN),
+            State::AwaitHello => (Kind::Hello, HELLO_LEN, false),
+            State::AwaitChallenge { .. } => (Kind::Challenge, CHALLENGE_LEN, false),
+            State::AwaitResponse { .. } => (Kind::Response, MAC_LEN, false),
+            State::AwaitWelcome {
+                transcript: Some(_),
+                ..
+            } => (Kind::Welcome, WELCOME_LEN + TAG_LEN, true),
+            _ => (Kind::Welcome, WELCOME_LEN, false),
         }
     }
 
     fn check_handshake_header(&mut self, h: &FrameHeader, ctx: &mut Ctx<'_>) -> Result<(), Ended> {
-        let (expected, want_len) = self.expected_handshake();
-        if h.kind() != expected || h.len() != want_len || h.seq() != self.rx_seq {
+        let (expected, want_len, tagged) = self.expected_handshake();
+        if h.kind() != expected
+            || h.len() != want_len
+            || h.is_tagged() != tagged
+            || h.seq() != self.rx_seq
+        {
             let what = format!(
                 "expected {expected:?} of {want_len} bytes (seq {}), got {:?} of {} bytes (seq {})",
                 self.rx_seq,

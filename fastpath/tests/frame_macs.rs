@@ -97,14 +97,19 @@ type Tamper = Box<dyn FnMut(Vec<u8>) -> Vec<Vec<u8>> + Send>;
 /// A tcp proxy in front of `target` that passes each frame of the connector → acceptor
 /// direction through `tamper` (the other direction unchanged). Returns the address to dial.
 fn proxy(target: SocketAddr, tamper: Tamper) -> SocketAddr {
+    proxy_both(target, tamper, Box::new(|f| vec![f]))
+}
+
+/// The same, tampering with both directions: `fwd` connector → acceptor, `back` the other way.
+fn proxy_both(target: SocketAddr, fwd: Tamper, back: Tamper) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
         let (inbound, _) = listener.accept().unwrap();
         let outbound = TcpStream::connect(target).unwrap();
         let (in2, out2) = (inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
-        thread::spawn(move || relay(out2, in2, Box::new(|f| vec![f])));
-        relay(inbound, outbound, tamper);
+        thread::spawn(move || relay(out2, in2, back));
+        relay(inbound, outbound, fwd);
     });
     addr
 }
@@ -308,4 +313,82 @@ fn stripped_offer_fails_the_handshake() {
     );
     assert!(log.iter().all(|l| up(l).is_none()), "{log:#?}");
     assert_eq!(a.stats().auth_failures, 1);
+}
+
+/// Rewrites the WELCOME's generation (payload and header) to `to`, checksum fixed.
+fn forge_welcome(to: u64) -> Tamper {
+    Box::new(move |mut f| {
+        if kind(&f) == Some(Kind::Welcome) {
+            f[40..48].copy_from_slice(&to.to_le_bytes());
+            f[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&to.to_le_bytes());
+            fix_checksum(&mut f);
+        }
+        vec![f]
+    })
+}
+
+/// A WELCOME whose generation was rewritten on the path is refused (tagged: it fails its tag;
+/// untagged: the generation is beyond any plausible), no generation is recorded from it, and the
+/// connector still connects to an honest node afterwards: nothing overflows anywhere.
+#[test]
+fn forged_welcome_generation_is_refused() {
+    // tagged: a plausible generation, caught by the tag; untagged: one beyond any plausible
+    for (frame_macs, forged) in [(FrameMacs::Prefer, 1000), (FrameMacs::Off, u64::MAX)] {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let cfg = config(frame_macs);
+        let mut a: Box<dyn Transport> =
+            Box::new(TcpTransport::bind(any, 1, key(), cfg.clone()).unwrap());
+        let mut c: Box<dyn Transport> =
+            Box::new(TcpTransport::bind(any, 2, key(), cfg.clone()).unwrap());
+        let mut d: Box<dyn Transport> = Box::new(TcpTransport::bind(any, 3, key(), cfg).unwrap());
+        let target = c.local_addr();
+        a.connect(proxy_both(
+            target,
+            Box::new(|f| vec![f]),
+            forge_welcome(forged),
+        ))
+        .unwrap();
+        let mut log = Log::new();
+        pump(
+            &mut [&mut a, &mut c],
+            &mut log,
+            Duration::from_secs(10),
+            |l| l[0].iter().any(|e| matches!(e, Event::Refused { .. })),
+        );
+        assert!(up(&log[0]).is_none(), "{frame_macs:?}: {log:#?}");
+        let (ad, da) = connect(&mut a, &mut d);
+        assert!(
+            ad.generation < 1 << 62 && da.generation == ad.generation,
+            "{ad:?} {da:?}"
+        );
+    }
+}
+
+/// A peer that proposes a generation beyond any plausible (a node holding the cluster key, or a
+/// poisoned one) is refused; the acceptor does not overflow.
+#[test]
+fn implausible_proposed_generation_is_refused() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut c: Box<dyn Transport> =
+        Box::new(TcpTransport::bind(any, 2, key(), config(FrameMacs::Off)).unwrap());
+    let mut raw = Tcp.raw(c.local_addr()).unwrap();
+    let nonce_c = [3u8; 32];
+    let mut hello = nonce_c.to_vec();
+    hello.extend_from_slice(&u64::MAX.to_le_bytes());
+    hello.extend_from_slice(&64u32.to_le_bytes());
+    let h = FrameHeader::new(fields(Kind::Hello, 9, 0, 0, 0), &hello);
+    raw.send(h.bytes(), &hello);
+    let mut events = Vec::new();
+    let (_, cp) = raw_recv(&mut *raw, &mut c, &mut events).expect("CHALLENGE");
+    let nonce_a: [u8; 32] = cp[..32].try_into().unwrap();
+    let proof = key().connect_proof(&nonce_c, &nonce_a, 9, 2);
+    let h = FrameHeader::new(fields(Kind::Response, 9, 2, 1, 0), &proof);
+    raw.send(h.bytes(), &proof);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !events.iter().any(|e| matches!(e, Event::Refused { .. })) {
+        assert!(std::time::Instant::now() < deadline, "{events:#?}");
+        c.poll(&mut events, Some(Duration::from_millis(5))).unwrap();
+    }
+    let why = handshake_refusal(&events).unwrap();
+    assert!(why.contains("beyond any plausible"), "{why}");
 }

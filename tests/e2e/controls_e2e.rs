@@ -193,9 +193,15 @@ fn forged_control_refused() {
     }
 }
 
-fn signed(dir: &Path, counter: u64, expires_at: u64) -> String {
+fn signed(c: &Cluster, dir: &Path, counter: u64, expires_at: u64) -> String {
     let key = SecretKey::load(&operator_key(dir)).unwrap();
+    let name = c.status(0).unwrap()["cluster"].as_str().unwrap().to_owned();
+    let mut cluster = [0u8; 8];
+    for (i, b) in cluster.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&name[2 * i..2 * i + 2], 16).unwrap();
+    }
     Statement {
+        cluster,
         epoch: 1,
         action: Action::Abort,
         counter,
@@ -221,7 +227,7 @@ fn expired_control_refused() {
     let mut c = Cluster::new(&dir, 2);
     c.start(0);
     let now = now_ms();
-    let answer = send_statement(&c, 0, &signed(&dir, now - 7_200_000, now / 1000 - 3600));
+    let answer = send_statement(&c, 0, &signed(&c, &dir, now - 7_200_000, now / 1000 - 3600));
     refused_with(&answer, "expired");
     assert!(c.status(0).unwrap()["control"].is_null());
 }
@@ -236,11 +242,15 @@ fn control_counter_far_ahead_refused() {
     let now = now_ms();
     let day = 86_400_000;
     refused_with(
-        &send_statement(&c, 0, &signed(&dir, now + day, now / 1000 + 3600 + 86_400)),
+        &send_statement(
+            &c,
+            0,
+            &signed(&c, &dir, now + day, now / 1000 + 3600 + 86_400),
+        ),
         "in the future",
     );
     refused_with(
-        &send_statement(&c, 0, &signed(&dir, u64::MAX, u64::MAX)),
+        &send_statement(&c, 0, &signed(&c, &dir, u64::MAX, u64::MAX)),
         "in the future",
     );
     let (code, err) = control(&c, 0, "abort", &operator_key(&dir), "honest");
@@ -319,4 +329,32 @@ fn rollback_after_commit_refused() {
     let s = c.status(0).unwrap();
     assert_eq!(s["phase"], "converged", "{s:#}");
     assert!(s["control"].is_null(), "{s:#}");
+}
+
+/// A statement signed for another cluster (one that trusts the same operator key) is refused.
+#[test]
+fn other_cluster_control_refused() {
+    let dir = tempdir("other-cluster-control");
+    let mut c = Cluster::new(&dir, 2);
+    c.start(0);
+    let now = now_ms();
+    let line = Statement {
+        cluster: [0x42; 8],
+        epoch: 1,
+        action: Action::Abort,
+        counter: now,
+        expires_at: now / 1000 + 3600,
+        reason: "meant for the other cluster".into(),
+    }
+    .sign(&SecretKey::load(&operator_key(&dir)).unwrap())
+    .unwrap()
+    .to_line();
+    refused_with(
+        &send_statement(&c, 0, &line),
+        "for cluster 4242424242424242",
+    );
+    let s = c.status(0).unwrap();
+    assert!(s["control"].is_null(), "{s:#}");
+    assert_eq!(s["operator_keys"], 1, "{s:#}");
+    assert_eq!(s["cluster"].as_str().unwrap().len(), 16, "{s:#}");
 }

@@ -232,6 +232,12 @@ pub struct PlannedChange {
 pub struct Status {
     /// This node.
     pub node: u64,
+    /// The cluster's public name (16 hex digits, from its key): operator statements carry it.
+    #[serde(default)]
+    pub cluster: String,
+    /// How many operator keys this agent trusts (0: it refuses every operator statement).
+    #[serde(default)]
+    pub operator_keys: u64,
     /// The campaign epoch this node is in (0: none).
     pub epoch: u64,
     /// This node's phase (`idle`, `announced`, `staged`, `activated`, `converged`, ...).

@@ -37,23 +37,36 @@ pub struct ControlArgs {
 pub fn run(action: Action, a: ControlArgs) -> Result<ExitCode> {
     let key =
         SecretKey::load(&a.key).with_context(|| format!("operator key {}", a.key.display()))?;
+    // The agent names its cluster (the statement is signed for it) and, by default, the
+    // campaign.
+    let status = match call(&a.socket.socket, Request::Status) {
+        Ok(Reply::Status(s)) => s,
+        Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
+        Err(e) => return exit_for(e),
+    };
+    let mut cluster = [0u8; 8];
+    let hex = status.cluster.as_bytes();
+    if hex.len() != 16 {
+        anyhow::bail!("the agent does not name its cluster (an older entented?)");
+    }
+    for (i, b) in cluster.iter_mut().enumerate() {
+        let pair = std::str::from_utf8(&hex[2 * i..2 * i + 2])?;
+        *b = u8::from_str_radix(pair, 16).context("the agent's cluster name")?;
+    }
     let epoch = match a.epoch {
         Some(e) => e,
-        None => match call(&a.socket.socket, Request::Status) {
-            Ok(Reply::Status(s)) if s.epoch > 0 => s.epoch,
-            Ok(Reply::Status(_)) => anyhow::bail!(
-                "the agent has no campaign: name the campaign with --epoch (a statement for a \
-                 campaign an agent has not heard of yet is kept until it arrives)"
-            ),
-            Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
-            Err(e) => return exit_for(e),
-        },
+        None if status.epoch > 0 => status.epoch,
+        None => anyhow::bail!(
+            "the agent has no campaign: name the campaign with --epoch (a statement for a \
+             campaign an agent has not heard of yet is kept until it arrives)"
+        ),
     };
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .context("the clock is before 1970")?
         .as_millis() as u64;
     let statement = Statement {
+        cluster,
         epoch,
         action,
         counter: now_ms,

@@ -771,6 +771,23 @@ fn rollback_control_where_possible_halt_elsewhere() {
     assert_eq!(link_state(&sim, 3, 2).committed, Epoch(0));
 }
 
+/// A resume after a rollback stages and activates the campaign again, and it converges.
+#[test]
+fn resume_after_rollback_converges() {
+    let mut sim = pair();
+    sim.set_stage_delay(n(1), 100 * MS);
+    sim.drive();
+    sim.start_campaign(n(1), campaign(1, false, 1));
+    sim.run_until(|s| s.node(n(1)).link(n(2)).unwrap().peer_activated.is_some());
+    sim.control(n(2), 1, ControlAction::Rollback, 1);
+    sim.run_for(SEC);
+    assert_eq!(sim.node(n(2)).phase().phase, Phase::RolledBack);
+    assert_eq!(sim.node(n(2)).running_window(), w0());
+    sim.control(n(1), 1, ControlAction::Resume, 2);
+    sim.drive();
+    sim.assert_converged(1);
+}
+
 /// A node that fails its health gate after its activation never announces it activated: no
 /// link moves to the epoch, it rolls back, and its device's window goes back.
 #[test]

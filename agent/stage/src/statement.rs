@@ -4,10 +4,12 @@
 //! A statement is one text line, signed whole but for its signature:
 //!
 //! ```text
-//! entente-control-v1 <epoch> <action> <counter> <expires_at> <key id> <signature> <reason>
+//! entente-control-v1 <cluster> <epoch> <action> <counter> <expires_at> <key id> <signature> <reason>
 //! ```
 //!
-//! The signature (ed25519, hex) covers the line with `<key id> <signature> ` removed. `counter`
+//! The signature (ed25519, hex) covers the line with `<key id> <signature> ` removed. `cluster`
+//! names the cluster (16 hex digits, what `entente status` shows), so a statement signed for one
+//! cluster is refused by every other that trusts the same operator key. `counter`
 //! is the signing time in milliseconds since the Unix epoch and `expires_at` a Unix time in
 //! seconds. How the two interact, as [`SignedStatement::check`] applies them against the
 //! node's clock: a statement is refused once expired; one signed more than [`MAX_AHEAD_MS`] in
@@ -76,6 +78,8 @@ impl fmt::Display for Action {
 /// What an operator states, before signing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statement {
+    /// The cluster it is for.
+    pub cluster: [u8; 8],
     /// The campaign it concerns.
     pub epoch: u64,
     /// What to do.
@@ -103,6 +107,14 @@ pub enum StatementError {
     /// Not a statement line of this format.
     #[error("malformed control statement: {0}")]
     Malformed(String),
+    /// Signed for another cluster.
+    #[error("control statement for cluster {theirs}, this is cluster {ours}")]
+    OtherCluster {
+        /// The statement's cluster.
+        theirs: String,
+        /// This node's.
+        ours: String,
+    },
     /// Signed by a key that is not a trusted operator key.
     #[error("control statement signed by key {0}, which is not a trusted operator key")]
     UnknownKey(KeyId),
@@ -144,8 +156,13 @@ impl Statement {
     /// The bytes a signature covers.
     fn signed_bytes(&self) -> Vec<u8> {
         format!(
-            "{TAG} {} {} {} {} {}",
-            self.epoch, self.action, self.counter, self.expires_at, self.reason
+            "{TAG} {} {} {} {} {} {}",
+            hex_encode(&self.cluster),
+            self.epoch,
+            self.action,
+            self.counter,
+            self.expires_at,
+            self.reason
         )
         .into_bytes()
     }
@@ -190,7 +207,8 @@ impl SignedStatement {
     pub fn to_line(&self) -> String {
         let s = &self.statement;
         format!(
-            "{TAG} {} {} {} {} {} {} {}",
+            "{TAG} {} {} {} {} {} {} {} {}",
+            hex_encode(&s.cluster),
             s.epoch,
             s.action,
             s.counter,
@@ -210,11 +228,14 @@ impl SignedStatement {
                 line.len()
             )));
         }
-        let mut f = line.splitn(8, ' ');
+        let mut f = line.splitn(9, ' ');
         if f.next() != Some(TAG) {
             return Err(bad(&format!("does not start with {TAG}")));
         }
         let mut next = |what: &str| f.next().ok_or_else(|| bad(&format!("no {what}")));
+        let mut cluster = [0u8; 8];
+        hex_decode(next("cluster")?, &mut cluster)
+            .map_err(|_| bad("cluster is not 16 lowercase hex digits"))?;
         let epoch = number(next("epoch")?, "epoch")?;
         let word = next("action")?;
         let action = Action::parse(word).ok_or_else(|| {
@@ -234,6 +255,7 @@ impl SignedStatement {
         check_reason(&reason)?;
         let parsed = SignedStatement {
             statement: Statement {
+                cluster,
                 epoch,
                 action,
                 counter,
@@ -251,16 +273,23 @@ impl SignedStatement {
         Ok(parsed)
     }
 
-    /// Checks it against the trusted operator keys, the node's clock (`now_ms`, Unix
-    /// milliseconds) and the last applied counter: the key is trusted, the signature holds, it
-    /// has not expired, it was not signed too far ahead, its validity is not too long, and it is
-    /// newer than `last_counter`.
+    /// Checks it against this node's cluster, the trusted operator keys, the node's clock
+    /// (`now_ms`, Unix milliseconds) and the last applied counter: it is for this cluster, the
+    /// key is trusted, the signature holds, it has not expired, it was not signed too far
+    /// ahead, its validity is not too long, and it is newer than `last_counter`.
     pub fn check(
         &self,
+        cluster: &[u8; 8],
         keys: &TrustedKeys,
         now_ms: u64,
         last_counter: u64,
     ) -> Result<(), StatementError> {
+        if &self.statement.cluster != cluster {
+            return Err(StatementError::OtherCluster {
+                theirs: hex_encode(&self.statement.cluster),
+                ours: hex_encode(cluster),
+            });
+        }
         let id = self.signature.key_id;
         let key = keys.get(&id).ok_or(StatementError::UnknownKey(id))?;
         if !key.verify(&self.statement.signed_bytes(), &self.signature.sig) {

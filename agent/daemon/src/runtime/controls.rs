@@ -63,10 +63,35 @@ impl Agent {
         };
         let s = SignedStatement::parse(line).map_err(|e| Refusal::Refused(e.to_string()))?;
         let last = self.node.record().control_counter;
-        match s.check(keys, unix_ms(), last) {
+        match s.check(&self.cluster, keys, unix_ms(), last) {
             Ok(()) => Ok(s),
-            Err(e @ StatementError::Repeat { .. }) => Err(Refusal::Repeat(e.to_string())),
+            Err(StatementError::Repeat { .. }) => Err(self.not_newer(&s)),
             Err(e) => Err(Refusal::Refused(e.to_string())),
+        }
+    }
+
+    /// A statement at or below the last applied counter: the same statement again is nothing
+    /// to do; a different one is refused, saying which is newer (a signer's clock ahead?).
+    fn not_newer(&self, s: &SignedStatement) -> Refusal {
+        let at = |ms: u64| entente_api::history::rfc3339_ms(ms);
+        match &self.statement {
+            Some(last) if last == s => {
+                Refusal::Repeat("this statement was applied here already".into())
+            }
+            Some(last) => Refusal::Refused(format!(
+                "this statement, signed {}, is not newer than the last applied: {} campaign {}, \
+                 signed {} by key {} (statements apply in signing order; was a signer's clock \
+                 ahead?)",
+                at(s.statement.counter),
+                last.statement.action,
+                last.statement.epoch,
+                at(last.statement.counter),
+                last.signature.key_id
+            )),
+            None => Refusal::Refused(format!(
+                "this statement, signed {}, is not newer than the last control applied here",
+                at(s.statement.counter)
+            )),
         }
     }
 

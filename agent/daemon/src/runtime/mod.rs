@@ -101,6 +101,8 @@ pub struct Agent {
     unhealthy: Option<String>,
     /// Keys whose statements pause, resume or abort a campaign (`None`: none configured).
     operator_keys: Option<TrustedKeys>,
+    /// The cluster's public name (from its key), which operator statements must carry.
+    cluster: [u8; 8],
     /// The last operator statement applied here (what the node's last control carries on).
     statement: Option<entente_stage::SignedStatement>,
     /// When a refused statement from each neighbour was last logged.
@@ -158,6 +160,7 @@ impl Agent {
         let durable = db.load()?;
         let starts = db.next_start()?;
         let key = ClusterKey::load(&cfg.cluster_key)?;
+        let cluster = key.id();
         let keys = TrustedKeys::load_dir(&cfg.trusted_keys)
             .with_context(|| format!("trusted keys in {}", cfg.trusted_keys.display()))?;
         let verifier = Verifier::open(keys, &cfg.data_dir.join("manifest-state.json"))
@@ -170,6 +173,12 @@ impl Agent {
             ),
             None => None,
         };
+        if operator_keys.as_ref().is_none_or(|k| k.is_empty()) {
+            tracing::warn!(
+                "no trusted operator key (trusted_operator_keys): this agent refuses every \
+                 operator statement (pause, resume, abort, rollback) and does not pass them on"
+            );
+        }
         let profiles = entente_devices::profile::load_dir(&cfg.profiles).map_err(|errs| {
             anyhow::anyhow!(
                 "hw-profiles in {}: {}",
@@ -295,6 +304,7 @@ impl Agent {
             health_pending: None,
             unhealthy: None,
             operator_keys,
+            cluster,
             statement: None,
             control_refusals: HashMap::new(),
             cfg,

@@ -63,6 +63,8 @@ impl Agent {
         let t = self.transport.stats();
         Status {
             node: self.cfg.node_id,
+            cluster: self.cluster.iter().map(|b| format!("{b:02x}")).collect(),
+            operator_keys: self.operator_keys.as_ref().map_or(0, |k| k.len() as u64),
             epoch: epoch.0,
             phase: rec.phase.phase.name().to_owned(),
             activity: self.node.activity().into(),

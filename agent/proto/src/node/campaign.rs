@@ -369,7 +369,7 @@ impl Node {
             }
             ControlAction::Resume => {
                 self.record.paused = false;
-                if self.record.phase.phase == Phase::Halted {
+                if matches!(self.record.phase.phase, Phase::Halted | Phase::RolledBack) {
                     self.resume_phase(now);
                 } else {
                     self.persist_node();

@@ -12,8 +12,11 @@ fn trusted(k: &SecretKey) -> TrustedKeys {
     t
 }
 
+const CLUSTER: [u8; 8] = [0xc1; 8];
+
 fn statement(action: Action) -> Statement {
     Statement {
+        cluster: CLUSTER,
         epoch: 3,
         action,
         counter: NOW_MS,
@@ -27,10 +30,12 @@ fn round_trip_and_check() {
     let k = key(1);
     let s = statement(Action::Abort).sign(&k).unwrap();
     let line = s.to_line();
-    assert!(line.starts_with("entente-control-v1 3 abort 1800000000000 1800003600 "));
+    assert!(
+        line.starts_with("entente-control-v1 c1c1c1c1c1c1c1c1 3 abort 1800000000000 1800003600 ")
+    );
     let back = SignedStatement::parse(&line).unwrap();
     assert_eq!(back, s);
-    assert_eq!(back.check(&trusted(&k), NOW_MS, 0), Ok(()));
+    assert_eq!(back.check(&CLUSTER, &trusted(&k), NOW_MS, 0), Ok(()));
     let empty = Statement {
         reason: String::new(),
         ..statement(Action::Pause)
@@ -45,21 +50,40 @@ fn forged_and_unknown_keys_are_refused() {
     let s = statement(Action::Abort).sign(&k).unwrap();
     let stranger = statement(Action::Abort).sign(&key(2)).unwrap();
     assert!(matches!(
-        stranger.check(&trusted(&k), NOW_MS, 0),
+        stranger.check(&CLUSTER, &trusted(&k), NOW_MS, 0),
         Err(StatementError::UnknownKey(_))
     ));
     // the action changed after signing
     let line = s.to_line().replace(" abort ", " resume ");
     let altered = SignedStatement::parse(&line).unwrap();
     assert!(matches!(
-        altered.check(&trusted(&k), NOW_MS, 0),
+        altered.check(&CLUSTER, &trusted(&k), NOW_MS, 0),
         Err(StatementError::BadSignature(_))
     ));
     // the reason changed after signing
     let line = s.to_line().replace("rack 12", "rack 13");
     let altered = SignedStatement::parse(&line).unwrap();
     assert!(matches!(
-        altered.check(&trusted(&k), NOW_MS, 0),
+        altered.check(&CLUSTER, &trusted(&k), NOW_MS, 0),
+        Err(StatementError::BadSignature(_))
+    ));
+}
+
+#[test]
+fn another_clusters_statement_is_refused() {
+    let k = key(1);
+    let s = statement(Action::Abort).sign(&k).unwrap();
+    assert!(matches!(
+        s.check(&[0xc2; 8], &trusted(&k), NOW_MS, 0),
+        Err(StatementError::OtherCluster { .. })
+    ));
+    // the cluster changed after signing
+    let line = s
+        .to_line()
+        .replacen("c1c1c1c1c1c1c1c1", "c2c2c2c2c2c2c2c2", 1);
+    let moved = SignedStatement::parse(&line).unwrap();
+    assert!(matches!(
+        moved.check(&[0xc2; 8], &trusted(&k), NOW_MS, 0),
         Err(StatementError::BadSignature(_))
     ));
 }
@@ -71,11 +95,11 @@ fn time_rules() {
     let s = statement(Action::Pause).sign(&k).unwrap();
     let expired = NOW_MS + 3600 * 1000;
     assert!(matches!(
-        s.check(&t, expired, 0),
+        s.check(&CLUSTER, &t, expired, 0),
         Err(StatementError::Expired { .. })
     ));
     assert!(matches!(
-        s.check(&t, NOW_MS, NOW_MS),
+        s.check(&CLUSTER, &t, NOW_MS, NOW_MS),
         Err(StatementError::Repeat { .. })
     ));
     // signed with u64::MAX as its counter, to outrank every later statement
@@ -87,11 +111,11 @@ fn time_rules() {
     .sign(&k)
     .unwrap();
     assert!(matches!(
-        far.check(&t, NOW_MS, 0),
+        far.check(&CLUSTER, &t, NOW_MS, 0),
         Err(StatementError::FarAhead { .. })
     ));
     // a clock a few minutes behind the signer's is fine
-    assert_eq!(s.check(&t, NOW_MS - 5 * 60 * 1000, 0), Ok(()));
+    assert_eq!(s.check(&CLUSTER, &t, NOW_MS - 5 * 60 * 1000, 0), Ok(()));
     let long = Statement {
         expires_at: NOW_MS / 1000 + MAX_VALIDITY_S + 1,
         ..statement(Action::Pause)
@@ -99,7 +123,7 @@ fn time_rules() {
     .sign(&k)
     .unwrap();
     assert!(matches!(
-        long.check(&t, NOW_MS, 0),
+        long.check(&CLUSTER, &t, NOW_MS, 0),
         Err(StatementError::TooLong(_))
     ));
 }

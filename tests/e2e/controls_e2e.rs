@@ -190,6 +190,7 @@ fn forged_control_refused() {
         let s = c.status(i).unwrap();
         assert_ne!(s["phase"], "halted", "node {i}: {s:#}");
         assert!(s["control"].is_null(), "node {i}: {s:#}");
+        assert!(s["controls_refused"].as_u64() >= Some(1), "node {i}: {s:#}");
     }
 }
 

@@ -284,6 +284,11 @@ pub struct Status {
     /// The last operator statement applied here, if any.
     #[serde(default)]
     pub control: Option<ControlStatus>,
+    /// Operator statements from neighbours this agent refused (expired, signed by a key it does
+    /// not trust or far ahead of its clock, for another cluster): a node whose operator
+    /// statements stop short of it shows here.
+    #[serde(default)]
+    pub controls_refused: u64,
 }
 
 /// An operator statement as an agent applied it: what, for which campaign, who signed it,

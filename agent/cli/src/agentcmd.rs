@@ -311,17 +311,32 @@ fn print_status(s: &Status, dot: bool) {
     }
     if let Some(c) = &s.control {
         outln!(
-            "last operator statement: {} campaign {} (key {}, signed {}): {}",
+            "last operator statement: {} campaign {}{} (key {}, signed {}, expires {}): {}",
             c.action,
             c.epoch,
+            if c.epoch > s.epoch {
+                " (kept until that campaign arrives)"
+            } else {
+                ""
+            },
             c.key,
             c.signed_at,
+            c.expires_at,
             if c.reason.is_empty() {
                 "no reason given"
             } else {
                 &c.reason
             }
         );
+    }
+    if s.controls_refused > 0 {
+        outln!(
+            "{} operator statement(s) from neighbours refused (see entente history)",
+            s.controls_refused
+        );
+    }
+    if s.operator_keys == 0 {
+        outln!("no trusted operator key: operator statements are refused here");
     }
     for l in &s.links {
         outln!(

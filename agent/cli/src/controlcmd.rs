@@ -28,8 +28,8 @@ pub struct ControlArgs {
     #[arg(long)]
     epoch: Option<u64>,
     /// Seconds until the statement expires (at most 7 days): an agent that has not heard of
-    /// it by then refuses it.
-    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    /// it by then (down, or cut off, all that time) refuses it and says so; give it again.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     valid_for: u64,
 }
 

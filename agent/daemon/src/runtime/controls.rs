@@ -177,6 +177,7 @@ impl Agent {
     }
 
     fn control_refused(&mut self, peer: u64, why: &str) {
+        self.controls_refused += 1;
         let now = Instant::now();
         let last = self.control_refusals.get(&peer).copied();
         if last.is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_EVERY) {

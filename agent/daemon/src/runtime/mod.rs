@@ -107,6 +107,8 @@ pub struct Agent {
     statement: Option<entente_stage::SignedStatement>,
     /// When a refused statement from each neighbour was last logged.
     control_refusals: HashMap<u64, Instant>,
+    /// Statements from neighbours refused (expired, another key, signed far ahead...).
+    controls_refused: u64,
 }
 
 /// What in the data directory shows this node ran before, when its state store is new: a
@@ -307,6 +309,7 @@ impl Agent {
             cluster,
             statement: None,
             control_refusals: HashMap::new(),
+            controls_refused: 0,
             cfg,
         };
         agent.serve = fanout::ServeQueue::new(fanout::ServeParams::agent(agent.strategy()));

@@ -113,6 +113,7 @@ impl Agent {
             paused: self.node.record().paused,
             unhealthy: self.unhealthy.clone(),
             control: self.control_status(),
+            controls_refused: self.controls_refused,
         }
     }
 

@@ -11,10 +11,13 @@
 //!   staging against `dd`), each regenerating its page of `docs/bench/`.
 //! - `lab [--keep] [--json FILE]`: the rxe lab (a QEMU guest with soft RoCE): the verbs backend's
 //!   conformance suite and its latency and throughput against rdma-core's tools.
+//! - `fuzz [--minutes N] [--only TARGET]`: every cargo-fuzz target of `fuzz/` for N minutes
+//!   each; exits 1 if any crashed.
 
 mod bench;
 mod ci;
 mod fanout_report;
+mod fuzz;
 mod lab;
 mod sim_report;
 mod swarm;
@@ -41,9 +44,13 @@ fn main() -> Result<()> {
             let args: Vec<String> = std::env::args().skip(2).collect();
             lab::run(&args)
         }
+        "fuzz" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            fuzz::run(&args)
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|sim-report|fanout-report|bench [--only scale|fastpath|staging] [--baseline REF] [--rounds N]|swarm --runs N [--seed S] [--max-nodes M] [--for-s SECS] [--json]|lab [--keep] [--json FILE]>"
+                "usage: cargo xtask <ci|sim-report|fanout-report|bench [--only scale|fastpath|staging] [--baseline REF] [--rounds N]|swarm --runs N [--seed S] [--max-nodes M] [--for-s SECS] [--json]|lab [--keep] [--json FILE]|fuzz [--minutes N] [--only TARGET]>"
             );
             bail!("unknown task {task:?}")
         }

@@ -414,13 +414,26 @@ impl Config {
         if files.is_empty() {
             return Err(ConfigError::Missing(SYSTEM_DIRS.join(", ")));
         }
-        let mut merged = toml::Table::new();
-        let mut origin = BTreeMap::new();
-        for f in &files {
-            let text = std::fs::read_to_string(f).map_err(|source| ConfigError::Read {
+        let mut layers = Vec::with_capacity(files.len());
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Read {
                 path: f.clone(),
                 source,
             })?;
+            layers.push((f, text));
+        }
+        let mut cfg = Config::from_layers(&layers)?;
+        cfg.source = path.map(Path::to_owned);
+        Ok(cfg)
+    }
+
+    /// Merges TOML texts, lowest priority first, each named by the file it came from, and
+    /// validates the result; what [`load`](Self::load) does once it has read the files, without
+    /// touching the file system. `source` is left `None`.
+    pub fn from_layers(layers: &[(PathBuf, String)]) -> Result<Config, ConfigError> {
+        let mut merged = toml::Table::new();
+        let mut origin = BTreeMap::new();
+        for (f, text) in layers {
             let table: toml::Table =
                 text.parse()
                     .map_err(|e: toml::de::Error| ConfigError::Syntax {
@@ -429,8 +442,8 @@ impl Config {
                     })?;
             merge(&mut merged, table, f, "", &mut origin);
         }
-        let mut cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(merged))
-            .map_err(|e| {
+        let cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
                 // The key path the error is about ("fanout.strategy"), or, for an unknown or
                 // missing key, the one the message names.
                 let at = e.path().to_string();
@@ -450,7 +463,7 @@ impl Config {
                                 || k.starts_with(&format!("{key}.")))
                     })
                     .map(|(_, f)| f.clone())
-                    .or_else(|| files.last().cloned());
+                    .or_else(|| layers.last().map(|(f, _)| f.clone()));
                 let message = if at == "." {
                     message
                 } else {
@@ -458,8 +471,10 @@ impl Config {
                 };
                 ConfigError::Schema { path, message }
             })?;
-        cfg.validate(&origin, files.last().expect("non-empty"))?;
-        cfg.source = path.map(Path::to_owned);
+        let last = layers
+            .last()
+            .map_or(Path::new("configuration"), |(f, _)| f.as_path());
+        cfg.validate(&origin, last)?;
         Ok(cfg)
     }
 
@@ -652,6 +667,22 @@ addr = "127.0.0.1:7002"
         assert_eq!(c.policy.max_unavailable_neighbors, 3);
         assert_eq!(c.transport.rtt_ms, 9);
         assert_eq!(c.peers.len(), 1);
+    }
+
+    #[test]
+    fn layers_of_text_load_like_files() {
+        let layer = |name: &str, text: &str| (PathBuf::from(name), text.to_owned());
+        let c = Config::from_layers(&[
+            layer("main.toml", BASE),
+            layer("10-rtt.toml", "[transport]\nrtt_ms = 9\n"),
+        ])
+        .unwrap();
+        assert_eq!((c.transport.rtt_ms, c.source), (9, None));
+        let e = Config::from_layers(&[layer("main.toml", BASE), layer("20.toml", "node_id = 0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("20.toml") && e.contains("node_id"), "{e}");
+        assert!(Config::from_layers(&[]).is_err());
     }
 
     #[test]

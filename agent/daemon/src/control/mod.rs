@@ -321,8 +321,9 @@ fn read_line(stream: &UnixStream, files: &mut Vec<std::fs::File>) -> Result<Vec<
     }
 }
 
-/// Parses a request line and decides whether `caller` may make it.
-fn decide(line: &[u8], caller: &Caller, access: &Access) -> Result<Request, (ErrorCode, String)> {
+/// Parses one request line (without its newline): a JSON [`Envelope`] of [`API_VERSION`].
+/// Anything else is a [`ErrorCode::BadRequest`] with the reason; no input panics.
+pub fn parse_request(line: &[u8]) -> Result<Request, (ErrorCode, String)> {
     let e = match serde_json::from_slice::<Envelope>(line) {
         Ok(e) => e,
         Err(e) => return Err((ErrorCode::BadRequest, format!("malformed request: {e}"))),
@@ -336,13 +337,19 @@ fn decide(line: &[u8], caller: &Caller, access: &Access) -> Result<Request, (Err
             ),
         ));
     }
-    let mutating = e.request.is_mutating();
+    Ok(e.request)
+}
+
+/// Parses a request line and decides whether `caller` may make it.
+fn decide(line: &[u8], caller: &Caller, access: &Access) -> Result<Request, (ErrorCode, String)> {
+    let request = parse_request(line)?;
+    let mutating = request.is_mutating();
     if !access.allowed(caller, mutating) {
         tracing::warn!(
             uid = caller.uid,
             pid = caller.pid,
             "control request refused: {}",
-            clip(&format!("{:?}", e.request), LOGGED_BYTES)
+            clip(&format!("{request:?}"), LOGGED_BYTES)
         );
         let (what, group) = if mutating {
             ("change this agent", "admin")
@@ -357,7 +364,7 @@ fn decide(line: &[u8], caller: &Caller, access: &Access) -> Result<Request, (Err
             ),
         ));
     }
-    Ok(e.request)
+    Ok(request)
 }
 
 /// At most `max` bytes of `text` (on a character boundary), marked when cut.
@@ -380,7 +387,31 @@ impl Drop for ControlServer {
 
 #[cfg(test)]
 mod tests {
-    use super::clip;
+    use super::{clip, parse_request};
+    use entente_api::{ErrorCode, Request, API_VERSION};
+
+    #[test]
+    fn a_request_line_parses_only_at_this_api_version() {
+        let line = format!(r#"{{"api":{API_VERSION},"request":{{"kind":"history","limit":5}}}}"#);
+        assert_eq!(
+            parse_request(line.as_bytes()),
+            Ok(Request::History { limit: 5 })
+        );
+        let old = format!(
+            r#"{{"api":{},"request":{{"kind":"status"}}}}"#,
+            API_VERSION - 1
+        );
+        let (code, why) = parse_request(old.as_bytes()).unwrap_err();
+        assert!(
+            code == ErrorCode::BadRequest && why.contains("API version"),
+            "{why}"
+        );
+        let (code, why) = parse_request(b"{\"api\":").unwrap_err();
+        assert!(
+            code == ErrorCode::BadRequest && why.contains("malformed"),
+            "{why}"
+        );
+    }
 
     #[test]
     fn a_logged_request_is_clipped_on_a_character_boundary() {

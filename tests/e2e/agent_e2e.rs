@@ -34,6 +34,11 @@ fn demo_converges_with_agents_killed_mid_campaign() {
         "one agent restarted with its state store deleted"
     );
     assert_eq!(r["nodes"], 5);
+    assert_eq!(
+        r["controls"],
+        serde_json::json!(["abort", "resume"]),
+        "an operator aborted the campaign mid-way and resumed it"
+    );
 }
 
 #[test]

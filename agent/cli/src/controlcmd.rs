@@ -6,8 +6,9 @@ use crate::agentcmd::{exit_for, SocketArg};
 use crate::client::call;
 use anyhow::{Context, Result};
 use clap::Args;
+use entente_api::Status;
 use entente_api::{Reply, Request};
-use entente_stage::statement::{Action, Statement};
+use entente_stage::statement::{Action, SignedStatement, Statement};
 use entente_stage::SecretKey;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,17 +34,16 @@ pub struct ControlArgs {
     valid_for: u64,
 }
 
-/// Signs and sends one statement.
-pub fn run(action: Action, a: ControlArgs) -> Result<ExitCode> {
-    let key =
-        SecretKey::load(&a.key).with_context(|| format!("operator key {}", a.key.display()))?;
-    // The agent names its cluster (the statement is signed for it) and, by default, the
-    // campaign.
-    let status = match call(&a.socket.socket, Request::Status) {
-        Ok(Reply::Status(s)) => s,
-        Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
-        Err(e) => return exit_for(e),
-    };
+/// A statement for the cluster and (unless `epoch` names one) the campaign of the agent whose
+/// `status` this is, signed now with `key`, valid for `valid_for` seconds.
+pub fn sign(
+    status: &Status,
+    key: &SecretKey,
+    action: Action,
+    epoch: Option<u64>,
+    reason: String,
+    valid_for: u64,
+) -> Result<SignedStatement> {
     let mut cluster = [0u8; 8];
     let hex = status.cluster.as_bytes();
     if hex.len() != 16 {
@@ -53,7 +53,7 @@ pub fn run(action: Action, a: ControlArgs) -> Result<ExitCode> {
         let pair = std::str::from_utf8(&hex[2 * i..2 * i + 2])?;
         *b = u8::from_str_radix(pair, 16).context("the agent's cluster name")?;
     }
-    let epoch = match a.epoch {
+    let epoch = match epoch {
         Some(e) => e,
         None if status.epoch > 0 => status.epoch,
         None => anyhow::bail!(
@@ -65,15 +65,30 @@ pub fn run(action: Action, a: ControlArgs) -> Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)
         .context("the clock is before 1970")?
         .as_millis() as u64;
-    let statement = Statement {
+    Ok(Statement {
         cluster,
         epoch,
         action,
         counter: now_ms,
-        expires_at: now_ms / 1000 + a.valid_for,
-        reason: a.reason,
+        expires_at: now_ms / 1000 + valid_for,
+        reason,
     }
-    .sign(&key)?;
+    .sign(key)?)
+}
+
+/// Signs and sends one statement.
+pub fn run(action: Action, a: ControlArgs) -> Result<ExitCode> {
+    let key =
+        SecretKey::load(&a.key).with_context(|| format!("operator key {}", a.key.display()))?;
+    // The agent names its cluster (the statement is signed for it) and, by default, the
+    // campaign.
+    let status = match call(&a.socket.socket, Request::Status) {
+        Ok(Reply::Status(s)) => s,
+        Ok(other) => anyhow::bail!("unexpected answer: {other:?}"),
+        Err(e) => return exit_for(e),
+    };
+    let statement = sign(&status, &key, action, a.epoch, a.reason, a.valid_for)?;
+    let epoch = statement.statement.epoch;
     match call(
         &a.socket.socket,
         Request::Control {

@@ -6,7 +6,9 @@
 use crate::client::call;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use entente_api::{Reply, Request};
+use entente_api::{Reply, Request, Status};
+use entente_stage::statement::Action;
+use entente_stage::SecretKey;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -24,7 +26,8 @@ pub struct DemoArgs {
     /// Agents to start.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..=64))]
     nodes: u64,
-    /// Kill an agent mid-campaign (and restart it), and another one later.
+    /// Kill an agent mid-campaign (and restart it), and another one later (deleting its state
+    /// store); abort the campaign in between, and resume it.
     #[arg(long)]
     faults: bool,
     /// Print the report as JSON.
@@ -78,6 +81,8 @@ struct Report {
     agents_killed: u32,
     /// Agents whose state store (`state.db`) was deleted before their restart (`--faults`).
     wipes: u32,
+    /// Operator statements given mid-campaign (`--faults`: an abort, then a resume).
+    controls: Vec<String>,
     /// Contradictions the offline history checker found (counted in `safety_violations`).
     history_violations: Vec<String>,
     /// Largest resident set of an agent, idle after convergence (KiB).
@@ -91,6 +96,23 @@ struct Report {
     /// From the campaign's start until the last agent held the image in its store.
     image_all_hosts_ms: Option<u64>,
     dir: Option<String>,
+}
+
+/// Signs `action` for the campaign of `status` with the operator key and gives it to the agent
+/// at `socket`.
+fn give(socket: &Path, status: &Status, key: &Path, action: Action) -> Result<()> {
+    let key = SecretKey::load(key).with_context(|| format!("operator key {}", key.display()))?;
+    let reason = format!("entente demo --faults: {action}");
+    let statement = crate::controlcmd::sign(status, &key, action, None, reason, 3600)?;
+    match call(
+        socket,
+        Request::Control {
+            statement: statement.to_line(),
+        },
+    ) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.context(format!("{action} the campaign"))),
+    }
 }
 
 /// Resident set (KiB) and CPU time (clock ticks) of a process, from /proc.
@@ -318,6 +340,9 @@ fn drive(
     });
     let mut killed = 0u32;
     let mut wipes = 0u32;
+    let mut controls: Vec<String> = Vec::new();
+    let mut aborted_at: Option<Instant> = None;
+    let operator_key = manifest.with_file_name("operator.key");
     let mut restart: Option<(usize, Instant)> = None;
     let victims: Vec<usize> = if a.faults {
         vec![agents.len() / 2, agents.len() - 1]
@@ -363,8 +388,21 @@ fn drive(
                 restart = Some((i, Instant::now() + Duration::from_millis(700)));
             }
         }
+        // Faults: once the first agent was killed, an operator aborts the campaign; once node 1
+        // halted (or after 3 s), resumes it.
+        if a.faults && killed >= 1 && controls.is_empty() {
+            give(&agents[0].socket, &s, &operator_key, Action::Abort)?;
+            controls.push("abort".into());
+            aborted_at = Some(Instant::now());
+        } else if controls.len() == 1
+            && (s.phase == "halted" || aborted_at.is_some_and(|t| t.elapsed().as_secs() >= 3))
+        {
+            give(&agents[0].socket, &s, &operator_key, Action::Resume)?;
+            controls.push("resume".into());
+        }
         let all_reported = s.nodes.len() as u64 == a.nodes && s.links_total == links;
-        if s.converged && all_reported && restart.is_none() {
+        let controls_done = !a.faults || controls.len() == 2;
+        if s.converged && all_reported && restart.is_none() && controls_done {
             break;
         }
     }
@@ -410,6 +448,7 @@ fn drive(
         protocol_errors,
         agents_killed: killed,
         wipes,
+        controls,
         idle_rss_max_kib,
         idle_cpu_max_percent,
         fanout: a.fanout.clone(),

@@ -16,9 +16,13 @@ const PERSIST_DELAY: Nanos = MS;
 impl World {
     /// Runs `f` on a live node with its local time, then carries out its outputs.
     pub(crate) fn with_node(&mut self, n: u32, f: impl FnOnce(&mut Node, Nanos)) {
-        let sn = &mut self.nodes[n as usize];
-        let Some(node) = sn.node.as_mut() else { return };
-        let local = sn.clock.local(self.now);
+        if self.nodes[n as usize].node.is_none() {
+            return;
+        }
+        let local = self.node_time(n);
+        let Some(node) = self.nodes[n as usize].node.as_mut() else {
+            return;
+        };
         f(node, local);
         node.take_outputs(&mut self.buf);
         self.carry_out(n);
@@ -101,9 +105,9 @@ impl World {
                     }
                 }
                 Output::Timer { at, key } => {
-                    let sn = &self.nodes[n as usize];
-                    let at = sn.clock.global(at, self.now);
-                    let inc = sn.inc;
+                    self.arm_wall_timer(n, key, at);
+                    let at = self.timer_time(n, at);
+                    let inc = self.nodes[n as usize].inc;
                     self.schedule(at, Ev::Timer { node: n, inc, key });
                 }
                 Output::Stage(c) => self.stage(n, c),
@@ -433,6 +437,12 @@ impl World {
             let store = Store::Restored;
             self.schedule(t, Ev::Crash { node, store });
         }
+        if self.cfg.clock_step_ms > 0.0 {
+            for t in self.poisson(crate::config::CLOCK_STEP_RATE * n, start, end) {
+                let node = self.rng.below(n as u64) as u32;
+                self.schedule(t, Ev::ClockStep { node });
+            }
+        }
     }
 
     /// Arrival times of a Poisson process of `rate` per second over `[start, end)`.
@@ -470,6 +480,7 @@ impl World {
         sn.store = store;
         sn.inc += 1;
         sn.pending.clear();
+        sn.wall_timers.clear();
         let links: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(_, l)| l).collect();
         for link in links {
             self.break_link(link);
@@ -551,7 +562,8 @@ impl World {
         let lost = sn.durable.node.is_none() && sn.manifests;
         sn.starts += 1;
         sn.cfg.incarnation_hint = (sn.starts - 1).max(u32::from(lost));
-        let local = sn.clock.local(self.now);
+        let local = self.node_time(n);
+        let sn = &mut self.nodes[n as usize];
         sn.node = Some(Node::new(sn.cfg.clone(), &sn.durable, local));
         if n == 0 {
             // The campaign's origin watches for convergence, after every start.

@@ -17,6 +17,7 @@ pub mod plot;
 pub mod report;
 pub mod swarm;
 pub mod topology;
+mod wall;
 pub mod world;
 
 pub use config::{Budget, ConfigError, DriverBug, GossipMode, Protocol, SimConfig, TopologyKind};

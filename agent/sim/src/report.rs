@@ -58,6 +58,8 @@ pub struct Report {
     pub torn_writes: u64,
     /// Partitions that were one-way (`--one-way-share`).
     pub one_way_partitions: u64,
+    /// Steps of a node's wall clock (`--clock-step-ms`).
+    pub clock_steps: u64,
     /// Campaigns the run was to carry out (`--campaigns`).
     pub campaigns: u32,
     /// Campaigns that converged, one after the other (the run stops at one that does not).

@@ -135,6 +135,8 @@ pub(crate) enum Ev {
     Partition,
     /// A one-way partition of `link` ends: a connection that lost messages to it breaks.
     OneWayEnd { link: u32 },
+    /// The node's wall clock steps (`--clock-step-ms`).
+    ClockStep { node: u32 },
     /// Data on a hot link direction.
     DataTick { link: u32, dir: u8 },
     /// The fault phase ends.
@@ -175,6 +177,7 @@ impl Ev {
             Ev::PauseTimeout { node } => (16, node as u64),
             Ev::Tear { node } => (17, node as u64),
             Ev::OneWayEnd { link } => (18, link as u64),
+            Ev::ClockStep { node } => (19, node as u64),
         }
     }
 }
@@ -267,6 +270,11 @@ pub(crate) struct SimNode {
     pub manifests: bool,
     /// The window of the last campaign the node accepted (its newest manifest).
     pub manifest_window: Window,
+    /// The latest time the driver handed the node (the wall-clock driver never hands less).
+    pub handed: Nanos,
+    /// The wall-clock driver's timers: one deadline per key, on the clock it hands the node,
+    /// fired once that clock reaches it (as the agent's timer table does).
+    pub wall_timers: Vec<(TimerKey, Nanos)>,
 }
 
 /// One simulated link (a connection that can break, and the device link epoch at each end).
@@ -334,6 +342,8 @@ pub(crate) struct Meters {
     pub torn_writes: u64,
     /// One-way partitions.
     pub one_way_partitions: u64,
+    /// Steps of a node's wall clock.
+    pub clock_steps: u64,
     /// Campaigns that converged before the current one.
     pub campaigns_done: u32,
 }
@@ -427,6 +437,7 @@ impl World {
                 } else {
                     0
                 },
+                step: 0,
             };
             let durable = Durable {
                 node: None,
@@ -457,6 +468,8 @@ impl World {
                 tear: false,
                 manifests: false,
                 manifest_window: OLD_FW,
+                handed: 0,
+                wall_timers: Vec::new(),
             });
         }
         let links = topo
@@ -659,11 +672,7 @@ impl World {
         match ev {
             Ev::Start => self.start_campaign(),
             Ev::Deliver { link, dir, gen } => self.deliver(link, dir, gen),
-            Ev::Timer { node, inc, key } => {
-                if self.nodes[node as usize].inc == inc {
-                    self.with_node(node, |n, now| n.handle_timer(now, key));
-                }
-            }
+            Ev::Timer { node, inc, key } => self.timer(node, inc, key),
             Ev::Reconnect { link } => {
                 self.links[link as usize].reconnect_at = None;
                 self.try_connect(link);
@@ -681,6 +690,7 @@ impl World {
             Ev::Tear { node } => self.tear(node),
             Ev::Partition => self.partition(),
             Ev::OneWayEnd { link } => self.one_way_end(link),
+            Ev::ClockStep { node } => self.clock_step(node),
             Ev::DataTick { link, dir } => self.data_tick(link, dir),
             Ev::Heal => self.heal(),
             Ev::Liveness { deadline } => self.liveness(deadline),
@@ -916,6 +926,7 @@ impl World {
             restores: self.m.restores,
             torn_writes: self.m.torn_writes,
             one_way_partitions: self.m.one_way_partitions,
+            clock_steps: self.m.clock_steps,
             campaigns: self.plan.len() as u32,
             campaigns_converged: self.m.campaigns_done + u32::from(converged),
             progress: downsample(&self.m.series, total, now),

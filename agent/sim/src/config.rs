@@ -203,6 +203,10 @@ pub struct SimConfig {
     /// [`CLOCK_STEP_RATE`] per node per simulated second in the fault phase; the monotonic
     /// clock the protocol runs on does not step. 0: no steps.
     pub clock_step_ms: f64,
+    /// Operator actions per simulated second across the cluster, in the fault phase: retire or
+    /// restore a link, or pause, resume or abort the campaign at a node. At the end of each fault
+    /// phase the operator restores every link it retired and resumes the campaign.
+    pub operator_actions: f64,
     /// Largest clock offset between a node and true time, in milliseconds.
     pub skew_ms: f64,
     /// Largest clock rate error, parts per million.
@@ -269,6 +273,7 @@ impl Default for SimConfig {
             restore_rate: 0.0,
             torn_rate: 0.0,
             clock_step_ms: 0.0,
+            operator_actions: 0.0,
             skew_ms: 1.0,
             drift_ppm: 50.0,
             traffic_hz: 1000.0,
@@ -429,6 +434,7 @@ impl SimConfig {
         non_negative("restore-rate", self.restore_rate)?;
         non_negative("torn-rate", self.torn_rate)?;
         non_negative("clock-step-ms", self.clock_step_ms)?;
+        non_negative("operator-actions", self.operator_actions)?;
         if self.clock_step_ms > MAX_CLOCK_STEP_MS {
             return Err(ConfigError::new(
                 "clock-step-ms",
@@ -536,6 +542,11 @@ impl SimConfig {
         opt("restore-rate", self.restore_rate, d.restore_rate);
         opt("torn-rate", self.torn_rate, d.torn_rate);
         opt("clock-step-ms", self.clock_step_ms, d.clock_step_ms);
+        opt(
+            "operator-actions",
+            self.operator_actions,
+            d.operator_actions,
+        );
         opt("skew-ms", self.skew_ms, d.skew_ms);
         opt("drift-ppm", self.drift_ppm, d.drift_ppm);
         opt("traffic-hz", self.traffic_hz, d.traffic_hz);
@@ -587,6 +598,8 @@ mod tests {
         assert_eq!(bad(|c| c.clock_step_ms = -1.0), "clock-step-ms");
         assert_eq!(bad(|c| c.clock_step_ms = f64::NAN), "clock-step-ms");
         assert_eq!(bad(|c| c.clock_step_ms = 1e12), "clock-step-ms");
+        assert_eq!(bad(|c| c.operator_actions = -0.1), "operator-actions");
+        assert_eq!(bad(|c| c.operator_actions = f64::NAN), "operator-actions");
         assert_eq!(bad(|c| c.campaigns = 0), "campaigns");
         assert_eq!(
             bad(|c| {

@@ -111,7 +111,10 @@ impl World {
                     self.schedule(at, Ev::Timer { node: n, inc, key });
                 }
                 Output::Stage(c) => self.stage(n, c),
-                Output::Activate { epoch, disruptive } => self.activate(n, epoch, disruptive),
+                Output::Activate { epoch, disruptive } => {
+                    self.check_abort(n, epoch);
+                    self.activate(n, epoch, disruptive);
+                }
                 Output::SetLinkEpoch { peer, epoch } => {
                     if let Some((link, side)) = self.link_of(n, peer) {
                         if self.cfg.protocol == Protocol::Bilateral {
@@ -310,14 +313,21 @@ impl World {
             });
         }
         self.nodes[n as usize].dev.activating = true;
-        if disruptive && self.nodes[n as usize].activating_neighbours > 0 {
+        // The neighbours over the links the node holds live: a retired link is outside the live
+        // graph (its ends ask each other for no lease), until its end hears of the restore.
+        let nbrs: Vec<u32> = if disruptive {
+            self.live_neighbours(n)
+        } else {
+            Vec::new()
+        };
+        let down: Vec<u32> = nbrs
+            .iter()
+            .copied()
+            .filter(|&p| self.nodes[p as usize].disrupts.is_some())
+            .collect();
+        if !down.is_empty() {
             // A node grants no lease while it is disrupted or about to be: two neighbours are
             // never in a disruptive activation at once, whatever the budget.
-            let down: Vec<u32> = self.topo.adj[n as usize]
-                .iter()
-                .map(|&(p, _)| p)
-                .filter(|&p| self.nodes[p as usize].dev.activating)
-                .collect();
             let (step, now) = (self.step, self.now);
             self.check.violate(Invariant::Budget, step, now, || {
                 format!(
@@ -326,7 +336,7 @@ impl World {
             });
         }
         if disruptive {
-            let nbrs: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(p, _)| p).collect();
+            self.nodes[n as usize].disrupts = Some(nbrs.clone());
             for m in nbrs {
                 let c = &mut self.nodes[m as usize].activating_neighbours;
                 *c += 1;
@@ -382,7 +392,7 @@ impl World {
             self.nodes[n as usize].dev.activating = false;
         }
         if disruptive {
-            let nbrs: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(p, _)| p).collect();
+            let nbrs = self.nodes[n as usize].disrupts.take().unwrap_or_default();
             for m in nbrs {
                 self.nodes[m as usize].activating_neighbours -= 1;
             }
@@ -431,6 +441,9 @@ impl World {
         for t in self.poisson(self.cfg.torn_rate * n, start, end) {
             let node = self.rng.below(n as u64) as u32;
             self.schedule(t, Ev::Tear { node });
+        }
+        for t in self.poisson(self.cfg.operator_actions, start, end) {
+            self.schedule(t, Ev::Operator);
         }
         for t in self.poisson(self.cfg.restore_rate * n, start, end) {
             let node = self.rng.below(n as u64) as u32;
@@ -524,6 +537,7 @@ impl World {
         sn.persist_seq = sn.durable_seq;
         sn.required_seq = sn.durable_seq;
         self.m.last_restart = self.now;
+        self.controls_restarted(n);
         self.start_node(n);
         if n == 0 {
             self.offer_campaign();
@@ -533,6 +547,7 @@ impl World {
             self.try_connect(link);
         }
         self.fito_restarted(n);
+        self.operator_finish();
         self.arm_liveness();
     }
 

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Simulate a campaign on a virtual cluster and check its safety and convergence.
-    Sim(sim::SimArgs),
+    Sim(Box<sim::SimArgs>),
     /// Create an ed25519 key pair for signing manifests.
     Keygen(keygen::KeygenArgs),
     /// Sign or inspect a campaign manifest.
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Sim(args) => sim::run(args),
+        Command::Sim(args) => sim::run(*args),
         Command::Keygen(args) => keygen::run(args),
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Profiles(cmd) => profiles::run(cmd),

@@ -51,6 +51,15 @@ pub struct SimArgs {
     /// at the node's previous start), per node per simulated second (fault phase).
     #[arg(long, default_value_t = 0.0)]
     restore_rate: f64,
+    /// Largest step of a node's wall clock, forward or back, milliseconds (steps arrive at 0.02
+    /// per node per simulated second, fault phase); the protocol runs on the monotonic clock.
+    #[arg(long, default_value_t = 0.0)]
+    clock_step_ms: f64,
+    /// Operator actions per simulated second across the cluster (fault phase): retire or
+    /// restore a link, pause, resume or abort the campaign; at the end of each fault phase the
+    /// operator restores every retired link and resumes.
+    #[arg(long, default_value_t = 0.0)]
+    operator_actions: f64,
     /// Largest clock offset, milliseconds.
     #[arg(long, default_value_t = 1.0)]
     skew_ms: f64,
@@ -147,6 +156,8 @@ impl SimArgs {
             wipe_rate: self.wipe_rate,
             torn_rate: self.torn_rate,
             restore_rate: self.restore_rate,
+            clock_step_ms: self.clock_step_ms,
+            operator_actions: self.operator_actions,
             skew_ms: self.skew_ms,
             drift_ppm: self.drift_ppm,
             traffic_hz: self.traffic_hz,

@@ -27,11 +27,18 @@ pub enum Mutant {
     /// responder) for the COMMIT_ACK (its responder heard the COMMIT), and sends data at the
     /// new epoch: under a one-way partition the responder never got the COMMIT.
     AckOnHearingPeer,
+    /// A staged node, about to activate, takes no notice of an abort from a neighbour (as if an
+    /// abort stopped staging only): it neither halts nor passes the abort on, and activates
+    /// once its leases come.
+    ActivateAfterAbort,
+    /// A node applies a resume only where the operator gave it: one from a neighbour is
+    /// dropped (not applied, not passed on), so a halted campaign stays halted elsewhere.
+    ResumeNotPassedOn,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 10] = [
+    pub const ALL: [Mutant; 12] = [
         Mutant::ResponderAbortsAfterReflect,
         Mutant::ResponderDoesNotPause,
         Mutant::DataBeforeCommit,
@@ -42,5 +49,7 @@ impl Mutant {
         Mutant::ReflectWithoutDeviceCheck,
         Mutant::GrantWhileLeasing,
         Mutant::AckOnHearingPeer,
+        Mutant::ActivateAfterAbort,
+        Mutant::ResumeNotPassedOn,
     ];
 }

@@ -1,4 +1,5 @@
-//! The six safety invariants, checked incrementally as the run touches state.
+//! The seven safety invariants, checked incrementally as the run touches state, and the
+//! liveness properties checked once the network healed.
 
 use entente_proto::types::Nanos;
 use serde::Serialize;
@@ -19,17 +20,21 @@ pub enum Invariant {
     /// No node has more than `max_unavailable` neighbours in a disruptive activation, nor is in
     /// one itself while a neighbour is.
     Budget,
+    /// No activation starts at a node after an operator's abort of its campaign reached it,
+    /// until a later resume reached it.
+    Abort,
 }
 
 impl Invariant {
     /// Every invariant, in report order.
-    pub const ALL: [Invariant; 6] = [
+    pub const ALL: [Invariant; 7] = [
         Invariant::Agreement,
         Invariant::Compatibility,
         Invariant::Monotonicity,
         Invariant::Durability,
         Invariant::Integrity,
         Invariant::Budget,
+        Invariant::Abort,
     ];
     /// Report key.
     pub fn name(self) -> &'static str {
@@ -40,6 +45,7 @@ impl Invariant {
             Invariant::Durability => "durability",
             Invariant::Integrity => "integrity",
             Invariant::Budget => "budget",
+            Invariant::Abort => "abort",
         }
     }
 }
@@ -60,7 +66,7 @@ pub struct Violation {
 /// Counts violations per invariant and keeps the first one.
 #[derive(Clone, Debug, Default)]
 pub struct Checker {
-    counts: [u64; 6],
+    counts: [u64; 7],
     /// The first violation seen.
     pub first: Option<Violation>,
 }
@@ -95,5 +101,27 @@ impl Checker {
     /// All violations.
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
+    }
+}
+
+/// A liveness property, checked once the fault phase is over: a run that breaks it fails
+/// (`Report::failure` says how, `Report::liveness` names it).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Liveness {
+    /// Every live link commits within 3 RTT + 1 s of the latest of the heal, the last
+    /// activation and the last restart.
+    Convergence,
+    /// A campaign the operator aborted somewhere converges after the operator's final resume
+    /// (at the heal), within the same bound.
+    Resume,
+}
+
+impl Liveness {
+    /// Report name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Liveness::Convergence => "convergence",
+            Liveness::Resume => "resume",
+        }
     }
 }

@@ -163,6 +163,10 @@ pub enum DriverBug {
     /// its store would): after a restore from an older copy it re-applies the store's older
     /// link epochs to the device.
     TrustRestoredStore,
+    /// The node is handed the wall clock, which steps (`--clock-step-ms`), instead of the
+    /// monotonic one (never below what it was handed before, so that time does not go back):
+    /// a grantor whose clock jumps forward sees its grants expire early and grants again.
+    WallClock,
 }
 
 /// Every option of a run. One seed determines everything else that is random.
@@ -195,6 +199,14 @@ pub struct SimConfig {
     /// Crashes during a write (the write is lost, and nothing after it in the batch is carried
     /// out), per node per simulated second.
     pub torn_rate: f64,
+    /// Largest step of a node's wall clock, forward or back, in milliseconds: steps arrive at
+    /// [`CLOCK_STEP_RATE`] per node per simulated second in the fault phase; the monotonic
+    /// clock the protocol runs on does not step. 0: no steps.
+    pub clock_step_ms: f64,
+    /// Operator actions per simulated second across the cluster, in the fault phase: retire or
+    /// restore a link, or pause, resume or abort the campaign at a node. At the end of each fault
+    /// phase the operator restores every link it retired and resumes the campaign.
+    pub operator_actions: f64,
     /// Largest clock offset between a node and true time, in milliseconds.
     pub skew_ms: f64,
     /// Largest clock rate error, parts per million.
@@ -260,6 +272,8 @@ impl Default for SimConfig {
             wipe_rate: 0.0,
             restore_rate: 0.0,
             torn_rate: 0.0,
+            clock_step_ms: 0.0,
+            operator_actions: 0.0,
             skew_ms: 1.0,
             drift_ppm: 50.0,
             traffic_hz: 1000.0,
@@ -338,6 +352,13 @@ pub const MAX_NODES: usize = 1_000_000;
 /// Most campaigns in one run.
 pub const MAX_CAMPAIGNS: u32 = 1000;
 
+/// Steps of a node's wall clock per simulated second in the fault phase, with
+/// `--clock-step-ms` (about one per node per fault phase).
+pub const CLOCK_STEP_RATE: f64 = 0.02;
+
+/// Largest wall-clock step, milliseconds (a day).
+pub const MAX_CLOCK_STEP_MS: f64 = 86_400_000.0;
+
 impl SimConfig {
     /// Checks every option; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -412,6 +433,17 @@ impl SimConfig {
         non_negative("wipe-rate", self.wipe_rate)?;
         non_negative("restore-rate", self.restore_rate)?;
         non_negative("torn-rate", self.torn_rate)?;
+        non_negative("clock-step-ms", self.clock_step_ms)?;
+        non_negative("operator-actions", self.operator_actions)?;
+        if self.clock_step_ms > MAX_CLOCK_STEP_MS {
+            return Err(ConfigError::new(
+                "clock-step-ms",
+                format!(
+                    "{} is more than a day ({MAX_CLOCK_STEP_MS} ms)",
+                    self.clock_step_ms
+                ),
+            ));
+        }
         non_negative("skew-ms", self.skew_ms)?;
         non_negative("drift-ppm", self.drift_ppm)?;
         non_negative("traffic-hz", self.traffic_hz)?;
@@ -509,6 +541,12 @@ impl SimConfig {
         opt("wipe-rate", self.wipe_rate, d.wipe_rate);
         opt("restore-rate", self.restore_rate, d.restore_rate);
         opt("torn-rate", self.torn_rate, d.torn_rate);
+        opt("clock-step-ms", self.clock_step_ms, d.clock_step_ms);
+        opt(
+            "operator-actions",
+            self.operator_actions,
+            d.operator_actions,
+        );
         opt("skew-ms", self.skew_ms, d.skew_ms);
         opt("drift-ppm", self.drift_ppm, d.drift_ppm);
         opt("traffic-hz", self.traffic_hz, d.traffic_hz);
@@ -557,6 +595,11 @@ mod tests {
         assert_eq!(bad(|c| c.wipe_rate = f64::INFINITY), "wipe-rate");
         assert_eq!(bad(|c| c.radix = 3), "radix");
         assert_eq!(bad(|c| c.one_way_share = -0.5), "one-way-share");
+        assert_eq!(bad(|c| c.clock_step_ms = -1.0), "clock-step-ms");
+        assert_eq!(bad(|c| c.clock_step_ms = f64::NAN), "clock-step-ms");
+        assert_eq!(bad(|c| c.clock_step_ms = 1e12), "clock-step-ms");
+        assert_eq!(bad(|c| c.operator_actions = -0.1), "operator-actions");
+        assert_eq!(bad(|c| c.operator_actions = f64::NAN), "operator-actions");
         assert_eq!(bad(|c| c.campaigns = 0), "campaigns");
         assert_eq!(
             bad(|c| {

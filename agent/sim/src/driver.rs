@@ -16,9 +16,13 @@ const PERSIST_DELAY: Nanos = MS;
 impl World {
     /// Runs `f` on a live node with its local time, then carries out its outputs.
     pub(crate) fn with_node(&mut self, n: u32, f: impl FnOnce(&mut Node, Nanos)) {
-        let sn = &mut self.nodes[n as usize];
-        let Some(node) = sn.node.as_mut() else { return };
-        let local = sn.clock.local(self.now);
+        if self.nodes[n as usize].node.is_none() {
+            return;
+        }
+        let local = self.node_time(n);
+        let Some(node) = self.nodes[n as usize].node.as_mut() else {
+            return;
+        };
         f(node, local);
         node.take_outputs(&mut self.buf);
         self.carry_out(n);
@@ -102,13 +106,16 @@ impl World {
                     }
                 }
                 Output::Timer { at, key } => {
-                    let sn = &self.nodes[n as usize];
-                    let at = sn.clock.global(at, self.now);
-                    let inc = sn.inc;
+                    self.arm_wall_timer(n, key, at);
+                    let at = self.timer_time(n, at);
+                    let inc = self.nodes[n as usize].inc;
                     self.schedule(at, Ev::Timer { node: n, inc, key });
                 }
                 Output::Stage(c) => self.stage(n, c),
-                Output::Activate { epoch, disruptive } => self.activate(n, epoch, disruptive),
+                Output::Activate { epoch, disruptive } => {
+                    self.check_abort(n, epoch);
+                    self.activate(n, epoch, disruptive);
+                }
                 Output::SetLinkEpoch { peer, epoch } => {
                     if let Some((link, side)) = self.link_of(n, peer) {
                         if self.cfg.protocol == Protocol::Bilateral {
@@ -315,14 +322,21 @@ impl World {
             });
         }
         self.nodes[n as usize].dev.activating = true;
-        if disruptive && self.nodes[n as usize].activating_neighbours > 0 {
+        // The neighbours over the links the node holds live: a retired link is outside the live
+        // graph (its ends ask each other for no lease), until its end hears of the restore.
+        let nbrs: Vec<u32> = if disruptive {
+            self.live_neighbours(n)
+        } else {
+            Vec::new()
+        };
+        let down: Vec<u32> = nbrs
+            .iter()
+            .copied()
+            .filter(|&p| self.nodes[p as usize].disrupts.is_some())
+            .collect();
+        if !down.is_empty() {
             // A node grants no lease while it is disrupted or about to be: two neighbours are
             // never in a disruptive activation at once, whatever the budget.
-            let down: Vec<u32> = self.topo.adj[n as usize]
-                .iter()
-                .map(|&(p, _)| p)
-                .filter(|&p| self.nodes[p as usize].dev.activating)
-                .collect();
             let (step, now) = (self.step, self.now);
             self.check.violate(Invariant::Budget, step, now, || {
                 format!(
@@ -331,7 +345,7 @@ impl World {
             });
         }
         if disruptive {
-            let nbrs: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(p, _)| p).collect();
+            self.nodes[n as usize].disrupts = Some(nbrs.clone());
             for m in nbrs {
                 let c = &mut self.nodes[m as usize].activating_neighbours;
                 *c += 1;
@@ -387,7 +401,7 @@ impl World {
             self.nodes[n as usize].dev.activating = false;
         }
         if disruptive {
-            let nbrs: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(p, _)| p).collect();
+            let nbrs = self.nodes[n as usize].disrupts.take().unwrap_or_default();
             for m in nbrs {
                 self.nodes[m as usize].activating_neighbours -= 1;
             }
@@ -437,10 +451,19 @@ impl World {
             let node = self.rng.below(n as u64) as u32;
             self.schedule(t, Ev::Tear { node });
         }
+        for t in self.poisson(self.cfg.operator_actions, start, end) {
+            self.schedule(t, Ev::Operator);
+        }
         for t in self.poisson(self.cfg.restore_rate * n, start, end) {
             let node = self.rng.below(n as u64) as u32;
             let store = Store::Restored;
             self.schedule(t, Ev::Crash { node, store });
+        }
+        if self.cfg.clock_step_ms > 0.0 {
+            for t in self.poisson(crate::config::CLOCK_STEP_RATE * n, start, end) {
+                let node = self.rng.below(n as u64) as u32;
+                self.schedule(t, Ev::ClockStep { node });
+            }
         }
     }
 
@@ -479,6 +502,7 @@ impl World {
         sn.store = store;
         sn.inc += 1;
         sn.pending.clear();
+        sn.wall_timers.clear();
         let links: Vec<u32> = self.topo.adj[n as usize].iter().map(|&(_, l)| l).collect();
         for link in links {
             self.break_link(link);
@@ -522,6 +546,7 @@ impl World {
         sn.persist_seq = sn.durable_seq;
         sn.required_seq = sn.durable_seq;
         self.m.last_restart = self.now;
+        self.controls_restarted(n);
         self.start_node(n);
         if n == 0 {
             self.offer_campaign();
@@ -531,6 +556,7 @@ impl World {
             self.try_connect(link);
         }
         self.fito_restarted(n);
+        self.operator_finish();
         self.arm_liveness();
     }
 
@@ -560,7 +586,8 @@ impl World {
         let lost = sn.durable.node.is_none() && sn.manifests;
         sn.starts += 1;
         sn.cfg.incarnation_hint = (sn.starts - 1).max(u32::from(lost));
-        let local = sn.clock.local(self.now);
+        let local = self.node_time(n);
+        let sn = &mut self.nodes[n as usize];
         sn.node = Some(Node::new(sn.cfg.clone(), &sn.durable, local));
         if n == 0 {
             // The campaign's origin watches for convergence, after every start.

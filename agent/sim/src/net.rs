@@ -96,6 +96,9 @@ impl World {
                     }
                     r.push_back(m.clone());
                 }
+                if let Message::Control(c) = m {
+                    self.control_reached(to, c);
+                }
                 let hello = matches!(m, Message::Hello(_));
                 self.with_node(to, |n, now| n.handle_message(now, NodeId(from as u64), m));
                 if hello {

@@ -58,6 +58,14 @@ pub struct Report {
     pub torn_writes: u64,
     /// Partitions that were one-way (`--one-way-share`).
     pub one_way_partitions: u64,
+    /// Steps of a node's wall clock (`--clock-step-ms`).
+    pub clock_steps: u64,
+    /// Operator actions carried out at a node (`--operator-actions`), the final restores and
+    /// resumes of each fault phase included.
+    pub operator_actions: u64,
+    /// The liveness property the run broke, if any: `convergence`, or `resume` for a campaign
+    /// the operator aborted and then resumed (`failure` says how).
+    pub liveness: Option<&'static str>,
     /// Campaigns the run was to carry out (`--campaigns`).
     pub campaigns: u32,
     /// Campaigns that converged, one after the other (the run stops at one that does not).

@@ -2,7 +2,9 @@
 //! 0.05 crashes, 0.02 partitions, 0.02 wipes (crashes that lose the state store), 0.05 torn
 //! writes (crashes during a write) and 0.02 restores (crashes whose store comes back as an older
 //! copy) per node per second and activation failures 0.2 (most runs with half or all of their
-//! partitions one-way), and one run in eight has all of them
+//! partitions one-way; half the runs with wall clocks that step by up to a second or ten
+//! minutes, and half with an operator who retires and restores links and pauses, resumes and
+//! aborts the campaign 0.2 or 1 times a second), and one run in eight has all of them
 //! at once near the top of those ranges. Half the runs carry out several campaigns (two or
 //! three, half of those going back: a semantics downgrade, then with three an image swap);
 //! those lose or restore no store (a known gap: a store lost while the device
@@ -109,6 +111,19 @@ pub fn options(seed: u64, max_nodes: usize, protocol: Protocol) -> SimConfig {
     };
     // Half the partitions one-way in most runs: messages flow one way only.
     cfg.one_way_share = pick(&mut r, &[0.0, 0.5, 0.5, 1.0]);
+    // Wall clocks that step by up to a second or ten minutes in half the runs (every storm).
+    cfg.clock_step_ms = if storm {
+        pick(&mut r, &[1000.0, 600_000.0])
+    } else {
+        pick(&mut r, &[0.0, 0.0, 1000.0, 600_000.0])
+    };
+    // An operator at work in half the runs (every storm): retires and restores, pauses,
+    // resumes and aborts, then restores and resumes everything at the heal.
+    cfg.operator_actions = if storm {
+        pick(&mut r, &[0.2, 1.0])
+    } else {
+        pick(&mut r, &[0.0, 0.0, 0.2, 1.0])
+    };
     // The baselines simulate one campaign.
     if protocol == Protocol::Bilateral && campaigns > 1 {
         cfg.campaigns = campaigns;
@@ -120,7 +135,8 @@ pub fn options(seed: u64, max_nodes: usize, protocol: Protocol) -> SimConfig {
 }
 
 /// The fault classes a run exercised: the ones its options turn on, and for the store faults
-/// the ones that happened (a wipe rate with no wipe in the run does not count); `campaigns`
+/// the ones that happened (a wipe rate with no wipe in the run does not count, nor a clock-step
+/// size with no step, nor an operator who took no action); `campaigns`
 /// (more than one campaign) and `downgrade` (campaigns that go back) count too. The swarm
 /// reports, per class, how many seeds exercised it.
 pub fn exercised(cfg: &SimConfig, r: &Report) -> Vec<&'static str> {
@@ -137,6 +153,8 @@ pub fn exercised(cfg: &SimConfig, r: &Report) -> Vec<&'static str> {
         ("torn_write", r.torn_writes > 0),
         ("restore", r.restores > 0),
         ("one_way_partition", r.one_way_partitions > 0),
+        ("clock_step", r.clock_steps > 0),
+        ("operator", r.operator_actions > 0),
         ("campaigns", cfg.campaigns > 1),
         ("downgrade", cfg.downgrade),
     ];

@@ -1,9 +1,10 @@
 //! The simulated cluster: nodes running entente-proto, links, faults, and the event loop.
 
-use crate::check::{Checker, Invariant};
+use crate::check::{Checker, Invariant, Liveness};
 use crate::clock::Clock;
 use crate::config::{DriverBug, GossipMode, Protocol, SimConfig};
 use crate::fito::{Fito, TwoPcMsg};
+use crate::operator::Operator;
 use crate::report::Report;
 use crate::topology::Topology;
 use entente_proto::link::LinkState;
@@ -135,6 +136,12 @@ pub(crate) enum Ev {
     Partition,
     /// A one-way partition of `link` ends: a connection that lost messages to it breaks.
     OneWayEnd { link: u32 },
+    /// The node's wall clock steps (`--clock-step-ms`).
+    ClockStep { node: u32 },
+    /// The operator acts (`--operator-actions`).
+    Operator,
+    /// After the fault phase, the operator looks whether its final actions took.
+    OperatorPoll,
     /// Data on a hot link direction.
     DataTick { link: u32, dir: u8 },
     /// The fault phase ends.
@@ -175,6 +182,9 @@ impl Ev {
             Ev::PauseTimeout { node } => (16, node as u64),
             Ev::Tear { node } => (17, node as u64),
             Ev::OneWayEnd { link } => (18, link as u64),
+            Ev::ClockStep { node } => (19, node as u64),
+            Ev::Operator => (20, 0),
+            Ev::OperatorPoll => (21, 0),
         }
     }
 }
@@ -256,6 +266,9 @@ pub(crate) struct SimNode {
     pub pending: Vec<(u64, Record)>,
     /// Neighbours in a disruptive activation right now.
     pub activating_neighbours: usize,
+    /// In a disruptive activation: the neighbours it counts against (those over the links
+    /// the node held live when it started).
+    pub disrupts: Option<Vec<u32>>,
     /// Starts recorded in the state store (as the agent counts them in state.db).
     pub starts: u32,
     /// What the next restart finds of the store.
@@ -269,6 +282,11 @@ pub(crate) struct SimNode {
     pub manifests: bool,
     /// The window of the last campaign the node accepted (its newest manifest).
     pub manifest_window: Window,
+    /// The latest time the driver handed the node (the wall-clock driver never hands less).
+    pub handed: Nanos,
+    /// The wall-clock driver's timers: one deadline per key, on the clock it hands the node,
+    /// fired once that clock reaches it (as the agent's timer table does).
+    pub wall_timers: Vec<(TimerKey, Nanos)>,
 }
 
 /// One simulated link (a connection that can break, and the device link epoch at each end).
@@ -336,6 +354,12 @@ pub(crate) struct Meters {
     pub torn_writes: u64,
     /// One-way partitions.
     pub one_way_partitions: u64,
+    /// Steps of a node's wall clock.
+    pub clock_steps: u64,
+    /// Operator actions an agent took.
+    pub operator_actions: u64,
+    /// The liveness property the run broke.
+    pub liveness: Option<Liveness>,
     /// Campaigns that converged before the current one.
     pub campaigns_done: u32,
 }
@@ -354,6 +378,8 @@ pub struct World {
     pub(crate) check: Checker,
     pub(crate) m: Meters,
     pub(crate) fito: Fito,
+    /// The simulated operator.
+    pub(crate) op: Operator,
     /// The campaign under way (`plan[current]`).
     pub(crate) campaign: Campaign,
     pub(crate) plan: Vec<Step>,
@@ -429,6 +455,7 @@ impl World {
                 } else {
                     0
                 },
+                step: 0,
             };
             let durable = Durable {
                 node: None,
@@ -454,12 +481,15 @@ impl World {
                 required_seq: 0,
                 pending: Vec::new(),
                 activating_neighbours: 0,
+                disrupts: None,
                 starts: 0,
                 store: Store::Kept,
                 backup: (Durable::default(), 0),
                 tear: false,
                 manifests: false,
                 manifest_window: OLD_FW,
+                handed: 0,
+                wall_timers: Vec::new(),
             });
         }
         let links = topo
@@ -490,6 +520,7 @@ impl World {
         let plan = plan(&cfg);
         let campaign = plan[0].campaign;
         let fito = Fito::new(topo.nodes);
+        let op = Operator::new(topo.nodes, topo.links.len());
         let fault_end = cfg.fault_phase;
         World {
             cfg,
@@ -504,6 +535,7 @@ impl World {
             check: Checker::default(),
             m: Meters::default(),
             fito,
+            op,
             campaign,
             plan,
             current: 0,
@@ -604,6 +636,7 @@ impl World {
         self.m.conv_at = None;
         self.m.detected_at = None;
         self.m.liveness_deadline = None;
+        self.op.next_campaign();
         for l in &mut self.links {
             // Every link is at the previous epoch: none has the new one.
             debug_assert!(l.epoch[0] < target && l.epoch[1] < target);
@@ -662,11 +695,7 @@ impl World {
         match ev {
             Ev::Start => self.start_campaign(),
             Ev::Deliver { link, dir, gen } => self.deliver(link, dir, gen),
-            Ev::Timer { node, inc, key } => {
-                if self.nodes[node as usize].inc == inc {
-                    self.with_node(node, |n, now| n.handle_timer(now, key));
-                }
-            }
+            Ev::Timer { node, inc, key } => self.timer(node, inc, key),
             Ev::Reconnect { link } => {
                 self.links[link as usize].reconnect_at = None;
                 self.try_connect(link);
@@ -684,6 +713,9 @@ impl World {
             Ev::Tear { node } => self.tear(node),
             Ev::Partition => self.partition(),
             Ev::OneWayEnd { link } => self.one_way_end(link),
+            Ev::ClockStep { node } => self.clock_step(node),
+            Ev::Operator => self.operator_act(),
+            Ev::OperatorPoll => self.operator_poll(),
             Ev::DataTick { link, dir } => self.data_tick(link, dir),
             Ev::Heal => self.heal(),
             Ev::Liveness { deadline } => self.liveness(deadline),
@@ -731,6 +763,7 @@ impl World {
                 self.try_connect(l as u32);
             }
         }
+        self.operator_heal();
         self.arm_liveness();
     }
 
@@ -765,8 +798,10 @@ impl World {
             return; // a node is still down: the deadline moves when it restarts
         }
         let pending = self.links.len() - self.m.done_links;
+        let (kind, after) = self.stalled();
+        self.m.liveness = Some(kind);
         self.m.failure = Some(format!(
-            "no convergence: {pending} of {} links not committed {:.3} ms after the network healed and the last node activated (bound 3 RTT + 1 s){}",
+            "no convergence{after}: {pending} of {} links not committed {:.3} ms after the network healed and the last node activated (bound 3 RTT + 1 s){}",
             self.links.len(),
             (deadline - self.fault_end.max(self.m.last_activation).max(self.m.last_restart)) as f64 / 1e6,
             self.stuck_links()
@@ -870,8 +905,10 @@ impl World {
         }
         let converged = self.m.conv_at.is_some();
         if !converged && self.m.failure.is_none() {
+            let (kind, after) = self.stalled();
+            self.m.liveness = Some(kind);
             self.m.failure = Some(format!(
-                "no convergence: {} of {} links not committed when the run stopped at {:.1} s{}",
+                "no convergence{after}: {} of {} links not committed when the run stopped at {:.1} s{}",
                 self.links.len() - self.m.done_links,
                 self.links.len(),
                 now as f64 / 1e9,
@@ -919,6 +956,9 @@ impl World {
             restores: self.m.restores,
             torn_writes: self.m.torn_writes,
             one_way_partitions: self.m.one_way_partitions,
+            clock_steps: self.m.clock_steps,
+            operator_actions: self.m.operator_actions,
+            liveness: self.m.liveness.map(Liveness::name),
             campaigns: self.plan.len() as u32,
             campaigns_converged: self.m.campaigns_done + u32::from(converged),
             progress: downsample(&self.m.series, total, now),
@@ -927,6 +967,16 @@ impl World {
 }
 
 impl World {
+    /// Which liveness property a campaign that did not converge broke, and the words that say
+    /// so after "no convergence".
+    fn stalled(&self) -> (Liveness, &'static str) {
+        if self.op.aborted {
+            (Liveness::Resume, " after the operator's final resume")
+        } else {
+            (Liveness::Convergence, "")
+        }
+    }
+
     /// A description of the first few links that did not commit, for failure reports.
     fn stuck_links(&self) -> String {
         let mut out = String::new();

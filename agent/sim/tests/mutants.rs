@@ -14,11 +14,24 @@ use entente_proto::types::{MS, SEC};
 use entente_proto::Mutant;
 use entente_sim::{GossipMode, SimConfig, TopologyKind};
 
-/// Where the simulator catches a mutant: the options, the seeds to try, and the invariant.
+/// Where the simulator catches a mutant: the options, the seeds to try, and the invariant (or
+/// liveness property) it breaks.
 struct Hunt {
     cfg: SimConfig,
     seeds: std::ops::RangeInclusive<u64>,
     invariant: &'static str,
+}
+
+/// An operator who retires and restores links and pauses, resumes and aborts the campaign
+/// about once every two seconds of the fault phase, then restores and resumes everything.
+fn operator() -> SimConfig {
+    SimConfig {
+        nodes: 24,
+        topology: TopologyKind::Random,
+        degree: 3,
+        operator_actions: 0.5,
+        ..SimConfig::default()
+    }
 }
 
 /// Options under which each mutant shows, or `None` where the simulator cannot see it.
@@ -102,6 +115,20 @@ fn hunt(m: Mutant) -> Option<Hunt> {
         },
         // Two neighbours staged at the same moment ask each other for a lease at once and
         // both grant: the budget checker sees a node start its activation beside a neighbour.
+        // A staged node that takes no notice of an abort activates after it: the abort checker
+        // sees the activation start where the operator's abort arrived and no resume since.
+        Mutant::ActivateAfterAbort => Hunt {
+            cfg: operator(),
+            seeds: 1..=4,
+            invariant: "abort",
+        },
+        // A resume from a neighbour dropped: the nodes the operator's final resume does not
+        // reach directly stay halted, and the campaign never converges after the heal.
+        Mutant::ResumeNotPassedOn => Hunt {
+            cfg: operator(),
+            seeds: 1..=4,
+            invariant: "resume",
+        },
         Mutant::GrantWhileLeasing => Hunt {
             cfg: SimConfig {
                 nodes: 16,
@@ -156,7 +183,7 @@ fn catch(m: Mutant) {
             ..h.cfg.clone()
         };
         let r = common::run(cfg);
-        if count(&r, h.invariant) > 0 {
+        if common::broke(&r, h.invariant) {
             assert!(!r.passed());
             return;
         }
@@ -182,6 +209,11 @@ fn control(m: Mutant) {
         assert_eq!(
             r.safety_violations,
             0,
+            "{m:?} control, no mutant: {}",
+            explain(&r)
+        );
+        assert!(
+            !common::broke(&r, h.invariant),
             "{m:?} control, no mutant: {}",
             explain(&r)
         );
@@ -237,6 +269,23 @@ fn planted_one_way_partition() {
 fn send_before_persist_is_caught() {
     catch(Mutant::SendBeforePersist);
     control(Mutant::SendBeforePersist);
+}
+
+/// An abort reaches a staged node that ignores it and activates: the abort checker catches
+/// it; the same operator without the mutant is obeyed (no activation between an abort and the
+/// next resume) and the campaign converges after the final resume.
+#[test]
+fn planted_abort() {
+    catch(Mutant::ActivateAfterAbort);
+    control(Mutant::ActivateAfterAbort);
+}
+
+/// Resumes that do not travel: the campaign the operator aborted never converges after its
+/// final resume, which the resume checker reports; without the mutant it converges.
+#[test]
+fn planted_resume() {
+    catch(Mutant::ResumeNotPassedOn);
+    control(Mutant::ResumeNotPassedOn);
 }
 
 /// Every mutant has a decision: a hunt, or a reason the simulator cannot see it. A new mutant

@@ -1,6 +1,6 @@
 //! Swarm testing: hundreds of seeds, each drawing every option of its run (topology, size,
 //! loss, duplicates, crashes, lost stores, torn writes, restored stores, partitions, skew,
-//! drift, traffic, activation failures, corrupt chunks, budget) with faults on. Every run must stay safe and
+//! drift, wall-clock steps, operator actions, traffic, activation failures, corrupt chunks, budget) with faults on. Every run must stay safe and
 //! converge within the bound.
 
 mod common;
@@ -70,6 +70,8 @@ fn swarm_draws_every_fault_and_shape() {
         c.partition_rate > 0.0 && c.one_way_share > 0.0
     });
     some("partitions", &|c| c.partition_rate > 0.0);
+    some("wall-clock steps", &|c| c.clock_step_ms > 0.0);
+    some("operator actions", &|c| c.operator_actions > 0.0);
     some("clock skew", &|c| c.skew_ms > 0.0);
     some("clock drift", &|c| c.drift_ppm > 0.0);
     some("activation failures", &|c| c.activation_failure > 0.0);

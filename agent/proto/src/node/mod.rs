@@ -455,6 +455,25 @@ impl Node {
         self.peers.binary_search(&peer).ok()
     }
 
+    /// The control mutants: a control from a neighbour that the mutated node drops.
+    fn drops_control(&self, c: crate::msg::Control) -> bool {
+        #[cfg(feature = "mutants")]
+        {
+            use crate::msg::ControlAction;
+            let staged = self.record.phase.phase == Phase::Staged;
+            match self.cfg.mutant {
+                Some(Mutant::ActivateAfterAbort) => c.action == ControlAction::Abort && staged,
+                Some(Mutant::ResumeNotPassedOn) => c.action == ControlAction::Resume,
+                _ => false,
+            }
+        }
+        #[cfg(not(feature = "mutants"))]
+        {
+            let _ = c;
+            false
+        }
+    }
+
     fn ctx(&self) -> LinkCtx {
         let activated = self.activated_epoch();
         #[cfg(feature = "mutants")]
@@ -563,7 +582,8 @@ impl Node {
             }
             Message::Lease(l) => self.on_lease(now, i, l),
             Message::Campaign(c) => self.on_campaign(now, Some(peer), c),
-            Message::Control(c) => self.on_control(now, Some(peer), c),
+            Message::Control(c) if !self.drops_control(c) => self.on_control(now, Some(peer), c),
+            Message::Control(_) => {}
             Message::Gossip(d) => self.on_gossip(now, peer, &d),
             Message::GossipAck { upto } => self.on_gossip_ack(peer, upto),
             Message::Probe { epoch, .. } => {

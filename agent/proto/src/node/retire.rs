@@ -113,8 +113,15 @@ impl Node {
             }
             self.check_converged(now);
         } else {
-            // Live again. A node that converged while the link was retired has not converged
-            // any more if the link is behind its campaign.
+            // Live again. An acquisition under way left the link out of its order: it starts
+            // over with it (keeping the leases it holds), so that the node does not activate
+            // without the lease of a neighbour it is connected to again.
+            if self.gate == Gate::Leasing {
+                self.holder.start(me, &self.links);
+                self.lease_step(now);
+            }
+            // A node that converged while the link was retired has not converged any more if
+            // the link is behind its campaign.
             if let Some(c) = self.record.campaign {
                 let behind = self.links[i].state.fresh || self.links[i].state.committed < c.epoch;
                 if self.record.phase.phase == Phase::Converged && behind {

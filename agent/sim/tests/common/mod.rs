@@ -43,6 +43,16 @@ pub fn count(r: &Report, invariant: &str) -> u64 {
         .unwrap_or_else(|| panic!("no invariant named {invariant}"))
 }
 
+/// Whether a run broke the checker named `name`: a safety invariant with a violation, or the
+/// liveness property (`convergence`, `resume`) it failed.
+pub fn broke(r: &Report, name: &str) -> bool {
+    if ["convergence", "resume"].contains(&name) {
+        r.liveness == Some(name)
+    } else {
+        count(r, name) > 0
+    }
+}
+
 /// Maps `f` over `items` on a few threads, keeping the order.
 pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));

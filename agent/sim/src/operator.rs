@@ -183,7 +183,8 @@ impl World {
         }
         r.0 = c.counter;
         match c.action {
-            ControlAction::Abort => r.1 = Some(c.epoch),
+            // A rollback halts or rolls back: no activation starts after it either.
+            ControlAction::Abort | ControlAction::Rollback => r.1 = Some(c.epoch),
             ControlAction::Resume => r.1 = None,
             ControlAction::Pause => {}
         }
@@ -196,8 +197,11 @@ impl World {
         self.op.reached[n as usize] = match &self.nodes[n as usize].durable.node {
             None => (0, None),
             Some(r) => {
-                let kept = r.last_control.filter(|c| c.action == ControlAction::Abort);
-                let halted = (r.phase.phase == Phase::Halted).then_some(r.phase.epoch);
+                let kept = r
+                    .last_control
+                    .filter(|c| matches!(c.action, ControlAction::Abort | ControlAction::Rollback));
+                let halted = matches!(r.phase.phase, Phase::Halted | Phase::RolledBack)
+                    .then_some(r.phase.epoch);
                 (r.control_counter, halted.or(kept.map(|c| c.epoch)))
             }
         };

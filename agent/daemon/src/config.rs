@@ -127,6 +127,37 @@ pub struct DevlinkConfig {
     pub flash_timeout_s: Option<u64>,
 }
 
+impl DevlinkConfig {
+    /// The backend's options these settings ask for; an error names the key and what is wrong.
+    /// The configuration check and the agent both take them from here, so they agree.
+    pub fn options(
+        &self,
+    ) -> Result<entente_devices::devlink::DevlinkOptions, (&'static str, String)> {
+        use entente_devices::devlink::{DevlinkOptions, Handle, Overwrite};
+        let mut opts = DevlinkOptions::default();
+        self.handle
+            .parse::<Handle>()
+            .map_err(|e| ("device.devlink.handle", e))?;
+        if let Some(dir) = &self.firmware_dir {
+            entente_devices::devlink::relative_name(&opts.firmware_root, dir)
+                .map_err(|e| ("device.devlink.firmware_dir", e))?;
+            opts.firmware_dir = dir.clone();
+        }
+        opts.overwrite = Overwrite::from_names(self.overwrite.iter().map(String::as_str))
+            .map_err(|e| ("device.devlink.overwrite", e))?;
+        if let Some(s) = self.flash_timeout_s {
+            if s == 0 {
+                return Err((
+                    "device.devlink.flash_timeout_s",
+                    "must be at least 1".into(),
+                ));
+            }
+            opts.flash_timeout = std::time::Duration::from_secs(s);
+        }
+        Ok(opts)
+    }
+}
+
 /// How this agent fetches and serves images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -594,7 +625,7 @@ impl Config {
                             .into(),
                     ));
                 };
-                crate::device_backend::devlink_options(dl).map_err(|(key, m)| bad(key, m))?;
+                dl.options().map_err(|(key, m)| bad(key, m))?;
             }
             other => {
                 return Err(bad(
@@ -805,8 +836,7 @@ addr = "127.0.0.1:7002"
              overwrite = [\"settings\"]\n",
         )
         .unwrap();
-        let opts =
-            crate::device_backend::devlink_options(c.device.devlink.as_ref().unwrap()).unwrap();
+        let opts = c.device.devlink.as_ref().unwrap().options().unwrap();
         assert!(opts.overwrite.settings && !opts.overwrite.identifiers);
         assert_eq!(opts.firmware_dir, PathBuf::from("/lib/firmware/entente/n1"));
     }

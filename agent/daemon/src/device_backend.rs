@@ -1,41 +1,17 @@
 //! Opens the device the configuration names, with the backend it names, as the `Device` the
-//! worker drives: `sim` (a directory under the data dir), `devlink` (a kernel devlink
-//! instance, with its link-epoch record under `<data_dir>/devlink`) or `redfish` (a BMC's UpdateService, for GPU baseboard firmware). Each backend's settings are turned into its options here, once, so that the
-//! configuration check and the agent agree on them.
+//! worker drives: `sim` (a directory under the data dir), `devlink` (a kernel devlink instance,
+//! with its link-epoch record under `<data_dir>/devlink`) or `redfish` (a BMC's UpdateService,
+//! for GPU baseboard firmware). The devlink options come from `DevlinkConfig::options`, which
+//! the configuration check uses too, so the two agree; this module depends on the
+//! configuration, never the other way round.
 
-use crate::config::{Config, DevlinkConfig};
+use crate::config::Config;
 use anyhow::{bail, Context, Result};
-use entente_devices::devlink::{DevlinkDevice, DevlinkOptions, Handle, Overwrite};
+use entente_devices::devlink::DevlinkDevice;
 use entente_devices::profile::Profile;
 use entente_devices::redfish::RedfishDevice;
 use entente_devices::sim::{Faults, SimDevice};
 use entente_devices::Device;
-use std::time::Duration;
-
-/// The devlink options `[device.devlink]` asks for; an error names the key and what is wrong.
-pub fn devlink_options(c: &DevlinkConfig) -> Result<DevlinkOptions, (&'static str, String)> {
-    let mut opts = DevlinkOptions::default();
-    c.handle
-        .parse::<Handle>()
-        .map_err(|e| ("device.devlink.handle", e))?;
-    if let Some(dir) = &c.firmware_dir {
-        entente_devices::devlink::relative_name(&opts.firmware_root, dir)
-            .map_err(|e| ("device.devlink.firmware_dir", e))?;
-        opts.firmware_dir = dir.clone();
-    }
-    opts.overwrite = Overwrite::from_names(c.overwrite.iter().map(String::as_str))
-        .map_err(|e| ("device.devlink.overwrite", e))?;
-    if let Some(s) = c.flash_timeout_s {
-        if s == 0 {
-            return Err((
-                "device.devlink.flash_timeout_s",
-                "must be at least 1".into(),
-            ));
-        }
-        opts.flash_timeout = Duration::from_secs(s);
-    }
-    Ok(opts)
-}
 
 /// Opens the configured device for `profile`.
 pub fn open(cfg: &Config, profile: &Profile) -> Result<Box<dyn Device + Send>> {
@@ -56,7 +32,9 @@ pub fn open(cfg: &Config, profile: &Profile) -> Result<Box<dyn Device + Send>> {
                 .devlink
                 .as_ref()
                 .context("backend devlink needs [device.devlink]")?;
-            let mut opts = devlink_options(c).map_err(|(key, e)| anyhow::anyhow!("{key}: {e}"))?;
+            let mut opts = c
+                .options()
+                .map_err(|(key, e)| anyhow::anyhow!("{key}: {e}"))?;
             // The committed link epochs the backend keeps (the parameter's floor on restart).
             opts.state_dir = Some(cfg.data_dir.join("devlink"));
             let dev = DevlinkDevice::open(profile.clone(), &c.handle, opts)

@@ -142,7 +142,7 @@ pub struct MemTransport {
     config: Config,
     accept: Receiver<Pipe>,
     conns: Vec<MemConn>,
-    generations: HashMap<NodeId, u64>,
+    generations: HashMap<NodeId, crate::session::PeerMemory>,
     stats: Stats,
     /// Chunks handed to the channel, reported as `BulkSent` by the next poll.
     pending_sent: Vec<(ConnId, SlotId)>,

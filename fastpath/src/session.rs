@@ -33,8 +33,19 @@ pub struct Ctx<'a> {
     pub events: &'a mut Vec<Event>,
     /// Counters.
     pub stats: &'a mut Stats,
-    /// The latest generation of each peer, so a new connection's generation is higher.
-    pub generations: &'a mut HashMap<NodeId, u64>,
+    /// What the transport remembers of each peer across connections.
+    pub generations: &'a mut HashMap<NodeId, PeerMemory>,
+}
+
+/// What a transport remembers of a peer across its connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerMemory {
+    /// The latest generation, so a new connection's generation is higher.
+    pub generation: u64,
+    /// Whether a connection with it agreed frame MACs: an untagged one is refused from then on
+    /// (stripping both offers on the path would otherwise downgrade it), until this transport
+    /// is restarted.
+    pub tagged: bool,
 }
 
 /// A slot the peer granted us.
@@ -176,11 +187,15 @@ impl Session {
         key: Arc<ClusterKey>,
         limits: Limits,
         addr: SocketAddr,
-        generations: &HashMap<NodeId, u64>,
+        generations: &HashMap<NodeId, PeerMemory>,
     ) -> Session {
         let nonce_c = auth::nonce();
         // We do not know the peer's id yet: propose past every generation we have seen.
-        let proposed = generations.values().copied().max().unwrap_or(0);
+        let proposed = generations
+            .values()
+            .map(|p| p.generation)
+            .max()
+            .unwrap_or(0);
         let mut s = Session::new(local, key, limits, addr);
         s.state = State::AwaitChallenge { nonce_c, proposed };
         s
@@ -209,15 +224,26 @@ impl Session {
         self.limits.frame_macs.offered() & peer_offer & features::KNOWN
     }
 
-    /// Refuses a peer that does not offer frame MACs when we require them.
-    fn check_offer(&mut self, agreed: u64, ctx: &mut Ctx<'_>) -> Result<(), Ended> {
-        if self.limits.frame_macs == FrameMacs::Require && agreed & features::FRAME_MACS == 0 {
-            let what = "the peer does not offer frame MACs (a build before them, or \
-                        frame_macs = \"off\"), and this node requires them"
-                .to_owned();
-            return Err(self.refuse(RefuseReason::Handshake(what), ctx));
+    /// Refuses a peer that does not offer frame MACs when we require them, or when it tagged
+    /// its frames on an earlier connection with this transport.
+    fn check_offer(&mut self, peer: NodeId, agreed: u64, ctx: &mut Ctx<'_>) -> Result<(), Ended> {
+        if agreed & features::FRAME_MACS != 0 {
+            return Ok(());
         }
-        Ok(())
+        let what = if self.limits.frame_macs == FrameMacs::Require {
+            "the peer does not offer frame MACs (a build before them, or frame_macs = \"off\"), \
+             and this node requires them"
+                .to_owned()
+        } else if ctx.generations.get(&peer).is_some_and(|p| p.tagged) {
+            format!(
+                "node {peer} does not offer frame MACs, which it agreed on an earlier connection: \
+                 a downgrade on the path, or it went back to a build without them (restart this \
+                 agent to accept that)"
+            )
+        } else {
+            return Ok(());
+        };
+        Err(self.refuse(RefuseReason::Handshake(what), ctx))
     }
 
     /// A session for a connection a peer opened: waits for HELLO.
@@ -558,7 +584,7 @@ impl Session {
                     return Err(self.refuse(RefuseReason::Handshake(what), ctx));
                 }
                 let agreed = self.agreed(h.aux());
-                self.check_offer(agreed, ctx)?;
+                self.check_offer(src, agreed, ctx)?;
                 let nonce_a = auth::nonce();
                 let offer = self.limits.frame_macs.offered();
                 let window = self.limits.window;
@@ -602,7 +628,7 @@ impl Session {
                 if !proved {
                     return Err(self.refuse(RefuseReason::Authentication, ctx));
                 }
-                self.check_offer(agreed, ctx)?;
+                self.check_offer(src, agreed, ctx)?;
                 if peer_window < MIN_WINDOW {
                     let what = format!("peer window {peer_window} below {MIN_WINDOW}");
                     return Err(self.refuse(RefuseReason::Handshake(what), ctx));
@@ -637,14 +663,16 @@ impl Session {
                 if src != peer || !proved {
                     return Err(self.refuse(RefuseReason::Authentication, ctx));
                 }
-                let last = ctx.generations.get(&peer).copied().unwrap_or(0);
+                let last = ctx.generations.get(&peer).map_or(0, |p| p.generation);
                 let base = last.max(proposed);
                 if base >= MAX_GENERATION {
                     let what = format!("proposed generation {proposed} is beyond any plausible");
                     return Err(self.refuse(RefuseReason::Handshake(what), ctx));
                 }
                 let generation = base + 1;
-                ctx.generations.insert(peer, generation);
+                let memory = ctx.generations.entry(peer).or_default();
+                memory.generation = generation;
+                memory.tagged |= transcript.is_some();
                 self.tags = transcript.map(|t| self.key.frame_keys(true, &t, ids, generation));
                 let welcome = Bytes::copy_from_slice(&generation.to_le_bytes());
                 let f = Fields {
@@ -677,7 +705,7 @@ impl Session {
                 transcript,
             } => {
                 let generation = u64_at(p, 0);
-                let last = ctx.generations.get(&peer).copied().unwrap_or(0);
+                let last = ctx.generations.get(&peer).map_or(0, |p| p.generation);
                 if src != peer
                     || generation <= proposed.max(last)
                     || generation > MAX_GENERATION
@@ -694,7 +722,9 @@ impl Session {
                         return Err(self.refuse(RefuseReason::Authentication, ctx));
                     }
                 }
-                ctx.generations.insert(peer, generation);
+                let memory = ctx.generations.entry(peer).or_default();
+                memory.generation = generation;
+                memory.tagged |= tags.is_some();
                 self.tags = tags;
                 self.establish(peer, generation, peer_window, ctx);
                 Ok(())

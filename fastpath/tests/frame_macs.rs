@@ -392,3 +392,47 @@ fn implausible_proposed_generation_is_refused() {
     let why = handshake_refusal(&events).unwrap();
     assert!(why.contains("beyond any plausible"), "{why}");
 }
+
+/// Strips the frame-MAC offer from HELLO and CHALLENGE both (checksums fixed).
+fn strip_offer(kind_to_strip: Kind) -> Tamper {
+    Box::new(move |mut f| {
+        if kind(&f) == Some(kind_to_strip) {
+            f[48..56].fill(0);
+            fix_checksum(&mut f);
+        }
+        vec![f]
+    })
+}
+
+/// Two agents that once agreed frame MACs do not connect untagged afterwards: an attacker who
+/// strips both offers from a later handshake (which neither proof can see) is refused.
+#[test]
+fn stripping_both_offers_after_a_tagged_connection_is_refused() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let prefer = config(FrameMacs::Prefer);
+    let mut a: Box<dyn Transport> =
+        Box::new(TcpTransport::bind(any, 1, key(), prefer.clone()).unwrap());
+    let mut c: Box<dyn Transport> = Box::new(TcpTransport::bind(any, 2, key(), prefer).unwrap());
+    let (ac, _) = connect(&mut a, &mut c);
+    assert_eq!(a.stats().connections_untagged, 0);
+    a.close(ac);
+    let target = c.local_addr();
+    a.connect(proxy_both(
+        target,
+        strip_offer(Kind::Hello),
+        strip_offer(Kind::Challenge),
+    ))
+    .unwrap();
+    let mut log = Log::new();
+    pump(
+        &mut [&mut a, &mut c],
+        &mut log,
+        Duration::from_secs(10),
+        |l| handshake_refusal(&l[0]).is_some() || handshake_refusal(&l[1]).is_some(),
+    );
+    let why = handshake_refusal(&log[0])
+        .or_else(|| handshake_refusal(&log[1]))
+        .unwrap();
+    assert!(why.contains("agreed on an earlier connection"), "{why}");
+    assert!(log.iter().all(|l| up(l).is_none()), "{log:#?}");
+}

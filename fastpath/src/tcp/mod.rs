@@ -49,7 +49,7 @@ pub struct TcpTransport {
     /// Connections by token (the epoll data); `None` marks a free token.
     conns: Vec<Option<TcpConn>>,
     free: Vec<usize>,
-    generations: HashMap<NodeId, u64>,
+    generations: HashMap<NodeId, crate::session::PeerMemory>,
     stats: Stats,
     /// Events produced outside `poll` (local closes), reported by the next one.
     deferred: Vec<Event>,

@@ -169,7 +169,7 @@ pub struct VerbsTransport {
     ready: Vec<EpollEvent>,
     /// Connections by their rdma_cm id (the pointer's address).
     conns: HashMap<usize, VerbsConn>,
-    generations: HashMap<NodeId, u64>,
+    generations: HashMap<NodeId, crate::session::PeerMemory>,
     stats: Stats,
     deferred: Vec<Event>,
     wcs: Vec<ffi::ibv_wc>,

@@ -21,6 +21,15 @@ fn config(frame_macs: FrameMacs) -> Config {
     }
 }
 
+/// Nodes 1 and 2 on loopback tcp.
+fn tcp_pair(frame_macs: FrameMacs) -> (Box<dyn Transport>, Box<dyn Transport>) {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let bind = |id| -> Box<dyn Transport> {
+        Box::new(TcpTransport::bind(any, id, key(), config(frame_macs)).unwrap())
+    };
+    (bind(1), bind(2))
+}
+
 fn stats_after_one_message(b: &mut dyn Backend, mine: FrameMacs, theirs: FrameMacs) -> [Stats; 2] {
     let mut a = b.endpoint(1, key(), config(mine));
     let mut c = b.endpoint(2, key(), config(theirs));
@@ -170,11 +179,7 @@ fn through_proxy(
     msgs: &[&'static [u8]],
     done: impl FnMut(&Log) -> bool,
 ) -> (Log, [Stats; 2]) {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mut a: Box<dyn Transport> =
-        Box::new(TcpTransport::bind(any, 1, key(), config(frame_macs)).unwrap());
-    let mut c: Box<dyn Transport> =
-        Box::new(TcpTransport::bind(any, 2, key(), config(frame_macs)).unwrap());
+    let (mut a, mut c) = tcp_pair(frame_macs);
     a.connect(proxy(c.local_addr(), tamper)).unwrap();
     let mut log = Log::new();
     pump(
@@ -288,11 +293,7 @@ fn stripped_offer_fails_the_handshake() {
         }
         vec![f]
     });
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let prefer = config(FrameMacs::Prefer);
-    let mut a: Box<dyn Transport> =
-        Box::new(TcpTransport::bind(any, 1, key(), prefer.clone()).unwrap());
-    let mut c: Box<dyn Transport> = Box::new(TcpTransport::bind(any, 2, key(), prefer).unwrap());
+    let (mut a, mut c) = tcp_pair(FrameMacs::Prefer);
     a.connect(proxy(c.local_addr(), strip)).unwrap();
     let mut log = Log::new();
     pump(
@@ -408,11 +409,7 @@ fn strip_offer(kind_to_strip: Kind) -> Tamper {
 /// strips both offers from a later handshake (which neither proof can see) is refused.
 #[test]
 fn stripping_both_offers_after_a_tagged_connection_is_refused() {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let prefer = config(FrameMacs::Prefer);
-    let mut a: Box<dyn Transport> =
-        Box::new(TcpTransport::bind(any, 1, key(), prefer.clone()).unwrap());
-    let mut c: Box<dyn Transport> = Box::new(TcpTransport::bind(any, 2, key(), prefer).unwrap());
+    let (mut a, mut c) = tcp_pair(FrameMacs::Prefer);
     let (ac, _) = connect(&mut a, &mut c);
     assert_eq!(a.stats().connections_untagged, 0);
     a.close(ac);

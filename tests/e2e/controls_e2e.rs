@@ -259,15 +259,6 @@ fn control_counter_far_ahead_refused() {
     assert_eq!(c.status(0).unwrap()["control"]["reason"], "honest");
 }
 
-/// The running version of node `i`'s device (`entente inventory --json`).
-fn running_version(c: &Cluster, i: usize) -> Value {
-    let out = run(entente()
-        .args(["inventory", "--json", "--socket"])
-        .arg(c.socket(i)));
-    let inv: Value = serde_json::from_slice(&out.stdout).unwrap();
-    inv["devices"][0]["components"][0]["running"].clone()
-}
-
 /// A rollback before any link committed: every node runs its previous firmware again and its
 /// window goes back with it (its links stay at the old epoch; a resume stages it again).
 #[test]
@@ -283,16 +274,16 @@ fn rollback_before_commit() {
     )
     .unwrap();
     c.start_all();
-    let before = running_version(&c, 0);
+    let before = c.running_version(0);
     c.start_seeded_campaign();
     phase_everywhere(&c, 2, "activated");
-    assert_ne!(running_version(&c, 0), before);
+    assert_ne!(c.running_version(0), before);
     let (code, err) = control(&c, 1, "rollback", &operator_key(&dir), "new firmware flaps");
     assert_eq!(code, 0, "{err}");
     phase_everywhere(&c, 2, "rolled-back");
     for i in 0..2 {
         let deadline = Instant::now() + LIMIT;
-        while running_version(&c, i) != before {
+        while c.running_version(i) != before {
             assert!(
                 Instant::now() < deadline,
                 "node {i} still runs the new firmware"

@@ -1,19 +1,10 @@
 //! The health gate after an activation, against running agents: a node whose health hook says
 //! no never tells its neighbours it activated, rolls back, and shows why.
 
-use entente_tests::{entente, run, tempdir, Cluster};
-use serde_json::Value;
+use entente_tests::{tempdir, Cluster};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-fn running_version(c: &Cluster, i: usize) -> Value {
-    let out = run(entente()
-        .args(["inventory", "--json", "--socket"])
-        .arg(c.socket(i)));
-    let inv: Value = serde_json::from_slice(&out.stdout).unwrap();
-    inv["devices"][0]["components"][0]["running"].clone()
-}
 
 #[test]
 fn health_gate_fails() {
@@ -27,7 +18,7 @@ fn health_gate_fails() {
     )
     .unwrap();
     c.start_all();
-    let before = running_version(&c, 1);
+    let before = c.running_version(1);
     c.start_seeded_campaign();
     let s = c.wait_status(1, LIMIT, |s| s["phase"] == "rolled-back");
     let why = s["unhealthy"].as_str().unwrap_or_default().to_owned();
@@ -37,7 +28,7 @@ fn health_gate_fails() {
     );
     // no link moved to the new epoch, and the device runs what it ran before
     let deadline = std::time::Instant::now() + LIMIT;
-    while running_version(&c, 1) != before {
+    while c.running_version(1) != before {
         assert!(
             std::time::Instant::now() < deadline,
             "still runs the new firmware"

@@ -363,6 +363,15 @@ pub fn reader_group(dir: &Path, c: &Cluster) -> String {
 }
 
 impl Cluster {
+    /// The running version of node `i`'s device (`entente inventory --json`).
+    pub fn running_version(&self, i: usize) -> Value {
+        let out = run(entente()
+            .args(["inventory", "--json", "--socket"])
+            .arg(self.socket(i)));
+        let inv: Value = serde_json::from_slice(&out.stdout).unwrap();
+        inv["devices"][0]["components"][0]["running"].clone()
+    }
+
     /// The address node `i` accepts peer connections on (`listen` in its configuration).
     pub fn listen_addr(&self, i: usize) -> std::net::SocketAddr {
         let text = std::fs::read_to_string(self.agent(i, "config")).unwrap();

@@ -35,6 +35,12 @@ fn check(s: &Seed) -> Result<(), String> {
                 .map(drop)
                 .map_err(|e| e.to_string())
         }
+        "statement" => {
+            let text = std::str::from_utf8(&s.bytes).map_err(|e| e.to_string())?;
+            entente_stage::SignedStatement::parse(text)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
         other => Err(format!("no target {other}")),
     }
 }

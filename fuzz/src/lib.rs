@@ -7,16 +7,18 @@ use entente_proto::msg::{Campaign, Control, ControlAction, GossipDelta, Hello, L
 use entente_proto::wire::encoded;
 use entente_proto::{Epoch, Message, NodeId, Nonce, Pending, Txn, TxnKind, Window};
 use entente_stage::manifest::MANIFEST_FORMAT;
+use entente_stage::statement::{Action, Statement};
 use entente_stage::{CompatWindow, Manifest, ProfileImage, SecretKey};
 use std::collections::BTreeMap;
 
 /// Every fuzz target; the seed corpus has inputs for each.
-pub const TARGETS: [&str; 5] = [
+pub const TARGETS: [&str; 6] = [
     "control_request",
     "proto_decode",
     "frame_decode",
     "manifest",
     "config",
+    "statement",
 ];
 
 /// The manifest signing key the `manifest` target trusts (a fixed seed: the corpus's
@@ -331,5 +333,27 @@ pub fn seeds() -> Vec<Seed> {
         format!("{SIM_CONFIG}\0[transport]\nrtt_ms = 9\n\0[policy]\ndrain_timeout_s = 600\n")
             .into_bytes(),
     );
+
+    // Operator statements, one of each action, signed with a fixed key.
+    let key = SecretKey::from_seed([7; 32]);
+    for (name, action) in [
+        ("pause", Action::Pause),
+        ("resume", Action::Resume),
+        ("abort", Action::Abort),
+        ("rollback", Action::Rollback),
+    ] {
+        let line = Statement {
+            cluster: [0xc1; 8],
+            epoch: 3,
+            action,
+            counter: 1_800_000_000_000,
+            expires_at: 1_800_003_600,
+            reason: format!("fuzz seed: {name}"),
+        }
+        .sign(&key)
+        .expect("a seed statement signs")
+        .to_line();
+        seed("statement", name, line.into_bytes());
+    }
     out
 }

@@ -108,6 +108,10 @@ fn operator_pause_resume() {
     c.start_all();
     let (code, err) = control(&c, 1, "pause", &operator_key(&dir), "maintenance window");
     assert_eq!(code, 0, "{err}");
+    // every agent holds the pause before the campaign starts anywhere
+    for i in 0..3 {
+        c.wait_status(i, LIMIT, |s| s["control"]["action"] == "pause");
+    }
     c.start_seeded_campaign();
     phase_everywhere(&c, 3, "announced");
     std::thread::sleep(Duration::from_secs(2));
